@@ -1,0 +1,49 @@
+# The two commands of the README: `make run` serves on port 8080, `make test` runs every check.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PROFILE := Jsons/user_profile.json
+PORT ?= 8080
+
+.PHONY: run test lint test-unit test-integration test-e2e demo profiles clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+# Generated once; delete it (or run `make profiles`) for a new draw.
+$(PROFILE): | $(INSTALLED)
+	$(BIN)/python Scripts/Generate_User_Profile.py
+
+profiles: $(INSTALLED)
+	$(BIN)/python Scripts/Generate_User_Profile.py
+
+run: $(INSTALLED) $(PROFILE)
+	cd Scripts && ../$(BIN)/uvicorn Order_Handler:app --host 0.0.0.0 --port $(PORT)
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint
+	$(BIN)/pytest
+
+test-unit: $(INSTALLED)
+	$(BIN)/pytest tests/unit
+
+test-integration: $(INSTALLED)
+	$(BIN)/pytest tests/integration
+
+test-e2e: $(INSTALLED)
+	$(BIN)/pytest tests/e2e
+
+demo: $(INSTALLED) $(PROFILE)
+	$(BIN)/python -m trading_orders.tools.demo --project-root .
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis .import_linter_cache src/*.egg-info

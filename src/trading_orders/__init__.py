@@ -1,0 +1,1 @@
+"""trading-orders: decides strategy orders per user and records them durably."""

@@ -1,0 +1,1 @@
+"""The pure core: orders, positions, profiles and the rules that decide between them."""

@@ -1,0 +1,156 @@
+"""Values of the order desk: orders, positions and the decisions taken on them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class DomainError(Exception):
+    """A rule of the domain was broken by the values it was given."""
+
+
+class Side(StrEnum):
+    """Which way an order trades (the brief's POSITION field)."""
+
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class OrderStatus(StrEnum):
+    """The answer for an order as a whole, or for one user."""
+
+    ACCEPTED = "ACCEPTED"
+    REJECTED = "REJECTED"
+
+
+class RejectReason(StrEnum):
+    """Why an order, or one user's part of it, was rejected."""
+
+    UNKNOWN_STRATEGY = "UNKNOWN_STRATEGY"
+    INSTRUMENT_NOT_IN_STRATEGY = "INSTRUMENT_NOT_IN_STRATEGY"
+    ALREADY_HOLDING = "ALREADY_HOLDING"
+    NO_OPEN_POSITION = "NO_OPEN_POSITION"
+
+
+class PositionScope(StrEnum):
+    """What one open position belongs to.
+
+    ``strategy``: a position is held per (user, strategy, instrument).
+    ``user``: netting; a position is held per (user, instrument), whichever
+    strategy opened it, and any strategy the user runs may close it.
+    """
+
+    STRATEGY = "strategy"
+    USER = "user"
+
+
+def _require_name(field: str, value: str) -> None:
+    if not value or value != value.strip():
+        raise DomainError(f"{field} must be a non-empty name without surrounding spaces, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """What a strategy asks for: trade INSTRUMENT in STRATEGY, BUY or SELL."""
+
+    strategy: str
+    instrument: str
+    side: Side
+
+    def __post_init__(self) -> None:
+        _require_name("strategy", self.strategy)
+        _require_name("instrument", self.instrument)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """An open buy of one user, with the order that opened it."""
+
+    user: str
+    strategy: str
+    instrument: str
+    order_id: str
+    opened_at: datetime
+
+    def __post_init__(self) -> None:
+        _require_name("user", self.user)
+        _require_name("strategy", self.strategy)
+        _require_name("instrument", self.instrument)
+        if not self.order_id:
+            raise DomainError("a position needs the id of the order that opened it")
+        if self.opened_at.tzinfo is None:
+            raise DomainError("opened_at must carry a time zone (UTC)")
+
+
+@dataclass(frozen=True, slots=True)
+class UserDecision:
+    """What the order means for one user who runs its strategy."""
+
+    user: str
+    status: OrderStatus
+    reason: RejectReason | None = None
+
+    def __post_init__(self) -> None:
+        if (self.status is OrderStatus.ACCEPTED) != (self.reason is None):
+            raise DomainError("an accepted decision has no reason; a rejected one must have one")
+
+
+@dataclass(frozen=True, slots=True)
+class OrderDecision:
+    """The whole answer to one order: one decision per candidate user."""
+
+    order_id: str
+    received_at: datetime
+    order: Order
+    decisions: tuple[UserDecision, ...]
+    reason: RejectReason | None = None
+
+    def __post_init__(self) -> None:
+        if not self.order_id:
+            raise DomainError("an order decision needs an order id")
+        if self.received_at.tzinfo is None:
+            raise DomainError("received_at must carry a time zone (UTC)")
+        if self.reason is not None and self.decisions:
+            raise DomainError("an order rejected as a whole carries no per-user decisions")
+        users = [decision.user for decision in self.decisions]
+        if len(set(users)) != len(users):
+            raise DomainError("an order decides at most once per user")
+
+    @property
+    def status(self) -> OrderStatus:
+        """ACCEPTED when accepted for at least one user, else REJECTED."""
+        if any(d.status is OrderStatus.ACCEPTED for d in self.decisions):
+            return OrderStatus.ACCEPTED
+        return OrderStatus.REJECTED
+
+    @property
+    def accepted_users(self) -> tuple[str, ...]:
+        """The users for whom the order was accepted, in decision order."""
+        return tuple(d.user for d in self.decisions if d.status is OrderStatus.ACCEPTED)
+
+
+@dataclass(frozen=True, slots=True)
+class PositionChange:
+    """The positions one order opened and closed."""
+
+    opened: tuple[Position, ...] = ()
+    closed: tuple[Position, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the order changed no position."""
+        return not self.opened and not self.closed
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLogEntry:
+    """One order as the order log keeps it: its decision and its place in the log."""
+
+    sequence: int
+    decision: OrderDecision
+
+    def __post_init__(self) -> None:
+        if self.sequence < 1:
+            raise DomainError(f"order log sequences start at 1, got {self.sequence}")

@@ -1,0 +1,122 @@
+"""The open positions of every user and the rules that decide an order against them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+
+from trading_orders.domain.model import (
+    DomainError,
+    Order,
+    OrderDecision,
+    OrderStatus,
+    Position,
+    PositionChange,
+    PositionScope,
+    RejectReason,
+    Side,
+    UserDecision,
+)
+from trading_orders.domain.profile import Profile
+
+PositionKey = tuple[str, ...]
+
+
+class ConflictingPositions(DomainError):
+    """Two open positions claim the same key under the configured scope."""
+
+
+class Portfolio:
+    """Every open position, keyed by the position scope; decides orders and applies decisions."""
+
+    __slots__ = ("_positions", "_scope")
+
+    def __init__(self, scope: PositionScope, positions: Iterable[Position] = ()) -> None:
+        """Hold ``positions`` under ``scope``; two positions with one key are refused."""
+        self._scope = scope
+        self._positions: dict[PositionKey, Position] = {}
+        for position in positions:
+            key = self._key(position.user, position.strategy, position.instrument)
+            held = self._positions.get(key)
+            if held is not None:
+                raise ConflictingPositions(
+                    f"{_describe(position)} and {_describe(held)} are the same position "
+                    f"under position scope {scope.value!r}"
+                )
+            self._positions[key] = position
+
+    @property
+    def scope(self) -> PositionScope:
+        """The scope positions are held in."""
+        return self._scope
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def __iter__(self) -> Iterator[Position]:
+        return iter(self._positions.values())
+
+    def held(self, user: str, strategy: str, instrument: str) -> Position | None:
+        """The open position an order in ``strategy`` for ``user`` would meet, if any."""
+        return self._positions.get(self._key(user, strategy, instrument))
+
+    def decide(self, order: Order, profile: Profile, order_id: str, received_at: datetime) -> OrderDecision:
+        """Decide ``order`` for every user who runs its strategy; changes nothing."""
+        runners = profile.runners_of(order.strategy)
+        if not runners:
+            return OrderDecision(order_id, received_at, order, (), RejectReason.UNKNOWN_STRATEGY)
+        decisions = tuple(self._decide_for(user, universe, order) for user, universe in runners.items())
+        return OrderDecision(order_id, received_at, order, decisions)
+
+    def _decide_for(self, user: str, universe: frozenset[str], order: Order) -> UserDecision:
+        holding = self.held(user, order.strategy, order.instrument) is not None
+        in_universe = order.instrument in universe
+        # Netting: a SELL from any strategy the user runs closes the user's
+        # position, so only a SELL that closes nothing is checked against the universe.
+        if order.side is Side.SELL and holding and self._scope is PositionScope.USER:
+            return UserDecision(user, OrderStatus.ACCEPTED)
+        if not in_universe:
+            return UserDecision(user, OrderStatus.REJECTED, RejectReason.INSTRUMENT_NOT_IN_STRATEGY)
+        if order.side is Side.BUY and holding:
+            return UserDecision(user, OrderStatus.REJECTED, RejectReason.ALREADY_HOLDING)
+        if order.side is Side.SELL and not holding:
+            return UserDecision(user, OrderStatus.REJECTED, RejectReason.NO_OPEN_POSITION)
+        return UserDecision(user, OrderStatus.ACCEPTED)
+
+    def apply(self, decision: OrderDecision) -> PositionChange:
+        """Open or close the positions an accepted decision calls for; returns what changed."""
+        order = decision.order
+        users = decision.accepted_users
+        keys = [self._key(user, order.strategy, order.instrument) for user in users]
+        # Check every user before touching any, so a decision that does not fit
+        # this portfolio (a corrupt log on replay) leaves it exactly as it was.
+        if order.side is Side.BUY:
+            clashes = [self._positions[key] for key in keys if key in self._positions]
+            if clashes:
+                raise ConflictingPositions(
+                    f"order {decision.order_id} opens {_describe(clashes[0])}, which is already open"
+                )
+            opened = tuple(
+                Position(user, order.strategy, order.instrument, decision.order_id, decision.received_at)
+                for user in users
+            )
+            for key, position in zip(keys, opened, strict=True):
+                self._positions[key] = position
+            return PositionChange(opened=opened)
+        missing = [user for user, key in zip(users, keys, strict=True) if key not in self._positions]
+        if missing:
+            raise DomainError(
+                f"order {decision.order_id} closes {order.strategy}/{order.instrument} "
+                f"for {missing[0]!r}, who holds no such position"
+            )
+        closed = tuple(self._positions.pop(key) for key in keys)
+        return PositionChange(closed=closed)
+
+    def _key(self, user: str, strategy: str, instrument: str) -> PositionKey:
+        if self._scope is PositionScope.USER:
+            return (user, instrument)
+        return (user, strategy, instrument)
+
+
+def _describe(position: Position) -> str:
+    return f"{position.user!r} {position.strategy}/{position.instrument} (order {position.order_id})"
