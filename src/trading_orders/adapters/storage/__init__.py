@@ -1,0 +1,1 @@
+"""Where positions and the order log are kept: files, memory."""

@@ -1,0 +1,65 @@
+"""Stores that keep everything in memory: for tests and throwaway runs, nothing survives a restart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from trading_orders.application.ports import StoredPositions
+from trading_orders.domain.model import OrderLogEntry, Position, PositionChange
+
+
+class InMemoryPositionStore:
+    """Open positions in a dict; same contract as the file store, without durability."""
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self._positions: dict[Position, None] = {}
+        self._applied_sequence = 0
+
+    def load(self) -> StoredPositions:
+        """Every stored open position and the sequence of the last order applied."""
+        return StoredPositions(tuple(self._positions), self._applied_sequence)
+
+    def apply(self, change: PositionChange, sequence: int) -> None:
+        """Record ``change`` and ``sequence`` together."""
+        missing = [p for p in change.closed if p not in self._positions]
+        if missing:
+            raise ValueError(f"cannot close {missing[0]}: it is not stored")
+        for position in change.closed:
+            del self._positions[position]
+        self._positions.update(dict.fromkeys(change.opened))
+        self._applied_sequence = sequence
+
+    def replace(self, positions: tuple[Position, ...], sequence: int) -> None:
+        """Make ``positions`` the whole content, stamped with ``sequence``."""
+        self._positions = dict.fromkeys(positions)
+        self._applied_sequence = sequence
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class InMemoryOrderLog:
+    """The order log as a list; same contract as the file log, without durability."""
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self._entries: list[OrderLogEntry] = []
+
+    def last_sequence(self) -> int:
+        """The sequence of the newest entry, 0 when the log is empty."""
+        return self._entries[-1].sequence if self._entries else 0
+
+    def append(self, entry: OrderLogEntry) -> None:
+        """Append ``entry``; its sequence must be one past the last."""
+        if entry.sequence != self.last_sequence() + 1:
+            raise ValueError(f"order log is at sequence {self.last_sequence()}, cannot append {entry.sequence}")
+        self._entries.append(entry)
+
+    def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
+        """The entries with a sequence above ``sequence``, oldest first."""
+        # Sequences are 1, 2, 3, ...: entry n sits at index n - 1.
+        return iter(self._entries[max(sequence, 0) :])
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,1 @@
+"""The use cases: the order service and the ports it drives."""

@@ -1,0 +1,21 @@
+"""Failures the application reports to whoever drives it, each with a message a person can act on."""
+
+
+class StorageUnavailable(Exception):
+    """The store could not record an order; nothing of it was kept, and a retry may succeed."""
+
+
+class StartupError(Exception):
+    """The service cannot start; the message says why in one line."""
+
+
+class ProfileUnavailable(StartupError):
+    """The profile file is missing or does not describe a valid profile."""
+
+
+class CorruptStore(StartupError):
+    """A data file cannot be read as written by this service; the message names the file and place."""
+
+
+class StoreInUse(StartupError):
+    """Another process already holds the data files open."""

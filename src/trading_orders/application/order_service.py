@@ -1,0 +1,194 @@
+"""The order service: the one place that sequences decide -> record -> answer."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from trading_orders.application.errors import CorruptStore, StartupError, StorageUnavailable
+from trading_orders.application.ports import Clock, OrderIds, OrderLog, PositionStore, ProfileSource
+from trading_orders.domain.model import (
+    DomainError,
+    Order,
+    OrderLogEntry,
+    Position,
+    PositionChange,
+    PositionScope,
+)
+from trading_orders.domain.portfolio import Portfolio
+from trading_orders.domain.profile import Profile
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """What start-up found and did."""
+
+    open_positions: int
+    last_sequence: int
+    replayed_orders: int
+    positions_outside_profile: tuple[Position, ...]
+
+
+class ServiceNotStarted(RuntimeError):
+    """The service was asked to work before start() recovered its state."""
+
+
+class OrderService:
+    """Decides orders against the profile and open positions, and records them durably.
+
+    The order log is the source of truth. For each order, under one lock:
+    decide in memory, append the log entry (durable), then bring the position
+    store up to date. A crash between the two is healed at start-up by
+    replaying the log entries the position store has not applied yet.
+    """
+
+    def __init__(
+        self,
+        profile_source: ProfileSource,
+        position_store: PositionStore,
+        order_log: OrderLog,
+        clock: Clock,
+        order_ids: OrderIds,
+        scope: PositionScope,
+    ) -> None:
+        """Wire the service to its ports; nothing is read until start()."""
+        self._profile_source = profile_source
+        self._position_store = position_store
+        self._order_log = order_log
+        self._clock = clock
+        self._order_ids = order_ids
+        self._scope = scope
+        # One lock serializes every decision against the same store: the
+        # check "already holding?" and the write that opens the position must
+        # not interleave with another order's, or two BUYs could both pass.
+        self._lock = threading.Lock()
+        self._profile: Profile | None = None
+        self._portfolio: Portfolio | None = None
+        self._store_behind = False
+
+    def start(self) -> RecoveryReport:
+        """Load the profile and positions, replay the order log's unapplied tail, and get ready."""
+        with self._lock:
+            profile = self._profile_source.load()
+            stored = self._position_store.load()
+            last_sequence = self._order_log.last_sequence()
+            if stored.applied_sequence > last_sequence:
+                raise CorruptStore(
+                    f"the position store has applied order-log sequence {stored.applied_sequence} but the "
+                    f"order log ends at {last_sequence}: the order log was truncated or replaced; restore it "
+                    "from a backup (it is the source of truth)"
+                )
+            try:
+                portfolio = Portfolio(self._scope, stored.positions)
+                replayed = 0
+                for entry in self._order_log.entries_after(stored.applied_sequence):
+                    change = portfolio.apply(entry.decision)
+                    self._position_store.apply(change, entry.sequence)
+                    replayed += 1
+            except DomainError as error:
+                raise CorruptStore(f"stored positions and the order log disagree: {error}") from error
+            except StorageUnavailable as error:
+                raise StartupError(f"cannot bring the position store up to date: {error}") from error
+            self._profile = profile
+            self._portfolio = portfolio
+            outside = tuple(p for p in portfolio if p.strategy not in profile.users.get(p.user, {}))
+        for position in outside:
+            logger.warning(
+                "open position %s %s/%s (order %s) belongs to a strategy the profile no longer gives "
+                "this user; it is kept and can still be listed",
+                position.user,
+                position.strategy,
+                position.instrument,
+                position.order_id,
+            )
+        report = RecoveryReport(len(portfolio), last_sequence, replayed, outside)
+        logger.info(
+            "ready: %d open positions, order log at sequence %d, %d orders replayed, scope %s",
+            report.open_positions,
+            report.last_sequence,
+            report.replayed_orders,
+            self._scope.value,
+        )
+        return report
+
+    def place_order(self, order: Order) -> OrderLogEntry:
+        """Decide ``order`` for every user who runs its strategy; returns once it is durable."""
+        with self._lock:
+            profile, portfolio = self._ready()
+            decision = portfolio.decide(order, profile, self._order_ids.next_id(), self._clock.now())
+            entry = OrderLogEntry(self._order_log.last_sequence() + 1, decision)
+            # The log entry is the commit point: once it is durable the order
+            # happened, whatever befalls the position store afterwards.
+            self._order_log.append(entry)
+            change = portfolio.apply(decision)
+            if not change.is_empty or self._store_behind:
+                self._update_position_store(portfolio, change, entry)
+        _log_decision(entry)
+        return entry
+
+    def open_positions(
+        self, user: str | None = None, strategy: str | None = None, instrument: str | None = None
+    ) -> list[Position]:
+        """The open positions matching every filter given, in the order they were opened."""
+        with self._lock:
+            _, portfolio = self._ready()
+            return [
+                p
+                for p in portfolio
+                if (user is None or p.user == user)
+                and (strategy is None or p.strategy == strategy)
+                and (instrument is None or p.instrument == instrument)
+            ]
+
+    @property
+    def is_ready(self) -> bool:
+        """True once start() has recovered the service's state."""
+        return self._portfolio is not None
+
+    def _ready(self) -> tuple[Profile, Portfolio]:
+        if self._profile is None or self._portfolio is None:
+            raise ServiceNotStarted("the order service has not been started")
+        return self._profile, self._portfolio
+
+    def _update_position_store(self, portfolio: Portfolio, change: PositionChange, entry: OrderLogEntry) -> None:
+        try:
+            if self._store_behind:
+                # A previous update failed, so the store misses a change: an
+                # incremental apply would stamp a newer sequence on an
+                # incomplete copy. Rewrite it whole from the portfolio instead.
+                self._position_store.replace(tuple(portfolio), entry.sequence)
+            else:
+                self._position_store.apply(change, entry.sequence)
+            self._store_behind = False
+        except StorageUnavailable as error:
+            # The order is already durable in the log, so its answer stands;
+            # the store catches up on the next order or the next start-up.
+            self._store_behind = True
+            logger.error(
+                "order %s is in the order log but the position store could not be updated (%s); "
+                "it will be brought up to date from the log",
+                entry.decision.order_id,
+                error,
+            )
+
+
+def _log_decision(entry: OrderLogEntry) -> None:
+    decision = entry.decision
+    order = decision.order
+    details = ", ".join(
+        f"{d.user}: {d.status.value}" + (f" {d.reason.value}" if d.reason else "") for d in decision.decisions
+    )
+    logger.info(
+        "order %s #%d %s %s %s -> %s%s%s",
+        decision.order_id,
+        entry.sequence,
+        order.strategy,
+        order.instrument,
+        order.side.value,
+        decision.status.value,
+        f" {decision.reason.value}" if decision.reason else "",
+        f" [{details}]" if details else "",
+    )

@@ -1,0 +1,75 @@
+"""The ports the order service drives; adapters implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from trading_orders.domain.model import OrderLogEntry, Position, PositionChange
+from trading_orders.domain.profile import Profile
+
+
+class Clock(Protocol):
+    """Tells the time."""
+
+    def now(self) -> datetime:
+        """The current time, time-zone aware, in UTC."""
+        ...
+
+
+class OrderIds(Protocol):
+    """Hands out order ids."""
+
+    def next_id(self) -> str:
+        """A new opaque id, never handed out before."""
+        ...
+
+
+class ProfileSource(Protocol):
+    """Where the user profiles come from."""
+
+    def load(self) -> Profile:
+        """The current profile; raises ProfileUnavailable with a clear message when it cannot."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPositions:
+    """The open positions a store holds and the last order-log sequence they include."""
+
+    positions: tuple[Position, ...]
+    applied_sequence: int
+
+
+class PositionStore(Protocol):
+    """Keeps the open positions; a copy of what the order log implies, stamped with its sequence."""
+
+    def load(self) -> StoredPositions:
+        """Every stored open position and the sequence of the last order applied."""
+        ...
+
+    def apply(self, change: PositionChange, sequence: int) -> None:
+        """Record ``change`` and ``sequence`` together, all or nothing; durable on return."""
+        ...
+
+    def replace(self, positions: tuple[Position, ...], sequence: int) -> None:
+        """Replace every stored position, stamped with ``sequence``; all or nothing, durable on return."""
+        ...
+
+
+class OrderLog(Protocol):
+    """The order log, the source of truth: every order decided, in sequence order."""
+
+    def last_sequence(self) -> int:
+        """The sequence of the newest entry, 0 when the log is empty."""
+        ...
+
+    def append(self, entry: OrderLogEntry) -> None:
+        """Add ``entry`` (its sequence one past the last); durable on return, nothing kept on failure."""
+        ...
+
+    def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
+        """The entries with a sequence above ``sequence``, oldest first."""
+        ...

@@ -1,0 +1,102 @@
+"""In-memory stand-ins for the ports, with switches that make them fail like a full disk."""
+
+import errno
+from datetime import UTC, datetime, timedelta
+
+from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore
+from trading_orders.application.errors import StorageUnavailable
+from trading_orders.application.order_service import OrderService
+from trading_orders.domain.model import OrderLogEntry, Position, PositionChange, PositionScope
+from trading_orders.domain.profile import Profile
+
+
+class FixedProfile:
+    """A profile source that answers a profile given in the test."""
+
+    def __init__(self, universes: dict[str, dict[str, list[str]]]) -> None:
+        self.profile = Profile(universes)
+
+    def load(self) -> Profile:
+        """The test's profile."""
+        return self.profile
+
+
+class SteppingClock:
+    """A clock that moves one second per reading."""
+
+    def __init__(self) -> None:
+        self._now = datetime(2026, 11, 24, 9, 15, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        """One second later than the previous reading."""
+        self._now += timedelta(seconds=1)
+        return self._now
+
+
+class CountingIds:
+    """Order ids o1, o2, ..."""
+
+    def __init__(self) -> None:
+        self._count = 0
+
+    def next_id(self) -> str:
+        """The next id."""
+        self._count += 1
+        return f"o{self._count}"
+
+
+def disk_full() -> StorageUnavailable:
+    """The failure a store reports when the disk is full."""
+    return StorageUnavailable(f"no space left on device (errno {errno.ENOSPC})")
+
+
+class FlakyPositionStore(InMemoryPositionStore):
+    """An in-memory position store whose next ``failures`` writes fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 0
+        self.replaced = 0
+
+    def apply(self, change: PositionChange, sequence: int) -> None:
+        """Fail while failures remain, else record."""
+        if self.failures:
+            self.failures -= 1
+            raise disk_full()
+        super().apply(change, sequence)
+
+    def replace(self, positions: tuple[Position, ...], sequence: int) -> None:
+        """Fail while failures remain, else replace."""
+        if self.failures:
+            self.failures -= 1
+            raise disk_full()
+        self.replaced += 1
+        super().replace(positions, sequence)
+
+
+class FlakyOrderLog(InMemoryOrderLog):
+    """An in-memory order log whose next ``failures`` appends fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 0
+
+    def append(self, entry: OrderLogEntry) -> None:
+        """Fail while failures remain, else append."""
+        if self.failures:
+            self.failures -= 1
+            raise disk_full()
+        super().append(entry)
+
+
+def build_service(
+    universes: dict[str, dict[str, list[str]]],
+    scope: PositionScope = PositionScope.STRATEGY,
+    store: InMemoryPositionStore | None = None,
+    log: InMemoryOrderLog | None = None,
+) -> tuple[OrderService, InMemoryPositionStore, InMemoryOrderLog]:
+    """A service over in-memory ports, not yet started."""
+    store = store if store is not None else FlakyPositionStore()
+    log = log if log is not None else FlakyOrderLog()
+    service = OrderService(FixedProfile(universes), store, log, SteppingClock(), CountingIds(), scope)
+    return service, store, log

@@ -1,0 +1,138 @@
+"""The order service over in-memory ports: sequencing, recovery, failures, concurrency."""
+
+import threading
+
+import pytest
+
+from tests.service.fakes import FlakyOrderLog, FlakyPositionStore, build_service
+from tests.worked_example import EXPECTED, ORDERS, PROFILE
+from trading_orders.application.errors import CorruptStore, StorageUnavailable
+from trading_orders.application.order_service import ServiceNotStarted
+from trading_orders.domain.model import Order, OrderStatus, PositionScope, Side
+
+ONE_USER = {"U1": {"S": ["ACC", "INFY"]}}
+
+
+@pytest.mark.parametrize("scope", list(PositionScope))
+def test_worked_example_through_the_service(scope: PositionScope) -> None:
+    service, _, log = build_service(PROFILE, scope)
+    service.start()
+    entries = [service.place_order(Order(s, i, Side(p))) for s, i, p in ORDERS]
+    answers = [
+        (e.decision.status.value, {d.user: d.reason.value if d.reason else None for d in e.decision.decisions})
+        for e in entries
+    ]
+    assert answers == EXPECTED[scope]
+    assert [e.sequence for e in entries] == [1, 2, 3, 4]
+    assert list(log.entries_after(0)) == entries
+
+
+def test_each_order_is_logged_and_the_store_stamped_with_its_sequence() -> None:
+    service, store, log = build_service(ONE_USER)
+    service.start()
+    buy = service.place_order(Order("S", "ACC", Side.BUY))
+    rejected = service.place_order(Order("S", "ACC", Side.BUY))
+    assert (buy.sequence, rejected.sequence, log.last_sequence()) == (1, 2, 2)
+    stored = store.load()
+    assert [p.order_id for p in stored.positions] == [buy.decision.order_id]
+    assert stored.applied_sequence == 1, "a rejected order changes no position, so the store is not rewritten"
+    assert service.open_positions() == list(stored.positions)
+
+
+def test_start_replays_the_log_entries_the_store_has_not_applied() -> None:
+    first, store, log = build_service(ONE_USER)
+    first.start()
+    first.place_order(Order("S", "ACC", Side.BUY))
+    applied = store.load()
+    first.place_order(Order("S", "INFY", Side.BUY))
+    first.place_order(Order("S", "ACC", Side.SELL))
+    # A crash after the log append, before the store write: the store is one step behind.
+    store.replace(applied.positions, applied.applied_sequence)
+
+    second, _, _ = build_service(ONE_USER, store=store, log=log)
+    report = second.start()
+    assert report.replayed_orders == 2
+    assert [(p.instrument, p.order_id) for p in second.open_positions()] == [("INFY", "o2")]
+    assert store.load().applied_sequence == 3
+
+
+def test_a_store_ahead_of_the_log_refuses_to_start() -> None:
+    service, store, _ = build_service(ONE_USER)
+    store.replace((), 5)
+    with pytest.raises(CorruptStore, match="applied order-log sequence 5 but the order log ends at 0"):
+        service.start()
+
+
+def test_a_failed_log_append_records_nothing_and_the_order_can_be_retried() -> None:
+    log = FlakyOrderLog()
+    service, store, _ = build_service(ONE_USER, log=log)
+    service.start()
+    log.failures = 1
+    with pytest.raises(StorageUnavailable):
+        service.place_order(Order("S", "ACC", Side.BUY))
+    assert (log.last_sequence(), service.open_positions(), store.load().positions) == (0, [], ())
+    retry = service.place_order(Order("S", "ACC", Side.BUY))
+    assert retry.decision.status is OrderStatus.ACCEPTED
+    assert retry.sequence == 1
+
+
+def test_a_failed_store_write_is_healed_from_the_portfolio_on_the_next_order() -> None:
+    store = FlakyPositionStore()
+    service, _, _ = build_service(ONE_USER, store=store)
+    service.start()
+    store.failures = 1
+    buy = service.place_order(Order("S", "ACC", Side.BUY))
+    assert buy.decision.status is OrderStatus.ACCEPTED, "the log has the order, so its answer stands"
+    assert store.load().positions == ()
+    service.place_order(Order("S", "ACC", Side.BUY))  # rejected, but it brings the store up to date
+    stored = store.load()
+    assert (store.replaced, stored.applied_sequence) == (1, 2)
+    assert [p.order_id for p in stored.positions] == [buy.decision.order_id]
+
+
+def test_positions_filter_by_user_strategy_and_instrument() -> None:
+    service, _, _ = build_service({"U1": {"S": ["ACC", "INFY"], "T": ["ACC"]}, "U2": {"S": ["ACC"]}})
+    service.start()
+    for strategy, instrument in [("S", "ACC"), ("S", "INFY"), ("T", "ACC")]:
+        service.place_order(Order(strategy, instrument, Side.BUY))
+    keys = {(p.user, p.strategy, p.instrument) for p in service.open_positions()}
+    assert keys == {("U1", "S", "ACC"), ("U2", "S", "ACC"), ("U1", "S", "INFY"), ("U1", "T", "ACC")}
+    assert {p.user for p in service.open_positions(strategy="S", instrument="ACC")} == {"U1", "U2"}
+    assert [(p.strategy, p.instrument) for p in service.open_positions(user="U1", strategy="T")] == [("T", "ACC")]
+    assert service.open_positions(user="nobody") == []
+
+
+def test_positions_outside_the_profile_are_kept_and_reported() -> None:
+    first, store, log = build_service(ONE_USER)
+    first.start()
+    first.place_order(Order("S", "ACC", Side.BUY))
+    second, _, _ = build_service({"U1": {"OTHER": ["ACC"]}}, store=store, log=log)
+    report = second.start()
+    assert [p.instrument for p in report.positions_outside_profile] == ["ACC"]
+    assert len(second.open_positions()) == 1
+
+
+def test_orders_before_start_are_refused() -> None:
+    service, _, _ = build_service(ONE_USER)
+    with pytest.raises(ServiceNotStarted):
+        service.place_order(Order("S", "ACC", Side.BUY))
+
+
+def test_fifty_concurrent_buys_for_one_key_open_exactly_one_position() -> None:
+    service, store, log = build_service(ONE_USER)
+    service.start()
+    barrier = threading.Barrier(50)
+    statuses: list[OrderStatus] = []
+
+    def buy() -> None:
+        barrier.wait()
+        statuses.append(service.place_order(Order("S", "ACC", Side.BUY)).decision.status)
+
+    threads = [threading.Thread(target=buy) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses.count(OrderStatus.ACCEPTED) == 1
+    assert len(store.load().positions) == 1
+    assert [e.sequence for e in log.entries_after(0)] == list(range(1, 51))
