@@ -1,0 +1,143 @@
+"""The JSON-lines order log on a real file: append-only, fsync'd, checked at open."""
+
+import errno
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from trading_orders.adapters.storage.jsonl_order_log import ORDER_LOG_FILE, JsonLinesOrderLog
+from trading_orders.application.errors import CorruptStore, StorageUnavailable
+from trading_orders.domain.model import (
+    Order,
+    OrderDecision,
+    OrderLogEntry,
+    OrderStatus,
+    RejectReason,
+    Side,
+    UserDecision,
+)
+
+T0 = datetime(2026, 11, 24, 9, 15, tzinfo=UTC)
+
+
+def entry(sequence: int, side: Side = Side.BUY) -> OrderLogEntry:
+    decisions = (
+        UserDecision("U1", OrderStatus.ACCEPTED),
+        UserDecision("U2", OrderStatus.REJECTED, RejectReason.INSTRUMENT_NOT_IN_STRATEGY),
+    )
+    return OrderLogEntry(sequence, OrderDecision(f"o{sequence}", T0, Order("S", "ACC", side), decisions))
+
+
+def test_entries_round_trip_in_order_across_reopen(tmp_path: Path) -> None:
+    log = JsonLinesOrderLog(tmp_path)
+    written = [entry(1), entry(2, Side.SELL), entry(3)]
+    for item in written:
+        log.append(item)
+    log.close()
+    reopened = JsonLinesOrderLog(tmp_path)
+    assert reopened.last_sequence() == 3
+    assert list(reopened.entries_after(0)) == written
+    assert list(reopened.entries_after(2)) == written[2:]
+    reopened.close()
+
+
+def test_each_line_is_a_json_object_with_sequence_and_every_decision(tmp_path: Path) -> None:
+    log = JsonLinesOrderLog(tmp_path)
+    log.append(entry(1))
+    log.close()
+    line = json.loads((tmp_path / ORDER_LOG_FILE).read_text().splitlines()[0])
+    assert line["sequence"] == 1 and line["status"] == "ACCEPTED" and line["received_at"] == "2026-11-24T09:15:00Z"
+    assert line["decisions"][1] == {"user": "U2", "status": "REJECTED", "reason": "INSTRUMENT_NOT_IN_STRATEGY"}
+
+
+def test_an_out_of_sequence_append_is_refused(tmp_path: Path) -> None:
+    log = JsonLinesOrderLog(tmp_path)
+    with pytest.raises(ValueError, match="cannot append 2"):
+        log.append(entry(2))
+    log.close()
+
+
+def test_a_torn_last_line_from_a_crash_is_cut_off(tmp_path: Path) -> None:
+    log = JsonLinesOrderLog(tmp_path)
+    log.append(entry(1))
+    log.close()
+    path = tmp_path / ORDER_LOG_FILE
+    intact = path.read_bytes()
+    with path.open("ab") as handle:
+        handle.write(b'{"sequence":2,"order_id":"o2","rece')
+    reopened = JsonLinesOrderLog(tmp_path)
+    assert reopened.last_sequence() == 1
+    assert path.read_bytes() == intact
+    reopened.append(entry(2))
+    assert [e.sequence for e in reopened.entries_after(0)] == [1, 2]
+    reopened.close()
+
+
+def test_damage_before_the_end_is_refused_naming_line_and_byte(tmp_path: Path) -> None:
+    log = JsonLinesOrderLog(tmp_path)
+    for sequence in (1, 2, 3):
+        log.append(entry(sequence))
+    log.close()
+    path = tmp_path / ORDER_LOG_FILE
+    lines = path.read_bytes().splitlines(keepends=True)
+    damaged = lines[0] + b'{"sequence": 2, "hand": "edited"}\n' + lines[2]
+    path.write_bytes(damaged)
+    with pytest.raises(CorruptStore, match=rf"{path}: line 2 \(byte {len(lines[0])}\) is not a valid order-log entry"):
+        JsonLinesOrderLog(tmp_path)
+    assert path.read_bytes() == damaged, "a damaged log is never rewritten by the service"
+
+
+def test_a_gap_in_sequences_is_refused(tmp_path: Path) -> None:
+    log = JsonLinesOrderLog(tmp_path)
+    log.append(entry(1))
+    log.append(entry(2))
+    log.close()
+    path = tmp_path / ORDER_LOG_FILE
+    first, second = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(second + first)
+    with pytest.raises(CorruptStore, match=r"line 1 \(byte 0\) .*sequence 2 follows 0"):
+        JsonLinesOrderLog(tmp_path)
+
+
+def test_a_failed_append_is_cut_back_and_leaves_no_trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = JsonLinesOrderLog(tmp_path)
+    log.append(entry(1))
+    size = (tmp_path / ORDER_LOG_FILE).stat().st_size
+    real_fsync = os.fsync
+    calls = {"count": 0}
+
+    def fsync_fails_once(fd: int) -> None:
+        calls["count"] += 1
+        if calls["count"] == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_fails_once)
+    with pytest.raises(StorageUnavailable, match="No space left on device"):
+        log.append(entry(2))
+    assert (tmp_path / ORDER_LOG_FILE).stat().st_size == size
+    assert log.last_sequence() == 1
+    log.append(entry(2))
+    assert [e.sequence for e in log.entries_after(0)] == [1, 2]
+    log.close()
+
+
+def test_appending_writes_only_the_new_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = JsonLinesOrderLog(tmp_path)
+    for sequence in range(1, 51):
+        log.append(entry(sequence))
+    written: list[int] = []
+    real_write = os.write
+
+    def counting_write(fd: int, data: bytes) -> int:
+        written.append(len(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", counting_write)
+    log.append(entry(51))
+    line = (tmp_path / ORDER_LOG_FILE).read_bytes().splitlines(keepends=True)[-1]
+    assert written == [len(line)], "an append writes its own line and nothing of the history"
+    log.close()

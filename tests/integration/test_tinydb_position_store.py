@@ -1,0 +1,123 @@
+"""The TinyDB position store on a real file: atomic writes, recovery, one owner."""
+
+import errno
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from trading_orders.adapters.storage import tinydb_position_store
+from trading_orders.adapters.storage.tinydb_position_store import POSITIONS_FILE, TinyDBPositionStore
+from trading_orders.application.errors import CorruptStore, StorageUnavailable, StoreInUse
+from trading_orders.domain.model import Position, PositionChange
+
+T0 = datetime(2026, 11, 24, 9, 15, 0, 123456, tzinfo=UTC)
+ACC = Position("U1", "S", "ACC", "o1", T0)
+INFY = Position("U1", "S", "INFY", "o2", T0)
+TCS = Position("U2", "T", "TCS", "o3", T0)
+
+
+def test_positions_and_sequence_round_trip(tmp_path: Path) -> None:
+    store = TinyDBPositionStore(tmp_path)
+    assert store.load().positions == () and store.load().applied_sequence == 0
+    store.apply(PositionChange(opened=(ACC, INFY)), 1)
+    store.apply(PositionChange(closed=(ACC,), opened=(TCS,)), 2)
+    store.close()
+    reopened = TinyDBPositionStore(tmp_path)
+    stored = reopened.load()
+    assert (set(stored.positions), stored.applied_sequence) == ({INFY, TCS}, 2)
+    reopened.close()
+
+
+def test_store_survives_a_new_process(tmp_path: Path) -> None:
+    store = TinyDBPositionStore(tmp_path)
+    store.apply(PositionChange(opened=(ACC,)), 7)
+    store.close()
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from trading_orders.adapters.storage.tinydb_position_store import TinyDBPositionStore\n"
+        "s = TinyDBPositionStore(Path(sys.argv[1])); stored = s.load()\n"
+        "print(stored.applied_sequence, [(p.user, p.instrument, p.order_id, p.opened_at.isoformat()) "
+        "for p in stored.positions])\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True
+    ).stdout
+    assert output.strip() == f"7 [('U1', 'ACC', 'o1', '{T0.isoformat()}')]"
+
+
+def test_a_torn_temporary_file_from_a_cut_write_is_ignored_and_removed(tmp_path: Path) -> None:
+    store = TinyDBPositionStore(tmp_path)
+    store.apply(PositionChange(opened=(ACC,)), 1)
+    store.close()
+    torn = tmp_path / f".{POSITIONS_FILE}.abc123.tmp"
+    torn.write_text('{"positions": {"1": {"user": "U1", "stra')
+    reopened = TinyDBPositionStore(tmp_path)
+    assert reopened.load().positions == (ACC,)
+    assert not torn.exists()
+    reopened.close()
+
+
+def test_a_failed_write_keeps_the_previous_content_in_memory_and_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = TinyDBPositionStore(tmp_path)
+    store.apply(PositionChange(opened=(ACC,)), 1)
+    before = (tmp_path / POSITIONS_FILE).read_bytes()
+
+    def disk_full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tinydb_position_store, "write_atomically", disk_full)
+    with pytest.raises(StorageUnavailable, match="No space left on device"):
+        store.apply(PositionChange(closed=(ACC,), opened=(INFY,)), 2)
+    assert (tmp_path / POSITIONS_FILE).read_bytes() == before
+    assert store.load().positions == (ACC,) and store.load().applied_sequence == 1
+    monkeypatch.undo()
+    store.apply(PositionChange(opened=(TCS,)), 2)
+    assert set(store.load().positions) == {ACC, TCS}
+    store.close()
+
+
+def test_replace_rewrites_the_whole_content(tmp_path: Path) -> None:
+    store = TinyDBPositionStore(tmp_path)
+    store.apply(PositionChange(opened=(ACC, INFY)), 1)
+    store.replace((TCS,), 5)
+    store.apply(PositionChange(closed=(TCS,)), 6)
+    store.close()
+    reopened = TinyDBPositionStore(tmp_path)
+    assert (reopened.load().positions, reopened.load().applied_sequence) == ((), 6)
+    reopened.close()
+
+
+def test_a_damaged_file_is_refused_with_its_name_and_byte_offset_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / POSITIONS_FILE
+    path.write_text('{"positions": {"1": {"user": "U1",,}}}')
+    with pytest.raises(CorruptStore, match=rf"{path}: not valid JSON at byte 34"):
+        TinyDBPositionStore(tmp_path)
+    assert path.read_text() == '{"positions": {"1": {"user": "U1",,}}}'
+
+
+def test_a_hand_edited_position_is_refused_naming_the_document(tmp_path: Path) -> None:
+    (tmp_path / POSITIONS_FILE).write_text(json.dumps({"positions": {"4": {"user": "U1"}}}))
+    store = TinyDBPositionStore(tmp_path)
+    with pytest.raises(CorruptStore, match="position document 4 is not a valid position"):
+        store.load()
+    store.close()
+
+
+def test_a_second_owner_is_refused_while_the_first_holds_the_store(tmp_path: Path) -> None:
+    store = TinyDBPositionStore(tmp_path)
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from trading_orders.adapters.storage.tinydb_position_store import TinyDBPositionStore\n"
+        "TinyDBPositionStore(Path(sys.argv[1]))\n"
+    )
+    other = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True)
+    assert other.returncode != 0
+    assert StoreInUse.__name__ in other.stderr and "in use by another process" in other.stderr
+    store.close()
+    assert subprocess.run([sys.executable, "-c", script, str(tmp_path)]).returncode == 0
