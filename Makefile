@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PROFILE := Jsons/user_profile.json
 PORT ?= 8080
 
-.PHONY: run test lint test-unit test-integration test-e2e demo profiles clean
+.PHONY: run test lint test-unit test-service test-integration test-e2e demo profiles clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,11 +30,14 @@ lint: $(INSTALLED)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint
+test: lint $(PROFILE)
 	$(BIN)/pytest
 
 test-unit: $(INSTALLED)
 	$(BIN)/pytest tests/unit
+
+test-service: $(INSTALLED)
+	$(BIN)/pytest tests/service
 
 test-integration: $(INSTALLED)
 	$(BIN)/pytest tests/integration

@@ -1,0 +1,1 @@
+"""The FastAPI ingress: the HTTP contract of the SPEC."""

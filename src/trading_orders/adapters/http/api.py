@@ -1,0 +1,118 @@
+"""The FastAPI application: parse, call the order service, map the answer or the failure to HTTP."""
+
+# No `from __future__ import annotations` here: dependency-injector reads the
+# Provide markers from the evaluated signatures of the endpoints.
+
+import logging
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Annotated
+
+from dependency_injector.wiring import Provide, inject
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from trading_orders.adapters.http.schemas import (
+    NAME_MAX_LENGTH,
+    CreateOrderRequest,
+    ErrorAnswer,
+    HealthAnswer,
+    OrderAnswer,
+    PositionBody,
+    PositionsAnswer,
+    ValidationErrorAnswer,
+)
+from trading_orders.application.errors import StorageUnavailable
+from trading_orders.application.order_service import OrderService, ServiceNotStarted
+from trading_orders.domain.model import Order
+
+logger = logging.getLogger(__name__)
+
+# The container provides this by name, so this ring never imports the composition root.
+ORDER_SERVICE = "order_service"
+
+Filter = Annotated[str | None, Query(min_length=1, max_length=200)]
+
+
+def _field_name(location: tuple[object, ...]) -> str:
+    # ("body", "STRATEGY") -> "STRATEGY"; ("query", "user") -> "user"; ("body",) -> "body"
+    names = [str(part) for part in location[1:]] if len(location) > 1 else [str(p) for p in location]
+    return ".".join(names) or "request"
+
+
+async def _answer_validation_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    problems = error.errors()
+    message = "; ".join(f"{_field_name(tuple(p['loc']))}: {p['msg']}" for p in problems)
+    logger.info("%s %s refused: %s", request.method, request.url.path, message)
+    return JSONResponse(status_code=422, content={"message": message, "detail": jsonable_encoder(problems)})
+
+
+async def _answer_store_failure(request: Request, error: Exception) -> JSONResponse:
+    logger.error("%s %s not served: %s", request.method, request.url.path, error)
+    return JSONResponse(status_code=503, content={"detail": f"the order was not recorded: {error}"})
+
+
+async def _answer_not_started(request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse(status_code=503, content={"detail": f"not ready: {error}"})
+
+
+def build_api(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]]) -> FastAPI:
+    """The FastAPI application with every route of the HTTP contract."""
+    app = FastAPI(
+        title="trading-orders",
+        summary="Decides strategy orders for every user who runs the strategy, and records them durably.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.add_exception_handler(RequestValidationError, _answer_validation_error)
+    app.add_exception_handler(StorageUnavailable, _answer_store_failure)
+    app.add_exception_handler(ServiceNotStarted, _answer_not_started)
+    app.post(
+        "/create_order",
+        response_model=OrderAnswer,
+        summary="Place an order",
+        description=(
+            "Decides the order for every user who runs its strategy. The answer is sent only once the "
+            f"order is durable on disk. STRATEGY and INSTRUMENT are 1-{NAME_MAX_LENGTH} characters."
+        ),
+        responses={
+            422: {"model": ValidationErrorAnswer, "description": "The body is malformed; the message names the field."},
+            503: {"model": ErrorAnswer, "description": "The order could not be recorded; nothing was kept."},
+        },
+    )(create_order)
+    app.get("/positions", response_model=PositionsAnswer, summary="List open positions")(list_positions)
+    app.get("/health", response_model=HealthAnswer, summary="Is the service taking orders?")(health)
+    return app
+
+
+@inject
+def create_order(
+    body: CreateOrderRequest,
+    service: Annotated[OrderService, Depends(Provide[ORDER_SERVICE])],
+) -> OrderAnswer:
+    """Place an order and answer its decision once it is durable."""
+    entry = service.place_order(Order(body.strategy, body.instrument, body.side))
+    return OrderAnswer.from_entry(entry)
+
+
+@inject
+def list_positions(
+    service: Annotated[OrderService, Depends(Provide[ORDER_SERVICE])],
+    user: Filter = None,
+    strategy: Filter = None,
+    instrument: Filter = None,
+) -> PositionsAnswer:
+    """The open positions matching every filter given."""
+    positions = service.open_positions(user=user, strategy=strategy, instrument=instrument)
+    return PositionsAnswer(positions=[PositionBody.from_position(p) for p in positions])
+
+
+@inject
+def health(service: Annotated[OrderService, Depends(Provide[ORDER_SERVICE])]) -> HealthAnswer:
+    """Answers ok once the service has recovered its state and takes orders."""
+    if not service.is_ready:
+        raise ServiceNotStarted("the service is still starting")
+    return HealthAnswer()

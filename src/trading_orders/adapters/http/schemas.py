@@ -1,0 +1,139 @@
+"""The HTTP contract's bodies, as pydantic models that also document the OpenAPI schema."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from trading_orders.domain.model import OrderLogEntry, OrderStatus, Position, RejectReason, Side
+
+NAME_MAX_LENGTH = 64
+
+# Names travel into logs and files: refuse control characters outright rather
+# than store something a terminal or a log parser would misread.
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$"),
+]
+
+
+class CreateOrderRequest(BaseModel):
+    """An order from a strategy, in the brief's field names."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={"examples": [{"STRATEGY": "STRATEGY_B", "INSTRUMENT": "MINDA", "POSITION": "BUY"}]},
+    )
+
+    strategy: Name = Field(alias="STRATEGY", description="The strategy that emits the order.")
+    instrument: Name = Field(alias="INSTRUMENT", description="The instrument's symbol, e.g. GRASIM.")
+    side: Side = Field(alias="POSITION", description="BUY or SELL (any letter case).")
+
+    @field_validator("side", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+
+class UserDecisionBody(BaseModel):
+    """What the order meant for one user who runs the strategy."""
+
+    user: str
+    status: OrderStatus
+    reason: RejectReason | None = Field(description="Why it was rejected for this user; null when accepted.")
+
+
+class OrderAnswer(BaseModel):
+    """The answer to an order: overall status and one decision per user who runs the strategy."""
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "RESPONSE": "ACCEPTED",
+                    "order_id": "5f0c6a8e2d9b4c1f8a7e3b2d1c0f9e8a",
+                    "received_at": "2026-11-24T09:15:00.123456Z",
+                    "strategy": "STRATEGY_B",
+                    "instrument": "MINDA",
+                    "position": "BUY",
+                    "reason": None,
+                    "decisions": [{"user": "Holland Proctor", "status": "ACCEPTED", "reason": None}],
+                }
+            ]
+        },
+    )
+
+    response: OrderStatus = Field(alias="RESPONSE", description="ACCEPTED when accepted for at least one user.")
+    order_id: str = Field(description="Opaque id of this order.")
+    received_at: datetime = Field(description="When the order was decided, ISO-8601 UTC.")
+    strategy: str
+    instrument: str
+    position: Side
+    reason: Literal[RejectReason.UNKNOWN_STRATEGY] | None = Field(
+        description="UNKNOWN_STRATEGY when no user runs the strategy; then decisions is empty."
+    )
+    decisions: list[UserDecisionBody]
+
+    @classmethod
+    def from_entry(cls, entry: OrderLogEntry) -> OrderAnswer:
+        """The answer for a recorded order."""
+        decision = entry.decision
+        return cls(
+            response=decision.status,
+            order_id=decision.order_id,
+            received_at=decision.received_at,
+            strategy=decision.order.strategy,
+            instrument=decision.order.instrument,
+            position=decision.order.side,
+            reason=RejectReason.UNKNOWN_STRATEGY if decision.reason is RejectReason.UNKNOWN_STRATEGY else None,
+            decisions=[UserDecisionBody(user=d.user, status=d.status, reason=d.reason) for d in decision.decisions],
+        )
+
+
+class PositionBody(BaseModel):
+    """An open position."""
+
+    user: str
+    strategy: str
+    instrument: str
+    order_id: str = Field(description="The order that opened the position.")
+    opened_at: datetime = Field(description="When that order was decided, ISO-8601 UTC.")
+
+    @classmethod
+    def from_position(cls, position: Position) -> PositionBody:
+        """The body for ``position``."""
+        return cls(
+            user=position.user,
+            strategy=position.strategy,
+            instrument=position.instrument,
+            order_id=position.order_id,
+            opened_at=position.opened_at,
+        )
+
+
+class PositionsAnswer(BaseModel):
+    """The open positions that match the filters, in the order they were opened."""
+
+    positions: list[PositionBody]
+
+
+class HealthAnswer(BaseModel):
+    """The service is up and takes orders."""
+
+    status: Literal["ok"] = "ok"
+
+
+class ErrorAnswer(BaseModel):
+    """Why a request could not be served."""
+
+    detail: str
+
+
+class ValidationErrorAnswer(BaseModel):
+    """Why a request was malformed: ``message`` names each field and its problem."""
+
+    message: str
+    detail: list[dict[str, object]]

@@ -1,0 +1,75 @@
+"""Builds the running service from configuration: logging, container, recovery, HTTP app."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from trading_orders.adapters.http import api
+from trading_orders.adapters.log_files import configure_logging
+from trading_orders.application.errors import StartupError
+from trading_orders.container import Container
+from trading_orders.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def build_container(settings: Settings) -> Container:
+    """A container configured from ``settings``; nothing is opened yet."""
+    container = Container()
+    container.config.from_dict(
+        {
+            "data_dir": settings.data_dir,
+            "profile_path": settings.profile_path,
+            "store": settings.store,
+            "position_scope": settings.position_scope,
+        }
+    )
+    return container
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Recover the service's state and return the HTTP app that serves it; raises StartupError."""
+    configure_logging(settings.log_dir, settings.log_level)
+    logger.info(
+        "starting: store %s in %s, profile %s, position scope %s",
+        settings.store,
+        settings.data_dir,
+        settings.profile_path,
+        settings.position_scope.value,
+    )
+    container = build_container(settings)
+    try:
+        container.order_service().start()
+    except BaseException:
+        container.shutdown_resources()
+        raise
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        # Uvicorn has drained the requests in flight by now: closing the
+        # stores releases their locks for the next process.
+        container.unwire()
+        container.shutdown_resources()
+        logger.info("stopped")
+
+    container.wire(modules=[api])
+    return api.build_api(lifespan)
+
+
+def create_app_or_exit(project_root: Path) -> FastAPI:
+    """The app for ``project_root``'s data; on a start-up problem, one clear line and exit status 1."""
+    try:
+        return create_app(Settings.from_environment(project_root))
+    except StartupError as error:
+        if logging.getLogger().handlers:
+            logger.critical("cannot start: %s", error)
+        else:
+            print(f"trading-orders: cannot start: {error}", file=sys.stderr)
+        raise SystemExit(1) from None

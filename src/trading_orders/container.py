@@ -1,0 +1,47 @@
+"""The composition root: the only place that knows which adapter serves which port."""
+
+from __future__ import annotations
+
+from dependency_injector import containers, providers
+
+from trading_orders.adapters.json_profile_source import JsonProfileSource
+from trading_orders.adapters.random_order_ids import RandomOrderIds
+from trading_orders.adapters.storage.jsonl_order_log import JsonLinesOrderLog
+from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore
+from trading_orders.adapters.storage.store_resources import open_store
+from trading_orders.adapters.storage.tinydb_position_store import TinyDBPositionStore
+from trading_orders.adapters.system_clock import SystemClock
+from trading_orders.application.order_service import OrderService
+
+
+class Container(containers.DeclarativeContainer):
+    """Wires the order service to the adapters the configuration selects."""
+
+    config = providers.Configuration(strict=True)
+
+    clock = providers.Singleton(SystemClock)
+    order_ids = providers.Singleton(RandomOrderIds)
+    profile_source = providers.Singleton(JsonProfileSource, path=config.profile_path)
+
+    # Resources are opened on first use and closed by shutdown_resources(), so
+    # only the selected store ever takes its files' locks.
+    position_store = providers.Selector(
+        config.store,
+        tinydb=providers.Resource(open_store, TinyDBPositionStore, config.data_dir),
+        memory=providers.Singleton(InMemoryPositionStore),
+    )
+    order_log = providers.Selector(
+        config.store,
+        tinydb=providers.Resource(open_store, JsonLinesOrderLog, config.data_dir),
+        memory=providers.Singleton(InMemoryOrderLog),
+    )
+
+    order_service = providers.Singleton(
+        OrderService,
+        profile_source=profile_source,
+        position_store=position_store,
+        order_log=order_log,
+        clock=clock,
+        order_ids=order_ids,
+        scope=config.position_scope,
+    )

@@ -1,0 +1,78 @@
+"""The service's configuration, read from TRADING_ORDERS_* environment variables and checked once."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from trading_orders.application.errors import StartupError
+from trading_orders.domain.model import PositionScope
+
+ENV_PREFIX = "TRADING_ORDERS_"
+StoreName = Literal["tinydb", "memory"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class ConfigurationError(StartupError):
+    """A setting has a value the service does not accept; the message lists the allowed ones."""
+
+
+class _Environment(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    data_dir: Path | None = None
+    profile_path: Path | None = None
+    log_dir: Path | None = None
+    store: StoreName = "tinydb"
+    position_scope: PositionScope = PositionScope.STRATEGY
+    log_level: LogLevel = "INFO"
+
+    @field_validator("store", "position_scope", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the container needs to build the service."""
+
+    data_dir: Path
+    profile_path: Path
+    log_dir: Path
+    store: StoreName
+    position_scope: PositionScope
+    log_level: LogLevel
+
+    @classmethod
+    def from_environment(cls, project_root: Path) -> Settings:
+        """Read the environment; unset paths default to Jsons/ and Logs/ under ``project_root``."""
+        try:
+            env = _Environment()
+        except ValidationError as error:
+            names = [f"{ENV_PREFIX}{str(e['loc'][0]).upper()}" for e in error.errors()]
+            # Quote the value as it was typed, not as the validators normalized it.
+            problems = "; ".join(
+                f"{name}={os.environ.get(name, e['input'])!r}: {e['msg']}"
+                for name, e in zip(names, error.errors(), strict=True)
+            )
+            raise ConfigurationError(f"invalid configuration: {problems}") from None
+        data_dir = env.data_dir or project_root / "Jsons"
+        return cls(
+            data_dir=data_dir,
+            profile_path=env.profile_path or project_root / "Jsons" / "user_profile.json",
+            log_dir=env.log_dir or project_root / "Logs",
+            store=env.store,
+            position_scope=env.position_scope,
+            log_level=env.log_level,
+        )

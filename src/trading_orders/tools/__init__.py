@@ -1,0 +1,1 @@
+"""Command-line tools around the service: profile generation and an order producer."""

@@ -1,0 +1,95 @@
+"""Sends random orders to the service the way the brief's producer does, and sums up the answers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+from trading_orders.tools.raw_details import RawDetails, RawDetailsError
+
+DEFAULT_URL = "http://127.0.0.1:8080/create_order"
+SIDES = ("BUY", "SELL")
+
+
+def orders_from_raw_details(details: RawDetails, rng: random.Random) -> Callable[[], dict[str, str]]:
+    """Orders as the brief draws them: any strategy, any instrument, any side."""
+
+    def draw() -> dict[str, str]:
+        return {
+            "STRATEGY": rng.choice(details.strategies),
+            "INSTRUMENT": rng.choice(details.instruments),
+            "POSITION": rng.choice(SIDES),
+        }
+
+    return draw
+
+
+def orders_from_profile(profile_path: Path, rng: random.Random) -> Callable[[], dict[str, str]]:
+    """Orders drawn from the strategies and universes in the profile, so most reach a user."""
+    profile = json.loads(profile_path.read_bytes())
+    universes: dict[str, set[str]] = {}
+    for strategies in profile.values():
+        for strategy, instruments in strategies.items():
+            universes.setdefault(strategy, set()).update(instruments)
+    choices = sorted((strategy, sorted(instruments)) for strategy, instruments in universes.items())
+
+    def draw() -> dict[str, str]:
+        strategy, instruments = rng.choice(choices)
+        return {"STRATEGY": strategy, "INSTRUMENT": rng.choice(instruments), "POSITION": rng.choice(SIDES)}
+
+    return draw
+
+
+def main(argv: list[str] | None, raw_details: Path) -> int:
+    """Command line: send the orders, print each answer and a summary; exit status 1 if any failed."""
+    parser = argparse.ArgumentParser(description="Send random orders to the order service.")
+    parser.add_argument("--count", type=int, default=300, help="orders to send (default 300)")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between orders (default 1)")
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"create_order URL (default {DEFAULT_URL})")
+    parser.add_argument("--raw-details", type=Path, default=raw_details, help=f"default {raw_details}")
+    parser.add_argument("--profile", type=Path, default=None, help="draw orders from this profile's universes")
+    parser.add_argument("--seed", type=int, default=None, help="seed for a reproducible stream")
+    args = parser.parse_args(argv)
+    if args.count < 0 or args.interval < 0:
+        parser.error("--count and --interval must not be negative")
+    rng = random.Random(args.seed)
+    try:
+        draw = (
+            orders_from_profile(args.profile, rng)
+            if args.profile
+            else orders_from_raw_details(RawDetails.load(args.raw_details), rng)
+        )
+    except (RawDetailsError, OSError, ValueError, AttributeError) as error:
+        parser.error(f"cannot draw orders: {error}")
+    tally: Counter[str] = Counter()
+    with requests.Session() as session:
+        for number in range(1, args.count + 1):
+            order = draw()
+            label = f"{number:>4} {order['STRATEGY']} {order['INSTRUMENT']} {order['POSITION']}"
+            try:
+                response = session.post(args.url, json=order, timeout=10)
+                response.raise_for_status()
+                answer = response.json()
+                status = str(answer["RESPONSE"])
+                detail = ", ".join(
+                    f"{d['user']}: {d['reason'] or d['status']}" for d in answer.get("decisions", [])
+                ) or str(answer.get("reason"))
+                print(f"{label} -> {status} ({detail})", flush=True)
+                tally[status] += 1
+            except (requests.RequestException, ValueError, KeyError) as error:
+                print(f"{label} -> ERROR {error}", flush=True)
+                tally["ERROR"] += 1
+            if number < args.count and args.interval:
+                time.sleep(args.interval)
+    print(
+        f"sent {args.count}: {tally['ACCEPTED']} accepted, {tally['REJECTED']} rejected, {tally['ERROR']} errors",
+        flush=True,
+    )
+    return 1 if tally["ERROR"] else 0

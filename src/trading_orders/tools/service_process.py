@@ -1,0 +1,109 @@
+"""Runs the real service as a uvicorn process on a free loopback port, for the demo and the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import requests
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class ServiceProcess:
+    """``uvicorn Order_Handler:app`` from ``scripts_dir`` with the given TRADING_ORDERS_* settings."""
+
+    def __init__(self, scripts_dir: Path, environment: dict[str, str], output: Path) -> None:
+        """Prepare (not start) a service; its console output goes to ``output``."""
+        self._scripts_dir = scripts_dir
+        self._environment = environment
+        self._output = output
+        self._process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        """The URL the service answers on, http://127.0.0.1:<port>."""
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> ServiceProcess:
+        """Start the process and wait until /health answers; raises RuntimeError with its output if not."""
+        self.port = free_port()
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "Order_Handler:app",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+        ]
+        with open(self._output, "ab") as output:
+            self._process = subprocess.Popen(
+                command,
+                cwd=self._scripts_dir,
+                env={**os.environ, **self._environment},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"service exited with {self._process.returncode}: {self.output()}")
+            try:
+                if requests.get(f"{self.base_url}/health", timeout=1).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"service did not answer /health within {timeout}s: {self.output()}")
+
+    def output(self) -> str:
+        """Everything the process printed so far."""
+        return self._output.read_text(errors="replace") if self._output.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies at once, as in a crash."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait for a graceful exit; returns the exit status."""
+        if self._process is None:
+            return 0
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        return self._process.returncode
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()

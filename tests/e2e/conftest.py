@@ -1,0 +1,46 @@
+"""Fixtures that run the real service (uvicorn, Order_Handler:app) on a free loopback port."""
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from trading_orders.tools.service_process import ServiceProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = ROOT / "Scripts"
+
+ServiceFactory = Callable[..., ServiceProcess]
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A fresh data directory for one test's service."""
+    directory = tmp_path / "data"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def service_factory(tmp_path: Path, data_dir: Path) -> Iterator[ServiceFactory]:
+    """Builds (not starts) services over ``data_dir`` with a profile and settings of the test's choosing."""
+    made: list[ServiceProcess] = []
+
+    def make(profile: dict[str, dict[str, list[str]]] | None = None, **settings: str) -> ServiceProcess:
+        profile_path = tmp_path / "user_profile.json"
+        if profile is not None:
+            profile_path.write_text(json.dumps(profile, indent=4))
+        environment = {
+            "TRADING_ORDERS_DATA_DIR": str(data_dir),
+            "TRADING_ORDERS_PROFILE_PATH": str(profile_path),
+            "TRADING_ORDERS_LOG_DIR": str(tmp_path / "logs"),
+            **{f"TRADING_ORDERS_{name.upper()}": value for name, value in settings.items()},
+        }
+        service = ServiceProcess(SCRIPTS, environment, tmp_path / f"service-{len(made)}.out")
+        made.append(service)
+        return service
+
+    yield make
+    for service in made:
+        service.kill()

@@ -1,0 +1,84 @@
+"""Configuration from the environment, and the container choosing adapters by it."""
+
+from pathlib import Path
+
+import pytest
+
+from trading_orders.adapters.storage.jsonl_order_log import JsonLinesOrderLog
+from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore
+from trading_orders.adapters.storage.tinydb_position_store import TinyDBPositionStore
+from trading_orders.bootstrap import build_container
+from trading_orders.domain.model import PositionScope
+from trading_orders.settings import ConfigurationError, Settings
+
+VARIABLES = ("DATA_DIR", "PROFILE_PATH", "LOG_DIR", "STORE", "POSITION_SCOPE", "LOG_LEVEL")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in VARIABLES:
+        monkeypatch.delenv(f"TRADING_ORDERS_{name}", raising=False)
+
+
+def test_defaults_keep_data_in_jsons_under_the_project(tmp_path: Path) -> None:
+    settings = Settings.from_environment(tmp_path)
+    assert settings == Settings(
+        data_dir=tmp_path / "Jsons",
+        profile_path=tmp_path / "Jsons" / "user_profile.json",
+        log_dir=tmp_path / "Logs",
+        store="tinydb",
+        position_scope=PositionScope.STRATEGY,
+        log_level="INFO",
+    )
+
+
+def test_environment_overrides_every_default_in_any_letter_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRADING_ORDERS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TRADING_ORDERS_PROFILE_PATH", str(tmp_path / "p.json"))
+    monkeypatch.setenv("TRADING_ORDERS_STORE", "Memory")
+    monkeypatch.setenv("TRADING_ORDERS_POSITION_SCOPE", "USER")
+    monkeypatch.setenv("TRADING_ORDERS_LOG_LEVEL", "debug")
+    settings = Settings.from_environment(tmp_path)
+    assert (settings.data_dir, settings.profile_path) == (tmp_path / "data", tmp_path / "p.json")
+    assert (settings.store, settings.position_scope, settings.log_level) == ("memory", PositionScope.USER, "DEBUG")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "allowed"),
+    [
+        ("STORE", "mongo", "'tinydb' or 'memory'"),
+        ("POSITION_SCOPE", "account", "'strategy' or 'user'"),
+        ("LOG_LEVEL", "loud", "'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL'"),
+    ],
+)
+def test_an_unknown_value_names_the_variable_and_lists_the_allowed_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, allowed: str
+) -> None:
+    monkeypatch.setenv(f"TRADING_ORDERS_{variable}", value)
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.from_environment(tmp_path)
+    assert f"TRADING_ORDERS_{variable}={value!r}" in str(raised.value)
+    assert allowed in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("store", "position_type", "log_type"),
+    [
+        ("tinydb", TinyDBPositionStore, JsonLinesOrderLog),
+        ("memory", InMemoryPositionStore, InMemoryOrderLog),
+    ],
+)
+def test_the_container_selects_the_store_by_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str, position_type: type, log_type: type
+) -> None:
+    monkeypatch.setenv("TRADING_ORDERS_STORE", store)
+    container = build_container(Settings.from_environment(tmp_path))
+    try:
+        assert isinstance(container.position_store(), position_type)
+        assert isinstance(container.order_log(), log_type)
+    finally:
+        container.shutdown_resources()
+    written = sorted(p.name for p in (tmp_path / "Jsons").glob("*")) if (tmp_path / "Jsons").exists() else []
+    assert bool(written) is (store == "tinydb"), "only the selected store touches the data directory"
