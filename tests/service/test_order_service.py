@@ -6,7 +6,7 @@ import pytest
 
 from tests.service.fakes import FlakyOrderLog, FlakyPositionStore, build_service
 from tests.worked_example import EXPECTED, ORDERS, PROFILE
-from trading_orders.application.errors import CorruptStore, StorageUnavailable
+from trading_orders.application.errors import CorruptStore, StartupError, StorageUnavailable
 from trading_orders.application.order_service import ServiceNotStarted
 from trading_orders.domain.model import Order, OrderStatus, PositionScope, Side
 
@@ -61,6 +61,17 @@ def test_a_store_ahead_of_the_log_refuses_to_start() -> None:
     store.replace((), 5)
     with pytest.raises(CorruptStore, match="applied order-log sequence 5 but the order log ends at 0"):
         service.start()
+
+
+def test_positions_that_clash_under_a_new_scope_refuse_to_start() -> None:
+    universes = {"U1": {"S": ["ACC"], "T": ["ACC"]}}
+    first, store, log = build_service(universes, PositionScope.STRATEGY)
+    first.start()
+    first.place_order(Order("S", "ACC", Side.BUY))
+    first.place_order(Order("T", "ACC", Side.BUY))
+    netting, _, _ = build_service(universes, PositionScope.USER, store=store, log=log)
+    with pytest.raises(StartupError, match=r"do not fit position scope 'user'.*start with the scope they were opened"):
+        netting.start()
 
 
 def test_a_failed_log_append_records_nothing_and_the_order_can_be_retried() -> None:

@@ -16,7 +16,7 @@ from trading_orders.domain.model import (
     PositionChange,
     PositionScope,
 )
-from trading_orders.domain.portfolio import Portfolio
+from trading_orders.domain.portfolio import ConflictingPositions, Portfolio
 from trading_orders.domain.profile import Profile
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,12 @@ class OrderService:
                 )
             try:
                 portfolio = Portfolio(self._scope, stored.positions)
+            except ConflictingPositions as error:
+                raise StartupError(
+                    f"the stored positions do not fit position scope {self._scope.value!r}: {error}; "
+                    "start with the scope they were opened under"
+                ) from error
+            try:
                 replayed = 0
                 for entry in self._order_log.entries_after(stored.applied_sequence):
                     change = portfolio.apply(entry.decision)
