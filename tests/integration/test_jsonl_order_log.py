@@ -141,3 +141,32 @@ def test_appending_writes_only_the_new_line(tmp_path: Path, monkeypatch: pytest.
     line = (tmp_path / ORDER_LOG_FILE).read_bytes().splitlines(keepends=True)[-1]
     assert written == [len(line)], "an append writes its own line and nothing of the history"
     log.close()
+
+
+def test_entries_are_found_by_idempotency_key_across_reopen(tmp_path: Path) -> None:
+    log = JsonLinesOrderLog(tmp_path)
+    keyed = OrderLogEntry(2, entry(2).decision, "retry-me")
+    log.append(entry(1))
+    log.append(keyed)
+    assert log.find_by_idempotency_key("retry-me") == keyed
+    log.close()
+    reopened = JsonLinesOrderLog(tmp_path)
+    assert reopened.find_by_idempotency_key("retry-me") == keyed
+    assert reopened.find_by_idempotency_key("other") is None
+    reopened.close()
+
+
+def test_a_read_only_log_takes_no_lock_and_leaves_a_torn_tail_in_place(tmp_path: Path) -> None:
+    writer = JsonLinesOrderLog(tmp_path)
+    writer.append(entry(1))
+    path = tmp_path / ORDER_LOG_FILE
+    with path.open("ab") as handle:
+        handle.write(b'{"sequence":2,"ord')
+    reader = JsonLinesOrderLog(tmp_path, read_only=True)
+    assert (reader.last_sequence(), reader.torn_tail) == (1, len(b'{"sequence":2,"ord'))
+    assert [e.sequence for e in reader.entries_after(0)] == [1]
+    assert path.read_bytes().endswith(b'"ord'), "reading never changes the file"
+    with pytest.raises(PermissionError):
+        reader.append(entry(2))
+    reader.close()
+    writer.close()

@@ -6,8 +6,8 @@ import pytest
 
 from tests.service.fakes import FlakyOrderLog, FlakyPositionStore, build_service
 from tests.worked_example import EXPECTED, ORDERS, PROFILE
-from trading_orders.application.errors import CorruptStore, StartupError, StorageUnavailable
-from trading_orders.application.order_service import ServiceNotStarted
+from trading_orders.application.errors import CorruptStore, IdempotencyKeyReused, StartupError, StorageUnavailable
+from trading_orders.application.order_service import PlacedOrder, ServiceNotStarted
 from trading_orders.domain.model import Order, OrderStatus, PositionScope, Side
 
 ONE_USER = {"U1": {"S": ["ACC", "INFY"]}}
@@ -17,7 +17,7 @@ ONE_USER = {"U1": {"S": ["ACC", "INFY"]}}
 def test_worked_example_through_the_service(scope: PositionScope) -> None:
     service, _, log = build_service(PROFILE, scope)
     service.start()
-    entries = [service.place_order(Order(s, i, Side(p))) for s, i, p in ORDERS]
+    entries = [service.place_order(Order(s, i, Side(p))).entry for s, i, p in ORDERS]
     answers = [
         (e.decision.status.value, {d.user: d.reason.value if d.reason else None for d in e.decision.decisions})
         for e in entries
@@ -30,8 +30,8 @@ def test_worked_example_through_the_service(scope: PositionScope) -> None:
 def test_each_order_is_logged_and_the_store_stamped_with_its_sequence() -> None:
     service, store, log = build_service(ONE_USER)
     service.start()
-    buy = service.place_order(Order("S", "ACC", Side.BUY))
-    rejected = service.place_order(Order("S", "ACC", Side.BUY))
+    buy = service.place_order(Order("S", "ACC", Side.BUY)).entry
+    rejected = service.place_order(Order("S", "ACC", Side.BUY)).entry
     assert (buy.sequence, rejected.sequence, log.last_sequence()) == (1, 2, 2)
     stored = store.load()
     assert [p.order_id for p in stored.positions] == [buy.decision.order_id]
@@ -82,7 +82,7 @@ def test_a_failed_log_append_records_nothing_and_the_order_can_be_retried() -> N
     with pytest.raises(StorageUnavailable):
         service.place_order(Order("S", "ACC", Side.BUY))
     assert (log.last_sequence(), service.open_positions(), store.load().positions) == (0, [], ())
-    retry = service.place_order(Order("S", "ACC", Side.BUY))
+    retry = service.place_order(Order("S", "ACC", Side.BUY)).entry
     assert retry.decision.status is OrderStatus.ACCEPTED
     assert retry.sequence == 1
 
@@ -92,7 +92,7 @@ def test_a_failed_store_write_is_healed_from_the_portfolio_on_the_next_order() -
     service, _, _ = build_service(ONE_USER, store=store)
     service.start()
     store.failures = 1
-    buy = service.place_order(Order("S", "ACC", Side.BUY))
+    buy = service.place_order(Order("S", "ACC", Side.BUY)).entry
     assert buy.decision.status is OrderStatus.ACCEPTED, "the log has the order, so its answer stands"
     assert store.load().positions == ()
     service.place_order(Order("S", "ACC", Side.BUY))  # rejected, but it brings the store up to date
@@ -137,7 +137,7 @@ def test_fifty_concurrent_buys_for_one_key_open_exactly_one_position() -> None:
 
     def buy() -> None:
         barrier.wait()
-        statuses.append(service.place_order(Order("S", "ACC", Side.BUY)).decision.status)
+        statuses.append(service.place_order(Order("S", "ACC", Side.BUY)).entry.decision.status)
 
     threads = [threading.Thread(target=buy) for _ in range(50)]
     for thread in threads:
@@ -147,3 +147,54 @@ def test_fifty_concurrent_buys_for_one_key_open_exactly_one_position() -> None:
     assert statuses.count(OrderStatus.ACCEPTED) == 1
     assert len(store.load().positions) == 1
     assert [e.sequence for e in log.entries_after(0)] == list(range(1, 51))
+
+
+def test_a_retry_with_the_same_key_and_order_replays_the_recorded_answer() -> None:
+    service, store, log = build_service(ONE_USER)
+    service.start()
+    first = service.place_order(Order("S", "ACC", Side.BUY), idempotency_key="k-1")
+    retry = service.place_order(Order("S", "ACC", Side.BUY), idempotency_key="k-1")
+    assert (first.replayed, retry.replayed) == (False, True)
+    assert retry.entry == first.entry
+    assert retry.entry.decision.status is OrderStatus.ACCEPTED, "the recorded answer, not a new ALREADY_HOLDING"
+    assert log.last_sequence() == 1 and len(store.load().positions) == 1
+    other_key = service.place_order(Order("S", "ACC", Side.BUY), idempotency_key="k-2")
+    assert other_key.entry.decision.status is OrderStatus.REJECTED and other_key.entry.sequence == 2
+
+
+def test_the_same_key_for_a_different_order_is_refused_and_changes_nothing() -> None:
+    service, _, log = build_service(ONE_USER)
+    service.start()
+    service.place_order(Order("S", "ACC", Side.BUY), idempotency_key="k-1")
+    with pytest.raises(IdempotencyKeyReused, match=r"'k-1' was first used for order o1 \(S ACC BUY\)"):
+        service.place_order(Order("S", "ACC", Side.SELL), idempotency_key="k-1")
+    assert log.last_sequence() == 1
+
+
+def test_idempotency_keys_survive_a_restart() -> None:
+    first, store, log = build_service(ONE_USER)
+    first.start()
+    original = first.place_order(Order("S", "INFY", Side.BUY), idempotency_key="k-9").entry
+    second, _, _ = build_service(ONE_USER, store=store, log=log)
+    second.start()
+    assert second.place_order(Order("S", "INFY", Side.BUY), idempotency_key="k-9") == PlacedOrder(original, True)
+
+
+def test_concurrent_retries_of_one_key_are_decided_once() -> None:
+    service, _, log = build_service(ONE_USER)
+    service.start()
+    barrier = threading.Barrier(20)
+    placed: list[PlacedOrder] = []
+
+    def retry() -> None:
+        barrier.wait()
+        placed.append(service.place_order(Order("S", "ACC", Side.BUY), idempotency_key="same"))
+
+    threads = [threading.Thread(target=retry) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert log.last_sequence() == 1
+    assert {p.entry.decision.order_id for p in placed} == {"o1"}
+    assert sorted(p.replayed for p in placed) == [False] + [True] * 19

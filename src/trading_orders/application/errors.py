@@ -5,6 +5,10 @@ class StorageUnavailable(Exception):
     """The store could not record an order; nothing of it was kept, and a retry may succeed."""
 
 
+class IdempotencyKeyReused(Exception):
+    """An idempotency key already names a different order; the message says which."""
+
+
 class StartupError(Exception):
     """The service cannot start; the message says why in one line."""
 

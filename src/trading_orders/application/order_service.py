@@ -6,7 +6,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from trading_orders.application.errors import CorruptStore, StartupError, StorageUnavailable
+from trading_orders.application.errors import CorruptStore, IdempotencyKeyReused, StartupError, StorageUnavailable
 from trading_orders.application.ports import Clock, OrderIds, OrderLog, PositionStore, ProfileSource
 from trading_orders.domain.model import (
     DomainError,
@@ -30,6 +30,14 @@ class RecoveryReport:
     last_sequence: int
     replayed_orders: int
     positions_outside_profile: tuple[Position, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedOrder:
+    """An order's log entry, and whether it was answered from the log for a retried idempotency key."""
+
+    entry: OrderLogEntry
+    replayed: bool = False
 
 
 class ServiceNotStarted(RuntimeError):
@@ -120,12 +128,23 @@ class OrderService:
         )
         return report
 
-    def place_order(self, order: Order) -> OrderLogEntry:
-        """Decide ``order`` for every user who runs its strategy; returns once it is durable."""
+    def place_order(self, order: Order, idempotency_key: str | None = None) -> PlacedOrder:
+        """Decide ``order`` for every user who runs its strategy; returns once it is durable.
+
+        An order with an ``idempotency_key`` already in the log is not decided
+        again: its recorded entry is returned, marked replayed. The same key
+        with a different order raises IdempotencyKeyReused.
+        """
         with self._lock:
             profile, portfolio = self._ready()
+            if idempotency_key is not None:
+                # Under the lock, so a retry racing its first attempt waits for
+                # it and then finds its entry: an order is never decided twice.
+                recorded = self._order_log.find_by_idempotency_key(idempotency_key)
+                if recorded is not None:
+                    return _replay(recorded, order, idempotency_key)
             decision = portfolio.decide(order, profile, self._order_ids.next_id(), self._clock.now())
-            entry = OrderLogEntry(self._order_log.last_sequence() + 1, decision)
+            entry = OrderLogEntry(self._order_log.last_sequence() + 1, decision, idempotency_key)
             # The log entry is the commit point: once it is durable the order
             # happened, whatever befalls the position store afterwards.
             self._order_log.append(entry)
@@ -133,7 +152,7 @@ class OrderService:
             if not change.is_empty or self._store_behind:
                 self._update_position_store(portfolio, change, entry)
         _log_decision(entry)
-        return entry
+        return PlacedOrder(entry)
 
     def open_positions(
         self, user: str | None = None, strategy: str | None = None, instrument: str | None = None
@@ -179,6 +198,17 @@ class OrderService:
                 entry.decision.order_id,
                 error,
             )
+
+
+def _replay(recorded: OrderLogEntry, order: Order, key: str) -> PlacedOrder:
+    if recorded.decision.order != order:
+        first = recorded.decision.order
+        raise IdempotencyKeyReused(
+            f"Idempotency-Key {key!r} was first used for order {recorded.decision.order_id} "
+            f"({first.strategy} {first.instrument} {first.side.value}); a retry must repeat that order"
+        )
+    logger.info("order %s replayed for a retry with its idempotency key", recorded.decision.order_id)
+    return PlacedOrder(recorded, replayed=True)
 
 
 def _log_decision(entry: OrderLogEntry) -> None:

@@ -73,3 +73,7 @@ class OrderLog(Protocol):
     def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
         """The entries with a sequence above ``sequence``, oldest first."""
         ...
+
+    def find_by_idempotency_key(self, key: str) -> OrderLogEntry | None:
+        """The entry recorded with idempotency key ``key``, if any."""
+        ...

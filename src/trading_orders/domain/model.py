@@ -146,11 +146,14 @@ class PositionChange:
 
 @dataclass(frozen=True, slots=True)
 class OrderLogEntry:
-    """One order as the order log keeps it: its decision and its place in the log."""
+    """One order as the order log keeps it: its decision, its place in the log, and the client's retry key."""
 
     sequence: int
     decision: OrderDecision
+    idempotency_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.sequence < 1:
             raise DomainError(f"order log sequences start at 1, got {self.sequence}")
+        if self.idempotency_key == "":
+            raise DomainError("an idempotency key, when given, is not empty")

@@ -9,7 +9,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Annotated
 
 from dependency_injector.wiring import Provide, inject
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,7 +24,7 @@ from trading_orders.adapters.http.schemas import (
     PositionsAnswer,
     ValidationErrorAnswer,
 )
-from trading_orders.application.errors import StorageUnavailable
+from trading_orders.application.errors import IdempotencyKeyReused, StorageUnavailable
 from trading_orders.application.order_service import OrderService, ServiceNotStarted
 from trading_orders.domain.model import Order
 
@@ -34,6 +34,19 @@ logger = logging.getLogger(__name__)
 ORDER_SERVICE = "order_service"
 
 Filter = Annotated[str | None, Query(min_length=1, max_length=200)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x20-\x7e]+$",
+        description=(
+            "1-255 printable ASCII characters naming this order for retries: a repeat with the same key "
+            "and order answers the recorded answer (header Idempotent-Replayed: true) and changes nothing."
+        ),
+    ),
+]
 
 
 def _field_name(location: tuple[object, ...]) -> str:
@@ -48,6 +61,12 @@ async def _answer_validation_error(request: Request, error: Exception) -> JSONRe
     message = "; ".join(f"{_field_name(tuple(p['loc']))}: {p['msg']}" for p in problems)
     logger.info("%s %s refused: %s", request.method, request.url.path, message)
     return JSONResponse(status_code=422, content={"message": message, "detail": jsonable_encoder(problems)})
+
+
+async def _answer_key_reused(request: Request, error: Exception) -> JSONResponse:
+    logger.info("%s %s refused: %s", request.method, request.url.path, error)
+    problem = {"type": "idempotency_key_reused", "loc": ["header", "Idempotency-Key"], "msg": str(error)}
+    return JSONResponse(status_code=422, content={"message": str(error), "detail": [problem]})
 
 
 async def _answer_store_failure(request: Request, error: Exception) -> JSONResponse:
@@ -68,6 +87,7 @@ def build_api(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]]) 
         lifespan=lifespan,
     )
     app.add_exception_handler(RequestValidationError, _answer_validation_error)
+    app.add_exception_handler(IdempotencyKeyReused, _answer_key_reused)
     app.add_exception_handler(StorageUnavailable, _answer_store_failure)
     app.add_exception_handler(ServiceNotStarted, _answer_not_started)
     app.post(
@@ -79,7 +99,11 @@ def build_api(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]]) 
             f"order is durable on disk. STRATEGY and INSTRUMENT are 1-{NAME_MAX_LENGTH} characters."
         ),
         responses={
-            422: {"model": ValidationErrorAnswer, "description": "The body is malformed; the message names the field."},
+            422: {
+                "model": ValidationErrorAnswer,
+                "description": "The body or a header is malformed, or the Idempotency-Key names another order; "
+                "the message names the field.",
+            },
             503: {"model": ErrorAnswer, "description": "The order could not be recorded; nothing was kept."},
         },
     )(create_order)
@@ -91,11 +115,15 @@ def build_api(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]]) 
 @inject
 def create_order(
     body: CreateOrderRequest,
+    response: Response,
     service: Annotated[OrderService, Depends(Provide[ORDER_SERVICE])],
+    idempotency_key: IdempotencyKey = None,
 ) -> OrderAnswer:
     """Place an order and answer its decision once it is durable."""
-    entry = service.place_order(Order(body.strategy, body.instrument, body.side))
-    return OrderAnswer.from_entry(entry)
+    placed = service.place_order(Order(body.strategy, body.instrument, body.side), idempotency_key)
+    if placed.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return OrderAnswer.from_entry(placed.entry)
 
 
 @inject

@@ -68,6 +68,7 @@ def entry_to_dict(entry: OrderLogEntry) -> dict[str, Any]:
             {"user": d.user, "status": d.status.value, "reason": d.reason.value if d.reason else None}
             for d in decision.decisions
         ],
+        "idempotency_key": entry.idempotency_key,
     }
 
 
@@ -93,7 +94,10 @@ def entry_from_dict(data: Any) -> OrderLogEntry:
     )
     if decision.status.value != data["status"]:
         raise ValueError(f"status {data['status']!r} does not match its per-user decisions")
-    return OrderLogEntry(sequence, decision)
+    key = data.get("idempotency_key")
+    if key is not None and not isinstance(key, str):
+        raise TypeError(f"idempotency_key must be a string or null, got {key!r}")
+    return OrderLogEntry(sequence, decision, key)
 
 
 def _text(data: Any, field: str) -> str:

@@ -45,6 +45,7 @@ class InMemoryOrderLog:
     def __init__(self) -> None:
         """Start empty."""
         self._entries: list[OrderLogEntry] = []
+        self._by_key: dict[str, OrderLogEntry] = {}
 
     def last_sequence(self) -> int:
         """The sequence of the newest entry, 0 when the log is empty."""
@@ -55,11 +56,17 @@ class InMemoryOrderLog:
         if entry.sequence != self.last_sequence() + 1:
             raise ValueError(f"order log is at sequence {self.last_sequence()}, cannot append {entry.sequence}")
         self._entries.append(entry)
+        if entry.idempotency_key is not None:
+            self._by_key[entry.idempotency_key] = entry
 
     def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
         """The entries with a sequence above ``sequence``, oldest first."""
         # Sequences are 1, 2, 3, ...: entry n sits at index n - 1.
         return iter(self._entries[max(sequence, 0) :])
+
+    def find_by_idempotency_key(self, key: str) -> OrderLogEntry | None:
+        """The entry recorded with idempotency key ``key``, if any."""
+        return self._by_key.get(key)
 
     def close(self) -> None:
         """Nothing to release."""
