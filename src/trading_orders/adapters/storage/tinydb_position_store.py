@@ -101,17 +101,26 @@ class AtomicJSONStorage(Storage):
 class TinyDBPositionStore:
     """Open positions in ``<directory>/positions.json``, with the last order-log sequence applied."""
 
-    def __init__(self, directory: Path) -> None:
-        """Open (or create) the store in ``directory``; one process at a time."""
-        directory.mkdir(parents=True, exist_ok=True)
+    def __init__(self, directory: Path, *, read_only: bool = False) -> None:
+        """Open (or create) the store in ``directory``; one writing process at a time.
+
+        ``read_only`` takes no lock and never writes, so it can inspect the
+        store of a running service.
+        """
         self._path = directory / POSITIONS_FILE
-        self._lock = ExclusiveFileLock(self._path)
+        self._read_only = read_only
+        self._lock: ExclusiveFileLock | None = None
+        if not read_only:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._lock = ExclusiveFileLock(self._path)
         try:
-            for stale in remove_stale_temporaries(self._path):
-                logger.warning("removed %s, left by a write that a crash cut short", stale)
+            if not read_only:
+                for stale in remove_stale_temporaries(self._path):
+                    logger.warning("removed %s, left by a write that a crash cut short", stale)
             self._db = TinyDB(self._path, storage=AtomicJSONStorage)
         except BaseException:
-            self._lock.close()
+            if self._lock is not None:
+                self._lock.close()
             raise
         storage = self._db.storage
         assert isinstance(storage, AtomicJSONStorage)
@@ -158,6 +167,8 @@ class TinyDBPositionStore:
         opened: tuple[Position, ...],
         truncate: bool = False,
     ) -> None:
+        if self._read_only:
+            raise PermissionError(f"{self._path} was opened read-only")
         try:
             with self._storage.batch():
                 if truncate:
@@ -180,4 +191,6 @@ class TinyDBPositionStore:
     def close(self) -> None:
         """Release the file for another process."""
         self._db.close()
-        self._lock.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None

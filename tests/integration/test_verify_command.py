@@ -1,0 +1,77 @@
+"""`python -m trading_orders verify` on real files: agree, behind, differ, damaged."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.service.fakes import CountingIds, FixedProfile, SteppingClock
+from trading_orders.adapters.storage.jsonl_order_log import ORDER_LOG_FILE, JsonLinesOrderLog
+from trading_orders.adapters.storage.tinydb_position_store import POSITIONS_FILE, TinyDBPositionStore
+from trading_orders.application.order_service import OrderService
+from trading_orders.domain.model import Order, PositionScope, Side
+
+PROFILE = {"U1": {"S": ["ACC", "INFY", "TCS"]}}
+
+
+def record_orders(directory: Path, orders: list[tuple[str, Side]]) -> None:
+    store, log = TinyDBPositionStore(directory), JsonLinesOrderLog(directory)
+    service = OrderService(FixedProfile(PROFILE), store, log, SteppingClock(), CountingIds(), PositionScope.STRATEGY)
+    service.start()
+    for instrument, side in orders:
+        service.place_order(Order("S", instrument, side))
+    store.close()
+    log.close()
+
+
+def run_verify(directory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "trading_orders", "verify", "--data-dir", str(directory)],
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_files_that_agree_verify_ok(tmp_path: Path) -> None:
+    record_orders(tmp_path, [("ACC", Side.BUY), ("INFY", Side.BUY), ("ACC", Side.SELL)])
+    result = run_verify(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 orders" in result.stdout and "1 open positions, applied through sequence 3" in result.stdout
+    assert result.stdout.rstrip().endswith("OK: positions and order log agree")
+
+
+def test_a_store_behind_the_log_is_a_note_not_a_difference(tmp_path: Path) -> None:
+    record_orders(tmp_path, [("ACC", Side.BUY)])
+    snapshot = (tmp_path / POSITIONS_FILE).read_bytes()
+    record_orders(tmp_path, [("INFY", Side.BUY)])
+    (tmp_path / POSITIONS_FILE).write_bytes(snapshot)
+    with (tmp_path / ORDER_LOG_FILE).open("ab") as handle:
+        handle.write(b'{"sequence": 3, "ord')
+    result = run_verify(tmp_path)
+    assert result.returncode == 0
+    assert "note: the position store is 1 order(s) behind the log; start-up replays them" in result.stdout
+    assert "note: the log ends in a torn line of 20 bytes; start-up drops it" in result.stdout
+
+
+def test_a_hand_edited_store_is_reported_position_by_position(tmp_path: Path) -> None:
+    record_orders(tmp_path, [("ACC", Side.BUY), ("INFY", Side.BUY)])
+    data = json.loads((tmp_path / POSITIONS_FILE).read_text())
+    removed_id, removed = next(iter(data["positions"].items()))
+    del data["positions"][removed_id]
+    data["positions"]["99"] = {**removed, "instrument": "TCS", "order_id": "forged"}
+    (tmp_path / POSITIONS_FILE).write_text(json.dumps(data))
+    result = run_verify(tmp_path)
+    assert result.returncode == 1
+    assert "DIFFERS: missing from the position store: U1 S/ACC (order o1)" in result.stdout
+    assert "DIFFERS: in the position store but not in the log: U1 S/TCS (order forged)" in result.stdout
+    assert result.stdout.rstrip().endswith("2 difference(s)")
+
+
+def test_a_damaged_log_cannot_be_verified_and_says_where(tmp_path: Path) -> None:
+    record_orders(tmp_path, [("ACC", Side.BUY), ("INFY", Side.BUY)])
+    path = tmp_path / ORDER_LOG_FILE
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"garbage\n" + lines[1])
+    result = run_verify(tmp_path)
+    assert result.returncode == 2
+    assert f"cannot verify: {path}: line 1 (byte 0) is not a valid order-log entry" in result.stderr
