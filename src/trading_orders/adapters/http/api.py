@@ -4,9 +4,9 @@
 # Provide markers from the evaluated signatures of the endpoints.
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Annotated
+from typing import Annotated, Any
 
 from dependency_injector.wiring import Provide, inject
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 # The container provides this by name, so this ring never imports the composition root.
 ORDER_SERVICE = "order_service"
 
+# An order is under 300 bytes; anything near this limit is not an order.
+MAX_BODY_BYTES = 16 * 1024
+
 Filter = Annotated[str | None, Query(min_length=1, max_length=200)]
 IdempotencyKey = Annotated[
     str | None,
@@ -55,10 +58,31 @@ def _field_name(location: tuple[object, ...]) -> str:
     return ".".join(names) or "request"
 
 
+def _describe_problem(problem: Mapping[str, Any]) -> str:
+    if problem["type"] == "json_invalid":
+        position = problem["loc"][-1]
+        return f"body: invalid JSON at character {position}: {problem.get('ctx', {}).get('error', problem['msg'])}"
+    return f"{_field_name(tuple(problem['loc']))}: {problem['msg']}"
+
+
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
 async def _answer_validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    problems = error.errors()
-    message = "; ".join(f"{_field_name(tuple(p['loc']))}: {p['msg']}" for p in problems)
+    content_type = request.headers.get("content-type")
+    if request.method == "POST" and not _is_json(content_type):
+        # FastAPI hands a non-JSON body to the model as bytes, which reads as
+        # "not a dictionary"; the real problem is the content type.
+        message = f"Content-Type: expected application/json, got {content_type or 'none'}"
+        logger.info("%s %s refused: %s", request.method, request.url.path, message)
+        return JSONResponse(status_code=415, content={"detail": message})
+    # Each problem without its input: the client has it, and echoing it back
+    # can fail (JSON has no NaN) or reflect 16 KiB of someone's payload.
+    problems = [{k: v for k, v in p.items() if k != "input"} for p in error.errors()]
+    message = "; ".join(_describe_problem(p) for p in problems)
     logger.info("%s %s refused: %s", request.method, request.url.path, message)
     return JSONResponse(status_code=422, content={"message": message, "detail": jsonable_encoder(problems)})
 
@@ -85,6 +109,7 @@ def build_api(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]]) 
         summary="Decides strategy orders for every user who runs the strategy, and records them durably.",
         version="0.1.0",
         lifespan=lifespan,
+        max_body_size=MAX_BODY_BYTES,
     )
     app.add_exception_handler(RequestValidationError, _answer_validation_error)
     app.add_exception_handler(IdempotencyKeyReused, _answer_key_reused)
@@ -99,6 +124,9 @@ def build_api(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]]) 
             f"order is durable on disk. STRATEGY and INSTRUMENT are 1-{NAME_MAX_LENGTH} characters."
         ),
         responses={
+            400: {"model": ErrorAnswer, "description": "The body cannot be read (it is not UTF-8)."},
+            413: {"model": ErrorAnswer, "description": f"The body is over {MAX_BODY_BYTES} bytes."},
+            415: {"model": ErrorAnswer, "description": "The body is not sent as application/json."},
             422: {
                 "model": ValidationErrorAnswer,
                 "description": "The body or a header is malformed, or the Idempotency-Key names another order; "
