@@ -1,0 +1,121 @@
+"""Disk faults under a real uvicorn: a full disk answers 503, keeps nothing half-written, and heals."""
+
+import errno
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+import uvicorn
+
+from trading_orders.bootstrap import create_app
+from trading_orders.settings import Settings
+from trading_orders.tools.service_process import LOOPBACK, free_port
+
+PROFILE = {"U1": {"S1": ["ACC", "INFY", "TCS"]}}
+
+
+class DiskFault:
+    """Makes the OS calls that write one data file fail with ENOSPC, the way a full disk does."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, file_name: str) -> None:
+        self.active = False
+        self._file_name = file_name
+        real_write, real_replace = os.write, os.replace
+
+        def write(fd: int, data: bytes) -> int:
+            if self.active and os.readlink(f"/proc/self/fd/{fd}").endswith(self._file_name):
+                real_write(fd, data[: len(data) // 2])  # half the line lands, then the disk is full
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(fd, data)
+
+        def replace(source: str | Path, target: str | Path) -> None:
+            if self.active and str(target).endswith(self._file_name):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real_replace(source, target)
+
+        monkeypatch.setattr(os, "write", write)
+        monkeypatch.setattr(os, "replace", replace)
+
+
+@pytest.fixture
+def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], str]]:
+    """Start the real app under uvicorn in a thread on a free loopback port; returns its URL."""
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start() -> str:
+        (tmp_path / "profile.json").write_text(json.dumps(PROFILE))
+        monkeypatch.setenv("TRADING_ORDERS_DATA_DIR", str(tmp_path / "data"))
+        monkeypatch.setenv("TRADING_ORDERS_PROFILE_PATH", str(tmp_path / "profile.json"))
+        monkeypatch.setenv("TRADING_ORDERS_LOG_DIR", str(tmp_path / "logs"))
+        app = create_app(Settings.from_environment(tmp_path))
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return f"http://{LOOPBACK}:{port}"
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def buy(url: str, instrument: str) -> requests.Response:
+    body = {"STRATEGY": "S1", "INSTRUMENT": instrument, "POSITION": "BUY"}
+    return requests.post(f"{url}/create_order", json=body, timeout=10)
+
+
+def held(url: str) -> list[str]:
+    return [p["instrument"] for p in requests.get(f"{url}/positions", timeout=5).json()["positions"]]
+
+
+def test_a_full_disk_under_the_order_log_answers_503_and_keeps_nothing(
+    serve: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = serve()
+    assert buy(url, "ACC").status_code == 200
+    log_file = tmp_path / "data" / "order_log.jsonl"
+    before = log_file.read_bytes()
+    fault = DiskFault(monkeypatch, "order_log.jsonl")
+    fault.active = True
+    refused = buy(url, "INFY")
+    assert refused.status_code == 503
+    assert refused.json()["detail"].startswith("the order was not recorded: cannot append to")
+    assert "No space left on device" in refused.json()["detail"]
+    assert log_file.read_bytes() == before, "the half-written line was cut back"
+    assert held(url) == ["ACC"]
+    fault.active = False
+    retried = buy(url, "INFY")
+    assert retried.status_code == 200 and retried.json()["RESPONSE"] == "ACCEPTED"
+    assert [json.loads(line)["sequence"] for line in log_file.read_text().splitlines()] == [1, 2]
+    assert held(url) == ["ACC", "INFY"]
+
+
+def test_a_full_disk_under_the_position_store_still_answers_from_the_log_and_heals(
+    serve: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = serve()
+    assert buy(url, "ACC").status_code == 200
+    positions_file = tmp_path / "data" / "positions.json"
+    before = positions_file.read_bytes()
+    fault = DiskFault(monkeypatch, "positions.json")
+    fault.active = True
+    # The order log took the order, so it happened: the answer stands.
+    answer = buy(url, "INFY")
+    assert answer.status_code == 200 and answer.json()["RESPONSE"] == "ACCEPTED"
+    assert positions_file.read_bytes() == before, "the store was left whole, one order behind"
+    assert not list(positions_file.parent.glob(".positions.json.*.tmp")), "no temporary file left behind"
+    fault.active = False
+    assert buy(url, "TCS").status_code == 200
+    stored = json.loads(positions_file.read_bytes())
+    assert stored["meta"]["1"]["applied_sequence"] == 3
+    assert sorted(p["instrument"] for p in stored["positions"].values()) == ["ACC", "INFY", "TCS"]
