@@ -21,8 +21,10 @@ $(PROFILE): | $(INSTALLED)
 profiles: $(INSTALLED)
 	$(BIN)/python Scripts/Generate_User_Profile.py
 
+# The brief's `cd Scripts && uvicorn Order_Handler:app` serves the same app;
+# serve also exits 0 after draining on SIGTERM or Ctrl-C.
 run: $(INSTALLED) $(PROFILE)
-	cd Scripts && ../$(BIN)/uvicorn Order_Handler:app --host 0.0.0.0 --port $(PORT)
+	$(BIN)/python -m trading_orders serve --host 0.0.0.0 --port $(PORT)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

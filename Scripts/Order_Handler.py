@@ -4,4 +4,4 @@ from pathlib import Path
 
 from trading_orders.bootstrap import create_app_or_exit
 
-app = create_app_or_exit(project_root=Path(__file__).resolve().parent.parent)
+app = create_app_or_exit(Path(__file__).resolve().parent.parent)

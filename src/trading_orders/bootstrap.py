@@ -63,10 +63,11 @@ def create_app(settings: Settings) -> FastAPI:
     return api.build_api(lifespan)
 
 
-def create_app_or_exit(project_root: Path) -> FastAPI:
-    """The app for ``project_root``'s data; on a start-up problem, one clear line and exit status 1."""
+def create_app_or_exit(source: Path | Settings) -> FastAPI:
+    """The app for ``source``: settings, or a project root to read them for; on a start-up problem, one line, exit 1."""
     try:
-        return create_app(Settings.from_environment(project_root))
+        settings = source if isinstance(source, Settings) else Settings.from_environment(source)
+        return create_app(settings)
     except StartupError as error:
         if logging.getLogger().handlers:
             logger.critical("cannot start: %s", error)

@@ -27,7 +27,9 @@ def service_factory(tmp_path: Path, data_dir: Path) -> Iterator[ServiceFactory]:
     """Builds (not starts) services over ``data_dir`` with a profile and settings of the test's choosing."""
     made: list[ServiceProcess] = []
 
-    def make(profile: dict[str, dict[str, list[str]]] | None = None, **settings: str) -> ServiceProcess:
+    def make(
+        profile: dict[str, dict[str, list[str]]] | None = None, entry: str = "uvicorn", **settings: str
+    ) -> ServiceProcess:
         profile_path = tmp_path / "user_profile.json"
         if profile is not None:
             profile_path.write_text(json.dumps(profile, indent=4))
@@ -37,7 +39,7 @@ def service_factory(tmp_path: Path, data_dir: Path) -> Iterator[ServiceFactory]:
             "TRADING_ORDERS_LOG_DIR": str(tmp_path / "logs"),
             **{f"TRADING_ORDERS_{name.upper()}": value for name, value in settings.items()},
         }
-        service = ServiceProcess(SCRIPTS, environment, tmp_path / f"service-{len(made)}.out")
+        service = ServiceProcess(SCRIPTS, environment, tmp_path / f"service-{len(made)}.out", entry)
         made.append(service)
         return service
 

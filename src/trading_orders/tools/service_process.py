@@ -25,13 +25,20 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    """``uvicorn Order_Handler:app`` from ``scripts_dir`` with the given TRADING_ORDERS_* settings."""
+    """The service from ``scripts_dir`` with the given TRADING_ORDERS_* settings.
 
-    def __init__(self, scripts_dir: Path, environment: dict[str, str], output: Path) -> None:
+    ``entry`` "uvicorn" runs it the brief's way (``uvicorn Order_Handler:app``);
+    "serve" runs ``python -m trading_orders serve``.
+    """
+
+    def __init__(self, scripts_dir: Path, environment: dict[str, str], output: Path, entry: str = "uvicorn") -> None:
         """Prepare (not start) a service; its console output goes to ``output``."""
+        if entry not in ("uvicorn", "serve"):
+            raise ValueError(f"entry must be 'uvicorn' or 'serve', got {entry!r}")
         self._scripts_dir = scripts_dir
         self._environment = environment
         self._output = output
+        self._entry = entry
         self._process: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -43,18 +50,11 @@ class ServiceProcess:
     def start(self, timeout: float = 20.0) -> ServiceProcess:
         """Start the process and wait until /health answers; raises RuntimeError with its output if not."""
         self.port = free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "Order_Handler:app",
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-        ]
+        listen = ["--host", LOOPBACK, "--port", str(self.port)]
+        if self._entry == "serve":
+            command = [sys.executable, "-m", "trading_orders", "serve", *listen]
+        else:
+            command = [sys.executable, "-m", "uvicorn", "Order_Handler:app", *listen, "--log-level", "warning"]
         with open(self._output, "ab") as output:
             self._process = subprocess.Popen(
                 command,
