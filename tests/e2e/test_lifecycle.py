@@ -81,3 +81,28 @@ def test_positions_of_a_strategy_dropped_from_the_profile_are_kept_listed_and_lo
         sell = {"STRATEGY": "S1", "INSTRUMENT": "ACC", "POSITION": "SELL"}
         closed_for = requests.post(f"{restarted.base_url}/create_order", json=sell, timeout=5).json()["decisions"]
         assert [d["user"] for d in closed_for] == ["U1"], "only users who run S1 now can close through it"
+
+
+@pytest.mark.parametrize(
+    ("file_name", "damage", "says"),
+    [
+        ("positions.json", b'{"positions": {"1": {', "positions.json: not valid JSON at byte 21"),
+        ("order_log.jsonl", b"not an order\n", "order_log.jsonl: line 1 (byte 0) is not a valid order-log entry"),
+    ],
+)
+def test_a_damaged_data_file_stops_start_up_in_one_line_and_is_left_as_it_was(
+    service_factory: ServiceFactory, data_dir: Path, file_name: str, damage: bytes, says: str
+) -> None:
+    with service_factory(PROFILE) as service:
+        body = {"STRATEGY": "S1", "INSTRUMENT": "ACC", "POSITION": "BUY"}
+        requests.post(f"{service.base_url}/create_order", json=body, timeout=5).raise_for_status()
+    damaged = data_dir / file_name
+    damaged.write_bytes(damage + damaged.read_bytes())
+    refused = service_factory(PROFILE)
+    with pytest.raises(RuntimeError, match="exited with 1"):
+        refused.start()
+    lines = [line for line in refused.output().splitlines() if "cannot start" in line]
+    assert len(lines) == 1 and says in lines[0]
+    assert "restore it from a backup" in lines[0] or "move it aside" in lines[0], "the line says how to recover"
+    assert "Traceback" not in refused.output()
+    assert damaged.read_bytes().startswith(damage), "a damaged file is never overwritten"
