@@ -60,7 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
         logger.info("stopped")
 
     container.wire(modules=[api])
-    return api.build_api(lifespan)
+    return api.build_api(lifespan, settings.api_key)
 
 
 def create_app_or_exit(source: Path | Settings) -> FastAPI:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dependency_injector import containers, providers
 
 from trading_orders.adapters.json_profile_source import JsonProfileSource
+from trading_orders.adapters.prometheus_metrics import PrometheusOrderMetrics
 from trading_orders.adapters.random_order_ids import RandomOrderIds
 from trading_orders.adapters.storage.jsonl_order_log import JsonLinesOrderLog
 from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore
@@ -36,6 +37,8 @@ class Container(containers.DeclarativeContainer):
         memory=providers.Singleton(InMemoryOrderLog),
     )
 
+    metrics = providers.Singleton(PrometheusOrderMetrics)
+
     order_service = providers.Singleton(
         OrderService,
         profile_source=profile_source,
@@ -44,4 +47,5 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         order_ids=order_ids,
         scope=config.position_scope,
+        metrics=metrics,
     )

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ValidationError, field_validator
+from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trading_orders.application.errors import StartupError
@@ -31,6 +31,7 @@ class _Environment(BaseSettings):
     store: StoreName = "tinydb"
     position_scope: PositionScope = PositionScope.STRATEGY
     log_level: LogLevel = "INFO"
+    api_key: SecretStr | None = None
 
     @field_validator("store", "position_scope", mode="before")
     @classmethod
@@ -53,6 +54,8 @@ class Settings:
     store: StoreName
     position_scope: PositionScope
     log_level: LogLevel
+    # Kept out of repr so it never lands in a log line or a traceback.
+    api_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_environment(cls, project_root: Path) -> Settings:
@@ -75,4 +78,5 @@ class Settings:
             store=env.store,
             position_scope=env.position_scope,
             log_level=env.log_level,
+            api_key=env.api_key.get_secret_value() or None if env.api_key else None,
         )

@@ -87,13 +87,14 @@ def test_positions_are_listed_and_filtered(service_factory: ServiceFactory) -> N
 
 def test_health_and_the_documented_schema(service_factory: ServiceFactory) -> None:
     with service_factory(PROFILE) as service:
-        assert requests.get(f"{service.base_url}/health", timeout=5).json() == {"status": "ok"}
+        health = requests.get(f"{service.base_url}/health", timeout=5).json()
+        assert health == {"status": "ok", "store_reachable": True, "last_sequence": 0, "open_positions": 0}
         schema = requests.get(f"{service.base_url}/openapi.json", timeout=5).json()
         models = schema["components"]["schemas"]
         assert {"CreateOrderRequest", "OrderAnswer", "PositionsAnswer", "ValidationErrorAnswer"} <= set(models)
         assert models["CreateOrderRequest"]["examples"][0]["STRATEGY"] == "STRATEGY_B"
         assert models["OrderAnswer"]["examples"][0]["RESPONSE"] == "ACCEPTED"
-        assert {"/create_order", "/positions", "/health"} <= set(schema["paths"])
+        assert {"/create_order", "/positions", "/health", "/metrics"} <= set(schema["paths"])
 
 
 def test_a_missing_profile_stops_start_up_with_one_clear_line(service_factory: ServiceFactory) -> None:

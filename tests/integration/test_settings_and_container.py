@@ -11,7 +11,7 @@ from trading_orders.bootstrap import build_container
 from trading_orders.domain.model import PositionScope
 from trading_orders.settings import ConfigurationError, Settings
 
-VARIABLES = ("DATA_DIR", "PROFILE_PATH", "LOG_DIR", "STORE", "POSITION_SCOPE", "LOG_LEVEL")
+VARIABLES = ("DATA_DIR", "PROFILE_PATH", "LOG_DIR", "STORE", "POSITION_SCOPE", "LOG_LEVEL", "API_KEY")
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +43,15 @@ def test_environment_overrides_every_default_in_any_letter_case(
     settings = Settings.from_environment(tmp_path)
     assert (settings.data_dir, settings.profile_path) == (tmp_path / "data", tmp_path / "p.json")
     assert (settings.store, settings.position_scope, settings.log_level) == ("memory", PositionScope.USER, "DEBUG")
+
+
+def test_the_api_key_is_read_but_never_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.from_environment(tmp_path).api_key is None
+    monkeypatch.setenv("TRADING_ORDERS_API_KEY", "")
+    assert Settings.from_environment(tmp_path).api_key is None, "an empty key means no key"
+    monkeypatch.setenv("TRADING_ORDERS_API_KEY", "s3cret")
+    settings = Settings.from_environment(tmp_path)
+    assert settings.api_key == "s3cret" and "s3cret" not in repr(settings)
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from trading_orders.application.errors import CorruptStore, IdempotencyKeyReused, StartupError, StorageUnavailable
-from trading_orders.application.ports import Clock, OrderIds, OrderLog, PositionStore, ProfileSource
+from trading_orders.application.ports import (
+    Clock,
+    OrderIds,
+    OrderLog,
+    OrderMetrics,
+    PositionStore,
+    ProfileSource,
+)
 from trading_orders.domain.model import (
     DomainError,
     Order,
@@ -30,6 +38,16 @@ class RecoveryReport:
     last_sequence: int
     replayed_orders: int
     positions_outside_profile: tuple[Position, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Whether the service takes orders, and where its order log stands."""
+
+    ready: bool
+    store_reachable: bool
+    last_sequence: int
+    open_positions: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +79,7 @@ class OrderService:
         clock: Clock,
         order_ids: OrderIds,
         scope: PositionScope,
+        metrics: OrderMetrics | None = None,
     ) -> None:
         """Wire the service to its ports; nothing is read until start()."""
         self._profile_source = profile_source
@@ -69,6 +88,7 @@ class OrderService:
         self._clock = clock
         self._order_ids = order_ids
         self._scope = scope
+        self._metrics = metrics
         # One lock serializes every decision against the same store: the
         # check "already holding?" and the write that opens the position must
         # not interleave with another order's, or two BUYs could both pass.
@@ -119,6 +139,8 @@ class OrderService:
                 position.order_id,
             )
         report = RecoveryReport(len(portfolio), last_sequence, replayed, outside)
+        if self._metrics is not None:
+            self._metrics.state(len(portfolio), last_sequence)
         logger.info(
             "ready: %d open positions, order log at sequence %d, %d orders replayed, scope %s",
             report.open_positions,
@@ -136,6 +158,7 @@ class OrderService:
         with a different order raises IdempotencyKeyReused.
         """
         with self._lock:
+            started = time.perf_counter()
             profile, portfolio = self._ready()
             if idempotency_key is not None:
                 # Under the lock, so a retry racing its first attempt waits for
@@ -151,6 +174,9 @@ class OrderService:
             change = portfolio.apply(decision)
             if not change.is_empty or self._store_behind:
                 self._update_position_store(portfolio, change, entry)
+            if self._metrics is not None:
+                self._metrics.order_recorded(entry, time.perf_counter() - started)
+                self._metrics.state(len(portfolio), entry.sequence)
         _log_decision(entry)
         return PlacedOrder(entry)
 
@@ -172,6 +198,17 @@ class OrderService:
     def is_ready(self) -> bool:
         """True once start() has recovered the service's state."""
         return self._portfolio is not None
+
+    def health(self) -> Health:
+        """Whether the service takes orders, its store is reachable, and where the log stands."""
+        with self._lock:
+            open_positions = len(self._portfolio) if self._portfolio is not None else 0
+            return Health(
+                ready=self._portfolio is not None,
+                store_reachable=self._order_log.reachable(),
+                last_sequence=self._order_log.last_sequence(),
+                open_positions=open_positions,
+            )
 
     def _ready(self) -> tuple[Profile, Portfolio]:
         if self._profile is None or self._portfolio is None:

@@ -77,3 +77,19 @@ class OrderLog(Protocol):
     def find_by_idempotency_key(self, key: str) -> OrderLogEntry | None:
         """The entry recorded with idempotency key ``key``, if any."""
         ...
+
+    def reachable(self) -> bool:
+        """True while the log can take appends: its file is still the one on disk."""
+        ...
+
+
+class OrderMetrics(Protocol):
+    """Counts and times what the service does, for monitoring."""
+
+    def order_recorded(self, entry: OrderLogEntry, seconds: float) -> None:
+        """One order decided and made durable in ``seconds``."""
+        ...
+
+    def state(self, open_positions: int, last_sequence: int) -> None:
+        """The current number of open positions and length of the order log."""
+        ...

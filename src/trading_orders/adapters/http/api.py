@@ -12,8 +12,9 @@ from dependency_injector.wiring import Provide, inject
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
+from trading_orders.adapters.http.middleware import ORDER_ID_STATE, ApiKeyGuard, RequestLog
 from trading_orders.adapters.http.schemas import (
     NAME_MAX_LENGTH,
     CreateOrderRequest,
@@ -24,14 +25,16 @@ from trading_orders.adapters.http.schemas import (
     PositionsAnswer,
     ValidationErrorAnswer,
 )
+from trading_orders.adapters.prometheus_metrics import CONTENT_TYPE, PrometheusOrderMetrics
 from trading_orders.application.errors import IdempotencyKeyReused, StorageUnavailable
 from trading_orders.application.order_service import OrderService, ServiceNotStarted
 from trading_orders.domain.model import Order
 
 logger = logging.getLogger(__name__)
 
-# The container provides this by name, so this ring never imports the composition root.
+# The container provides these by name, so this ring never imports the composition root.
 ORDER_SERVICE = "order_service"
+METRICS = "metrics"
 
 # An order is under 300 bytes; anything near this limit is not an order.
 MAX_BODY_BYTES = 16 * 1024
@@ -102,8 +105,8 @@ async def _answer_not_started(request: Request, error: Exception) -> JSONRespons
     return JSONResponse(status_code=503, content={"detail": f"not ready: {error}"})
 
 
-def build_api(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]]) -> FastAPI:
-    """The FastAPI application with every route of the HTTP contract."""
+def build_api(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]], api_key: str | None = None) -> FastAPI:
+    """The FastAPI application with every route of the HTTP contract; ``api_key`` guards all but /health."""
     app = FastAPI(
         title="trading-orders",
         summary="Decides strategy orders for every user who runs the strategy, and records them durably.",
@@ -111,6 +114,10 @@ def build_api(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]]) 
         lifespan=lifespan,
         max_body_size=MAX_BODY_BYTES,
     )
+    if api_key:
+        app.add_middleware(ApiKeyGuard, api_key=api_key)
+    # Added last, so it runs outermost and logs refusals by the key guard too.
+    app.add_middleware(RequestLog)
     app.add_exception_handler(RequestValidationError, _answer_validation_error)
     app.add_exception_handler(IdempotencyKeyReused, _answer_key_reused)
     app.add_exception_handler(StorageUnavailable, _answer_store_failure)
@@ -136,19 +143,32 @@ def build_api(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]]) 
         },
     )(create_order)
     app.get("/positions", response_model=PositionsAnswer, summary="List open positions")(list_positions)
-    app.get("/health", response_model=HealthAnswer, summary="Is the service taking orders?")(health)
+    app.get(
+        "/health",
+        response_model=HealthAnswer,
+        summary="Is the service taking orders?",
+        responses={503: {"model": HealthAnswer, "description": "The order log cannot take orders."}},
+    )(health)
+    app.get(
+        "/metrics",
+        summary="Metrics in the Prometheus text format",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text exposition."}},
+    )(metrics)
     return app
 
 
 @inject
 def create_order(
     body: CreateOrderRequest,
+    request: Request,
     response: Response,
     service: Annotated[OrderService, Depends(Provide[ORDER_SERVICE])],
     idempotency_key: IdempotencyKey = None,
 ) -> OrderAnswer:
     """Place an order and answer its decision once it is durable."""
     placed = service.place_order(Order(body.strategy, body.instrument, body.side), idempotency_key)
+    setattr(request.state, ORDER_ID_STATE, placed.entry.decision.order_id)
     if placed.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return OrderAnswer.from_entry(placed.entry)
@@ -167,8 +187,23 @@ def list_positions(
 
 
 @inject
-def health(service: Annotated[OrderService, Depends(Provide[ORDER_SERVICE])]) -> HealthAnswer:
-    """Answers ok once the service has recovered its state and takes orders."""
-    if not service.is_ready:
-        raise ServiceNotStarted("the service is still starting")
-    return HealthAnswer()
+def health(response: Response, service: Annotated[OrderService, Depends(Provide[ORDER_SERVICE])]) -> HealthAnswer:
+    """Answers ok once the service has recovered its state and its order log can take orders."""
+    state = service.health()
+    ok = state.ready and state.store_reachable
+    if not ok:
+        response.status_code = 503
+    return HealthAnswer(
+        status="ok" if ok else "unavailable",
+        store_reachable=state.store_reachable,
+        last_sequence=state.last_sequence,
+        open_positions=state.open_positions,
+    )
+
+
+@inject
+def metrics(
+    exporter: Annotated[PrometheusOrderMetrics, Depends(Provide[METRICS])],
+) -> PlainTextResponse:
+    """Order and decision counts, decide-and-record latency, open positions and order-log length."""
+    return PlainTextResponse(exporter.render(), media_type=CONTENT_TYPE)

@@ -121,9 +121,12 @@ class PositionsAnswer(BaseModel):
 
 
 class HealthAnswer(BaseModel):
-    """The service is up and takes orders."""
+    """Whether the service takes orders, and where its order log stands."""
 
-    status: Literal["ok"] = "ok"
+    status: Literal["ok", "unavailable"] = Field(description="ok when orders can be taken.")
+    store_reachable: bool = Field(description="The order log's file is still in place and writable.")
+    last_sequence: int = Field(description="Sequence of the newest order in the log (0 when empty).")
+    open_positions: int
 
 
 class ErrorAnswer(BaseModel):

@@ -164,6 +164,16 @@ class JsonLinesOrderLog:
             handle.seek(offset)
             return entry_from_dict(json.loads(handle.readline()))
 
+    def reachable(self) -> bool:
+        """True while the file appended to is still the file at its path (not moved, deleted or broken)."""
+        if self._broken is not None or self._fd < 0:
+            return False
+        try:
+            opened, on_disk = os.fstat(self._fd), os.stat(self._path)
+        except OSError:
+            return False
+        return (opened.st_dev, opened.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+
     def close(self) -> None:
         """Close the file and release it for another process."""
         if self._fd >= 0:

@@ -68,5 +68,9 @@ class InMemoryOrderLog:
         """The entry recorded with idempotency key ``key``, if any."""
         return self._by_key.get(key)
 
+    def reachable(self) -> bool:
+        """Always: memory does not go away."""
+        return True
+
     def close(self) -> None:
         """Nothing to release."""

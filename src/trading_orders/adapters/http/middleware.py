@@ -1,0 +1,83 @@
+"""ASGI middleware around every request: the access log and the optional API key."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
+
+ORDER_ID_STATE = "order_id"
+OPEN_PATHS = frozenset({"/health"})
+
+
+class RequestLog:
+    """Logs every request once it is answered: method, path, status, duration and order id."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        """Wrap ``app``."""
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request and log it after its answer."""
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client sees if the app fails before answering
+
+        async def noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, noting_status)
+        finally:
+            order_id = scope.get("state", {}).get(ORDER_ID_STATE, "-")
+            logger.info(
+                "%s %s %d %.2fms order=%s",
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - started) * 1000,
+                order_id,
+            )
+
+
+class ApiKeyGuard:
+    """Answers 401 to a request without the configured X-API-Key header (all paths but /health)."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        """Wrap ``app``, requiring ``api_key``."""
+        self._app = app
+        self._api_key = api_key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on if it carries the key, else answer 401."""
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self._app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-api-key")
+        # compare_digest: the time taken must not tell how much of a guess was right.
+        if given is not None and hmac.compare_digest(given, self._api_key):
+            await self._app(scope, receive, send)
+            return
+        problem = "missing" if given is None else "wrong"
+        client = scope.get("client") or ("unknown", 0)
+        # The key itself, right or wrong, never goes into the log.
+        logger.warning("refused %s %s from %s: X-API-Key %s", scope["method"], scope["path"], client[0], problem)
+        body = json.dumps({"detail": f"X-API-Key header {problem}"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"X-API-Key")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
