@@ -49,6 +49,23 @@ class ServiceProcess:
 
     def start(self, timeout: float = 20.0) -> ServiceProcess:
         """Start the process and wait until /health answers; raises RuntimeError with its output if not."""
+        self.launch()
+        assert self._process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"service exited with {self._process.returncode}: {self.output()}")
+            try:
+                if requests.get(f"{self.base_url}/health", timeout=1).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"service did not answer /health within {timeout}s: {self.output()}")
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to be ready (to kill it during start-up)."""
         self.port = free_port()
         listen = ["--host", LOOPBACK, "--port", str(self.port)]
         if self._entry == "serve":
@@ -64,18 +81,6 @@ class ServiceProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"service exited with {self._process.returncode}: {self.output()}")
-            try:
-                if requests.get(f"{self.base_url}/health", timeout=1).status_code == 200:
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"service did not answer /health within {timeout}s: {self.output()}")
 
     def output(self) -> str:
         """Everything the process printed so far."""

@@ -1,0 +1,56 @@
+"""Kill -9 the service at random instants, cycle after cycle, and check it never loses or doubles an order.
+
+.venv/bin/python reliability/crashloop.py --cycles 1000
+"""
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from trading_orders.tools.crash_loop import CrashLoop, CrashLoopResult
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    """Run the crash loop and print a summary table; exit status 1 on any mismatch."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cycles", type=int, default=20, help="kill-restart-check cycles (default 20)")
+    parser.add_argument("--seed", type=int, default=int(time.time()), help="seed (default: the time)")
+    parser.add_argument("--clients", type=int, default=4, help="client threads sending orders (default 4)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="trading-orders-crashloop-"))
+    print(f"seed {args.seed}, scratch {scratch}", flush=True)
+
+    def progress(cycle: int, result: CrashLoopResult) -> None:
+        print(
+            f"cycle {cycle:>5}: sent {result.orders_sent:>7}, answered {result.orders_answered:>7}, "
+            f"start-up kills {result.kills_during_start_up:>4}, mismatches {len(result.mismatches)}",
+            flush=True,
+        )
+
+    started = time.monotonic()
+    result = CrashLoop(ROOT / "Scripts", scratch, args.seed, args.clients).run(args.cycles, progress)
+    seconds = time.monotonic() - started
+    for mismatch in result.mismatches:
+        print(f"MISMATCH {mismatch}")
+    print()
+    print(
+        "| cycles | kills during start-up | orders sent | orders answered | retried after restart | mismatches | time |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        f"| {result.cycles} | {result.kills_during_start_up} | {result.orders_sent} | {result.orders_answered} "
+        f"| {result.retries_after_restart} | {len(result.mismatches)} | {seconds:.0f} s |"
+    )
+    if not args.keep:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 1 if result.mismatches else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

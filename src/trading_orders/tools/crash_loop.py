@@ -1,0 +1,244 @@
+"""The crash loop: kill -9 the real service at random instants and prove no order is lost or doubled."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from trading_orders.tools.service_process import ServiceProcess
+
+# Overlapping universes and few instruments, so most orders are accepted for
+# someone and BUYs and SELLs keep meeting the same positions.
+PROFILE = {
+    "U1": {"S1": ["ACC", "INFY", "TCS"], "S2": ["ACC", "ITC"]},
+    "U2": {"S1": ["ACC", "INFY", "TCS"]},
+    "U3": {"S2": ["ACC", "ITC"], "S3": ["TCS"]},
+}
+UNIVERSES = {"S1": ["ACC", "INFY", "TCS"], "S2": ["ACC", "ITC"], "S3": ["TCS"]}
+ORDER_LOG = "order_log.jsonl"
+POSITIONS = "positions.json"
+PositionRow = tuple[str, str, str, str]
+
+
+@dataclass
+class CrashLoopResult:
+    """What the crash loop did and every mismatch it found (none, when the service keeps its promises)."""
+
+    cycles: int = 0
+    kills_during_start_up: int = 0
+    orders_sent: int = 0
+    orders_answered: int = 0
+    retries_after_restart: int = 0
+    mismatches: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Sent:
+    """One order a client sent, with its key and the answer, if one came."""
+
+    body: dict[str, str]
+    key: str
+    answer: dict[str, Any] | None = None
+
+
+class CrashLoop:
+    """Runs the service from ``scripts_dir`` on data in ``scratch``, killing and checking it cycle after cycle."""
+
+    def __init__(self, scripts_dir: Path, scratch: Path, seed: int, clients: int = 4) -> None:
+        """Prepare the scratch directory and its profile; nothing runs until run()."""
+        self._scripts_dir = scripts_dir
+        self._scratch = scratch
+        self._data = scratch / "data"
+        self._rng = random.Random(seed)
+        self._clients = clients
+        scratch.mkdir(parents=True, exist_ok=True)
+        (scratch / "user_profile.json").write_text(json.dumps(PROFILE, indent=4))
+        self._environment = {
+            "TRADING_ORDERS_DATA_DIR": str(self._data),
+            "TRADING_ORDERS_PROFILE_PATH": str(scratch / "user_profile.json"),
+            "TRADING_ORDERS_LOG_DIR": str(scratch / "logs"),
+        }
+        self._answered: dict[str, dict[str, Any]] = {}
+        self._launches = 0
+
+    def run(self, cycles: int, report: Callable[[int, CrashLoopResult], None] | None = None) -> CrashLoopResult:
+        """Run ``cycles`` kill-restart-check cycles; ``report`` is called after each."""
+        result = CrashLoopResult()
+        for cycle in range(1, cycles + 1):
+            self._cycle(cycle, result)
+            result.cycles = cycle
+            if report is not None:
+                report(cycle, result)
+        return result
+
+    def _service(self) -> ServiceProcess:
+        self._launches += 1
+        return ServiceProcess(self._scripts_dir, self._environment, self._scratch / f"service-{self._launches}.out")
+
+    def _cycle(self, cycle: int, result: CrashLoopResult) -> None:
+        if self._rng.random() < 0.25:
+            # Die again while recovering from the last crash, before serving.
+            dying = self._service()
+            dying.launch()
+            time.sleep(self._rng.uniform(0.0, 0.3))
+            dying.kill()
+            result.kills_during_start_up += 1
+            self._check_files(cycle, result)
+        service = self._service().start()
+        sent = self._stream_until_killed(service)
+        result.orders_sent += len(sent)
+        result.orders_answered += sum(s.answer is not None for s in sent)
+        self._answered.update({s.answer["order_id"]: s.answer for s in sent if s.answer is not None})
+        self._check_files(cycle, result)
+        restarted = self._service().start()
+        try:
+            self._check_recovered(cycle, restarted, result)
+            self._retry_unanswered(cycle, restarted, [s for s in sent if s.answer is None], result)
+        finally:
+            restarted.kill()
+
+    def _stream_until_killed(self, service: ServiceProcess) -> list[_Sent]:
+        sent: list[_Sent] = []
+        stop = threading.Event()
+        seeds = [self._rng.random() for _ in range(self._clients)]
+
+        def client(seed: float) -> None:
+            rng = random.Random(seed)
+            with requests.Session() as session:
+                while not stop.is_set():
+                    strategy = rng.choice(sorted(UNIVERSES))
+                    body = {
+                        "STRATEGY": strategy,
+                        "INSTRUMENT": rng.choice(UNIVERSES[strategy]),
+                        "POSITION": rng.choice(["BUY", "SELL"]),
+                    }
+                    order = _Sent(body, uuid.uuid4().hex)
+                    sent.append(order)
+                    try:
+                        answer = session.post(
+                            f"{service.base_url}/create_order",
+                            json=body,
+                            headers={"Idempotency-Key": order.key},
+                            timeout=10,
+                        )
+                    except requests.RequestException:
+                        return  # killed mid-request: this order has no answer
+                    if answer.status_code == 200:
+                        order.answer = answer.json()
+
+        threads = [threading.Thread(target=client, args=(seed,)) for seed in seeds]
+        for thread in threads:
+            thread.start()
+        time.sleep(self._rng.uniform(0.2, 1.2))
+        service.kill()
+        stop.set()
+        for thread in threads:
+            thread.join()
+        return sent
+
+    def _check_files(self, cycle: int, result: CrashLoopResult) -> None:
+        """Every data file still parses: positions.json whole, the log whole but for a torn last line."""
+        positions = self._data / POSITIONS
+        if positions.exists():
+            try:
+                json.loads(positions.read_bytes())
+            except ValueError as error:
+                result.mismatches.append(f"cycle {cycle}: {POSITIONS} does not parse after kill -9: {error}")
+        log = self._data / ORDER_LOG
+        if log.exists():
+            lines = log.read_bytes().split(b"\n")
+            for number, line in enumerate(lines[:-1], start=1):  # the last piece is empty or torn
+                try:
+                    json.loads(line)
+                except ValueError:
+                    result.mismatches.append(f"cycle {cycle}: {ORDER_LOG} line {number} does not parse")
+
+    def _check_recovered(self, cycle: int, service: ServiceProcess, result: CrashLoopResult) -> None:
+        log = self._read_log()
+        problems = _compare_with_log(log, self._answered)
+        expected, replay_problems = _replay(log)
+        problems += replay_problems
+        listed = requests.get(f"{service.base_url}/positions", timeout=10).json()["positions"]
+        listed_rows = [(p["user"], p["strategy"], p["instrument"], p["order_id"]) for p in listed]
+        if len({row[:3] for row in listed_rows}) != len(listed_rows):
+            problems.append("GET /positions lists two open positions for one key")
+        if set(listed_rows) != expected:
+            problems.append(f"GET /positions differs from a replay of the log: {sorted(set(listed_rows) ^ expected)}")
+        stored = json.loads((self._data / POSITIONS).read_bytes())
+        stored_rows = {(p["user"], p["strategy"], p["instrument"], p["order_id"]) for p in stored["positions"].values()}
+        if stored_rows != expected:
+            problems.append(f"{POSITIONS} differs from a replay of the log: {sorted(stored_rows ^ expected)}")
+        applied = stored["meta"]["1"]["applied_sequence"] if stored.get("meta") else 0
+        if log and applied != log[-1]["sequence"]:
+            problems.append(f"{POSITIONS} applied sequence {applied}, the log ends at {log[-1]['sequence']}")
+        result.mismatches.extend(f"cycle {cycle}: {problem}" for problem in problems)
+
+    def _retry_unanswered(
+        self, cycle: int, service: ServiceProcess, unanswered: list[_Sent], result: CrashLoopResult
+    ) -> None:
+        """Retry each order that got no answer with its key: it must be decided at most once overall."""
+        with requests.Session() as session:
+            for order in unanswered:
+                answer = session.post(
+                    f"{service.base_url}/create_order",
+                    json=order.body,
+                    headers={"Idempotency-Key": order.key},
+                    timeout=10,
+                )
+                result.retries_after_restart += 1
+                if answer.status_code != 200:
+                    result.mismatches.append(f"cycle {cycle}: retry of key {order.key} answered {answer.status_code}")
+                    continue
+                self._answered[answer.json()["order_id"]] = answer.json()
+        keys = [entry.get("idempotency_key") for entry in self._read_log()]
+        doubled = {key for key in keys if key is not None and keys.count(key) > 1}
+        if doubled:
+            result.mismatches.append(f"cycle {cycle}: keys decided twice: {sorted(doubled)}")
+
+    def _read_log(self) -> list[dict[str, Any]]:
+        path = self._data / ORDER_LOG
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _compare_with_log(log: list[dict[str, Any]], answered: dict[str, dict[str, Any]]) -> list[str]:
+    problems = []
+    sequences = [entry["sequence"] for entry in log]
+    if sequences != list(range(1, len(log) + 1)):
+        problems.append("the log's sequences are not 1..n without a gap")
+    by_id = {entry["order_id"]: entry for entry in log}
+    for order_id, answer in answered.items():
+        entry = by_id.get(order_id)
+        if entry is None:
+            problems.append(f"answered order {order_id} is not in the order log")
+        elif (entry["status"], entry["decisions"]) != (answer["RESPONSE"], answer["decisions"]):
+            problems.append(f"order {order_id} was answered {answer['RESPONSE']} but logged {entry['status']}")
+    return problems
+
+
+def _replay(log: list[dict[str, Any]]) -> tuple[set[PositionRow], list[str]]:
+    """The open positions the log implies (scope strategy), worked out here, apart from the service's code."""
+    open_by_key: dict[tuple[str, str, str], str] = {}
+    problems = []
+    for entry in log:
+        for decision in entry["decisions"]:
+            if decision["status"] != "ACCEPTED":
+                continue
+            key = (decision["user"], entry["strategy"], entry["instrument"])
+            if entry["position"] == "BUY":
+                if key in open_by_key:
+                    problems.append(f"order {entry['order_id']} opens {key}, already open")
+                open_by_key[key] = entry["order_id"]
+            elif open_by_key.pop(key, None) is None:
+                problems.append(f"order {entry['order_id']} closes {key}, which is not open")
+    return {(*key, order_id) for key, order_id in open_by_key.items()}, problems

@@ -1,0 +1,15 @@
+"""The crash loop in CI: 20 kill -9 cycles, with kills during start-up, and not one mismatch."""
+
+from pathlib import Path
+
+from tests.e2e.conftest import SCRIPTS
+from trading_orders.tools.crash_loop import CrashLoop
+
+
+def test_twenty_kill_9_cycles_lose_and_double_nothing(tmp_path: Path) -> None:
+    result = CrashLoop(SCRIPTS, tmp_path, seed=20261124).run(cycles=20)
+    assert result.mismatches == []
+    assert result.cycles == 20
+    assert result.kills_during_start_up >= 1
+    assert result.orders_answered >= 200, "too few orders reached the service for the loop to mean anything"
+    assert result.retries_after_restart >= 1, "no kill ever caught an order in flight"
