@@ -7,6 +7,7 @@ import random
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,8 +200,8 @@ class CrashLoop:
                     result.mismatches.append(f"cycle {cycle}: retry of key {order.key} answered {answer.status_code}")
                     continue
                 self._answered[answer.json()["order_id"]] = answer.json()
-        keys = [entry.get("idempotency_key") for entry in self._read_log()]
-        doubled = {key for key in keys if key is not None and keys.count(key) > 1}
+        keys = Counter(entry.get("idempotency_key") for entry in self._read_log())
+        doubled = {key for key, times in keys.items() if key is not None and times > 1}
         if doubled:
             result.mismatches.append(f"cycle {cycle}: keys decided twice: {sorted(doubled)}")
 
