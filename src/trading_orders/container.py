@@ -8,7 +8,8 @@ from trading_orders.adapters.json_profile_source import JsonProfileSource
 from trading_orders.adapters.prometheus_metrics import PrometheusOrderMetrics
 from trading_orders.adapters.random_order_ids import RandomOrderIds
 from trading_orders.adapters.storage.jsonl_order_log import JsonLinesOrderLog
-from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore
+from trading_orders.adapters.storage.jsonl_trade_log import JsonLinesTradeLog
+from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore, InMemoryTradeLog
 from trading_orders.adapters.storage.store_resources import open_store
 from trading_orders.adapters.storage.tinydb_position_store import TinyDBPositionStore
 from trading_orders.adapters.system_clock import SystemClock
@@ -36,6 +37,11 @@ class Container(containers.DeclarativeContainer):
         tinydb=providers.Resource(open_store, JsonLinesOrderLog, config.data_dir),
         memory=providers.Singleton(InMemoryOrderLog),
     )
+    trade_log = providers.Selector(
+        config.store,
+        tinydb=providers.Resource(open_store, JsonLinesTradeLog, config.data_dir),
+        memory=providers.Singleton(InMemoryTradeLog),
+    )
 
     metrics = providers.Singleton(PrometheusOrderMetrics)
 
@@ -44,6 +50,7 @@ class Container(containers.DeclarativeContainer):
         profile_source=profile_source,
         position_store=position_store,
         order_log=order_log,
+        trade_log=trade_log,
         clock=clock,
         order_ids=order_ids,
         scope=config.position_scope,

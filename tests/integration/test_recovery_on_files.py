@@ -1,10 +1,13 @@
-"""Start-up recovery over the real files: the order log's tail is replayed into the positions."""
+"""Start-up recovery over the real files: the order log's tail is replayed into positions and trades."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.service.fakes import CountingIds, FixedProfile, SteppingClock
 from trading_orders.adapters.storage.jsonl_order_log import JsonLinesOrderLog
+from trading_orders.adapters.storage.jsonl_trade_log import TRADE_LOG_FILE, JsonLinesTradeLog
 from trading_orders.adapters.storage.tinydb_position_store import POSITIONS_FILE, TinyDBPositionStore
 from trading_orders.application.order_service import OrderService
 from trading_orders.domain.model import Order, PositionScope, Side
@@ -12,48 +15,80 @@ from trading_orders.domain.model import Order, PositionScope, Side
 PROFILE = {"U1": {"S": ["ACC", "INFY", "TCS"]}, "U2": {"S": ["ACC"]}}
 
 
-def open_service(directory: Path) -> tuple[OrderService, TinyDBPositionStore, JsonLinesOrderLog]:
-    store, log = TinyDBPositionStore(directory), JsonLinesOrderLog(directory)
-    service = OrderService(FixedProfile(PROFILE), store, log, SteppingClock(), CountingIds(), PositionScope.STRATEGY)
-    return service, store, log
+def open_service(directory: Path) -> tuple[OrderService, Callable[[], None]]:
+    store, log, trades = TinyDBPositionStore(directory), JsonLinesOrderLog(directory), JsonLinesTradeLog(directory)
+    service = OrderService(
+        FixedProfile(PROFILE), store, log, trades, SteppingClock(), CountingIds(), PositionScope.STRATEGY
+    )
+
+    def close() -> None:
+        for opened in (store, log, trades):
+            opened.close()
+
+    return service, close
+
+
+def trade_lines(directory: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (directory / TRADE_LOG_FILE).read_text().splitlines()]
 
 
 def test_a_crash_between_log_and_store_is_healed_at_start_up(tmp_path: Path) -> None:
-    service, store, log = open_service(tmp_path)
+    service, close = open_service(tmp_path)
     service.start()
     service.place_order(Order("S", "ACC", Side.BUY))
     snapshot = (tmp_path / POSITIONS_FILE).read_bytes()
     service.place_order(Order("S", "INFY", Side.BUY))
     service.place_order(Order("S", "ACC", Side.SELL))
     expected = service.open_positions()
-    store.close()
-    log.close()
+    close()
     # As if the process died after the last two log appends, before their store writes.
     (tmp_path / POSITIONS_FILE).write_bytes(snapshot)
 
-    restarted, store, log = open_service(tmp_path)
+    restarted, close = open_service(tmp_path)
     report = restarted.start()
     assert report.replayed_orders == 2
     assert restarted.open_positions() == expected
     on_disk = json.loads((tmp_path / POSITIONS_FILE).read_bytes())
     assert on_disk["meta"]["1"]["applied_sequence"] == 3
-    store.close()
-    log.close()
+    assert [line["sequence"] for line in trade_lines(tmp_path)] == [3], "the SELL's trades, recorded once"
+    close()
+
+
+def test_trades_lost_with_a_crash_are_recorded_from_the_log(tmp_path: Path) -> None:
+    service, close = open_service(tmp_path)
+    service.start()
+    service.place_order(Order("S", "ACC", Side.BUY))
+    snapshot = (tmp_path / POSITIONS_FILE).read_bytes()
+    service.place_order(Order("S", "ACC", Side.SELL))
+    written = trade_lines(tmp_path)
+    close()
+    # As if the process died after the SELL's log append, before its trades and positions.
+    (tmp_path / TRADE_LOG_FILE).write_bytes(b"")
+    (tmp_path / POSITIONS_FILE).write_bytes(snapshot)
+
+    restarted, close = open_service(tmp_path)
+    restarted.start()
+    assert trade_lines(tmp_path) == written
+    (line,) = written
+    assert [(t["user"], t["buy_order_id"], t["sell_order_id"]) for t in line["trades"]] == [
+        ("U1", "o1", "o2"),
+        ("U2", "o1", "o2"),
+    ]
+    close()
 
 
 def test_a_lost_position_file_is_rebuilt_from_the_whole_log(tmp_path: Path) -> None:
-    service, store, log = open_service(tmp_path)
+    service, close = open_service(tmp_path)
     service.start()
     for instrument in ("ACC", "INFY", "TCS"):
         service.place_order(Order("S", instrument, Side.BUY))
     service.place_order(Order("S", "INFY", Side.SELL))
     expected = service.open_positions()
-    store.close()
-    log.close()
+    close()
     (tmp_path / POSITIONS_FILE).unlink()
 
-    restarted, store, log = open_service(tmp_path)
+    restarted, close = open_service(tmp_path)
     assert restarted.start().replayed_orders == 4
     assert restarted.open_positions() == expected
-    store.close()
-    log.close()
+    assert len(trade_lines(tmp_path)) == 1, "rebuilding positions does not record the trade twice"
+    close()

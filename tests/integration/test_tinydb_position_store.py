@@ -82,17 +82,6 @@ def test_a_failed_write_keeps_the_previous_content_in_memory_and_on_disk(
     store.close()
 
 
-def test_replace_rewrites_the_whole_content(tmp_path: Path) -> None:
-    store = TinyDBPositionStore(tmp_path)
-    store.apply(PositionChange(opened=(ACC, INFY)), 1)
-    store.replace((TCS,), 5)
-    store.apply(PositionChange(closed=(TCS,)), 6)
-    store.close()
-    reopened = TinyDBPositionStore(tmp_path)
-    assert (reopened.load().positions, reopened.load().applied_sequence) == ((), 6)
-    reopened.close()
-
-
 def test_a_damaged_file_is_refused_with_its_name_and_byte_offset_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / POSITIONS_FILE
     path.write_text('{"positions": {"1": {"user": "U1",,}}}')

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tests.service.fakes import CountingIds, FixedProfile, SteppingClock
 from trading_orders.adapters.storage.jsonl_order_log import ORDER_LOG_FILE, JsonLinesOrderLog
+from trading_orders.adapters.storage.jsonl_trade_log import JsonLinesTradeLog
 from trading_orders.adapters.storage.tinydb_position_store import POSITIONS_FILE, TinyDBPositionStore
 from trading_orders.application.order_service import OrderService
 from trading_orders.domain.model import Order, PositionScope, Side
@@ -15,13 +16,15 @@ PROFILE = {"U1": {"S": ["ACC", "INFY", "TCS"]}}
 
 
 def record_orders(directory: Path, orders: list[tuple[str, Side]]) -> None:
-    store, log = TinyDBPositionStore(directory), JsonLinesOrderLog(directory)
-    service = OrderService(FixedProfile(PROFILE), store, log, SteppingClock(), CountingIds(), PositionScope.STRATEGY)
+    store, log, trades = TinyDBPositionStore(directory), JsonLinesOrderLog(directory), JsonLinesTradeLog(directory)
+    service = OrderService(
+        FixedProfile(PROFILE), store, log, trades, SteppingClock(), CountingIds(), PositionScope.STRATEGY
+    )
     service.start()
     for instrument, side in orders:
         service.place_order(Order("S", instrument, side))
-    store.close()
-    log.close()
+    for opened in (store, log, trades):
+        opened.close()
 
 
 def run_verify(directory: Path) -> subprocess.CompletedProcess[str]:

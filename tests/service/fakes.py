@@ -3,10 +3,10 @@
 import errno
 from datetime import UTC, datetime, timedelta
 
-from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore
+from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore, InMemoryTradeLog
 from trading_orders.application.errors import StorageUnavailable
 from trading_orders.application.order_service import OrderService
-from trading_orders.domain.model import OrderLogEntry, Position, PositionChange, PositionScope
+from trading_orders.domain.model import OrderLogEntry, PositionChange, PositionScope, Trade
 from trading_orders.domain.profile import Profile
 
 
@@ -56,7 +56,6 @@ class FlakyPositionStore(InMemoryPositionStore):
     def __init__(self) -> None:
         super().__init__()
         self.failures = 0
-        self.replaced = 0
 
     def apply(self, change: PositionChange, sequence: int) -> None:
         """Fail while failures remain, else record."""
@@ -64,14 +63,6 @@ class FlakyPositionStore(InMemoryPositionStore):
             self.failures -= 1
             raise disk_full()
         super().apply(change, sequence)
-
-    def replace(self, positions: tuple[Position, ...], sequence: int) -> None:
-        """Fail while failures remain, else replace."""
-        if self.failures:
-            self.failures -= 1
-            raise disk_full()
-        self.replaced += 1
-        super().replace(positions, sequence)
 
 
 class FlakyOrderLog(InMemoryOrderLog):
@@ -89,14 +80,31 @@ class FlakyOrderLog(InMemoryOrderLog):
         super().append(entry)
 
 
+class FlakyTradeLog(InMemoryTradeLog):
+    """An in-memory trade log whose next ``failures`` appends fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 0
+
+    def append(self, trades: tuple[Trade, ...], sequence: int) -> None:
+        """Fail while failures remain, else append."""
+        if self.failures:
+            self.failures -= 1
+            raise disk_full()
+        super().append(trades, sequence)
+
+
 def build_service(
     universes: dict[str, dict[str, list[str]]],
     scope: PositionScope = PositionScope.STRATEGY,
     store: InMemoryPositionStore | None = None,
     log: InMemoryOrderLog | None = None,
+    trades: InMemoryTradeLog | None = None,
 ) -> tuple[OrderService, InMemoryPositionStore, InMemoryOrderLog]:
     """A service over in-memory ports, not yet started."""
     store = store if store is not None else FlakyPositionStore()
     log = log if log is not None else FlakyOrderLog()
-    service = OrderService(FixedProfile(universes), store, log, SteppingClock(), CountingIds(), scope)
+    trades = trades if trades is not None else FlakyTradeLog()
+    service = OrderService(FixedProfile(universes), store, log, trades, SteppingClock(), CountingIds(), scope)
     return service, store, log

@@ -4,11 +4,12 @@ import threading
 
 import pytest
 
-from tests.service.fakes import FlakyOrderLog, FlakyPositionStore, build_service
+from tests.service.fakes import FlakyOrderLog, FlakyPositionStore, FlakyTradeLog, build_service
 from tests.worked_example import EXPECTED, ORDERS, PROFILE
+from trading_orders.adapters.storage.memory import InMemoryPositionStore
 from trading_orders.application.errors import CorruptStore, IdempotencyKeyReused, StartupError, StorageUnavailable
 from trading_orders.application.order_service import PlacedOrder, ServiceNotStarted
-from trading_orders.domain.model import Order, OrderStatus, PositionScope, Side
+from trading_orders.domain.model import Order, OrderStatus, PositionChange, PositionScope, Side
 
 ONE_USER = {"U1": {"S": ["ACC", "INFY"]}}
 
@@ -46,19 +47,20 @@ def test_start_replays_the_log_entries_the_store_has_not_applied() -> None:
     applied = store.load()
     first.place_order(Order("S", "INFY", Side.BUY))
     first.place_order(Order("S", "ACC", Side.SELL))
-    # A crash after the log append, before the store write: the store is one step behind.
-    store.replace(applied.positions, applied.applied_sequence)
+    # A crash after the log append, before the store write: the store is two steps behind.
+    behind = InMemoryPositionStore()
+    behind.apply(PositionChange(opened=applied.positions), applied.applied_sequence)
 
-    second, _, _ = build_service(ONE_USER, store=store, log=log)
+    second, _, _ = build_service(ONE_USER, store=behind, log=log)
     report = second.start()
     assert report.replayed_orders == 2
     assert [(p.instrument, p.order_id) for p in second.open_positions()] == [("INFY", "o2")]
-    assert store.load().applied_sequence == 3
+    assert behind.load().applied_sequence == 3
 
 
 def test_a_store_ahead_of_the_log_refuses_to_start() -> None:
     service, store, _ = build_service(ONE_USER)
-    store.replace((), 5)
+    store.apply(PositionChange(), 5)
     with pytest.raises(CorruptStore, match="applied order-log sequence 5 but the order log ends at 0"):
         service.start()
 
@@ -97,7 +99,7 @@ def test_a_failed_store_write_is_healed_from_the_portfolio_on_the_next_order() -
     assert store.load().positions == ()
     service.place_order(Order("S", "ACC", Side.BUY))  # rejected, but it brings the store up to date
     stored = store.load()
-    assert (store.replaced, stored.applied_sequence) == (1, 2)
+    assert stored.applied_sequence == 2
     assert [p.order_id for p in stored.positions] == [buy.decision.order_id]
 
 
@@ -198,3 +200,17 @@ def test_concurrent_retries_of_one_key_are_decided_once() -> None:
     assert log.last_sequence() == 1
     assert {p.entry.decision.order_id for p in placed} == {"o1"}
     assert sorted(p.replayed for p in placed) == [False] + [True] * 19
+
+
+def test_a_failed_trade_write_keeps_the_answer_and_is_recorded_once_on_the_next_order() -> None:
+    trades = FlakyTradeLog()
+    service, store, _ = build_service(ONE_USER, trades=trades)
+    service.start()
+    service.place_order(Order("S", "ACC", Side.BUY))
+    trades.failures = 1
+    sell = service.place_order(Order("S", "ACC", Side.SELL)).entry
+    assert sell.decision.status is OrderStatus.ACCEPTED, "the log has the SELL, so its answer stands"
+    assert trades.trades == [] and store.load().applied_sequence == 1, "positions wait for the trades"
+    service.place_order(Order("S", "INFY", Side.BUY))
+    assert [(sequence, t.buy_order_id, t.sell_order_id) for sequence, t in trades.trades] == [(2, "o1", "o2")]
+    assert store.load().applied_sequence == 3

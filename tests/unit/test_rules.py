@@ -1,6 +1,6 @@
 """The rules table of the SPEC, decided by the pure domain core."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -14,6 +14,7 @@ from trading_orders.domain.model import (
     PositionScope,
     RejectReason,
     Side,
+    Trade,
     UserDecision,
 )
 from trading_orders.domain.portfolio import ConflictingPositions, Portfolio
@@ -147,3 +148,25 @@ def test_values_refuse_what_the_rules_cannot_mean(build: object, message: str) -
     assert callable(build)
     with pytest.raises(DomainError, match=message):
         build()
+
+
+@pytest.mark.parametrize("scope", list(PositionScope))
+def test_a_sell_that_closes_a_position_makes_a_trade_with_its_holding_time(scope: PositionScope) -> None:
+    portfolio, profile = Portfolio(scope), Profile({HOLLAND: {"STRATEGY_B": ["MINDA"], "STRATEGY_A": ["MINDA"]}})
+    bought = portfolio.decide(Order("STRATEGY_B", "MINDA", Side.BUY), profile, "buy-1", T0)
+    assert portfolio.apply(bought).trades == ()
+    sold = portfolio.decide(Order("STRATEGY_B", "MINDA", Side.SELL), profile, "sell-1", T0 + timedelta(minutes=90))
+    (trade,) = portfolio.apply(sold).trades
+    assert trade == Trade(HOLLAND, "STRATEGY_B", "MINDA", "buy-1", T0, "sell-1", T0 + timedelta(minutes=90))
+    assert trade.holding_seconds == 5400.0
+
+
+def test_a_rejected_sell_makes_no_trade() -> None:
+    portfolio, profile = Portfolio(PositionScope.STRATEGY), Profile(PROFILE)
+    change = portfolio.apply(portfolio.decide(Order("STRATEGY_A", "GRASIM", Side.SELL), profile, "s", T0))
+    assert change.is_empty and change.trades == ()
+
+
+def test_a_trade_cannot_sell_before_it_buys() -> None:
+    with pytest.raises(DomainError, match="sold before it is bought"):
+        Trade("U", "S", "ACC", "b", T0, "s", T0 - timedelta(seconds=1))

@@ -15,6 +15,7 @@ from trading_orders.application.ports import (
     OrderMetrics,
     PositionStore,
     ProfileSource,
+    TradeLog,
 )
 from trading_orders.domain.model import (
     DomainError,
@@ -66,9 +67,12 @@ class OrderService:
     """Decides orders against the profile and open positions, and records them durably.
 
     The order log is the source of truth. For each order, under one lock:
-    decide in memory, append the log entry (durable), then bring the position
-    store up to date. A crash between the two is healed at start-up by
-    replaying the log entries the position store has not applied yet.
+    decide in memory, append the log entry (durable: the commit point), then
+    record what it derived, trades first and positions last, the position
+    store stamped with the entry's sequence. Start-up replays the log entries
+    the position store has not applied; trades a replayed SELL made are
+    recorded unless the trade log already has them. If a derived write
+    fails, the same replay runs again on the next order.
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class OrderService:
         profile_source: ProfileSource,
         position_store: PositionStore,
         order_log: OrderLog,
+        trade_log: TradeLog,
         clock: Clock,
         order_ids: OrderIds,
         scope: PositionScope,
@@ -85,6 +90,7 @@ class OrderService:
         self._profile_source = profile_source
         self._position_store = position_store
         self._order_log = order_log
+        self._trade_log = trade_log
         self._clock = clock
         self._order_ids = order_ids
         self._scope = scope
@@ -95,37 +101,19 @@ class OrderService:
         self._lock = threading.Lock()
         self._profile: Profile | None = None
         self._portfolio: Portfolio | None = None
-        self._store_behind = False
+        # Set when trades or positions could not be written after the log
+        # took an order: the next order replays the log tail into them.
+        self._derived_behind = False
 
     def start(self) -> RecoveryReport:
         """Load the profile and positions, replay the order log's unapplied tail, and get ready."""
         with self._lock:
             profile = self._profile_source.load()
-            stored = self._position_store.load()
             last_sequence = self._order_log.last_sequence()
-            if stored.applied_sequence > last_sequence:
-                raise CorruptStore(
-                    f"the position store has applied order-log sequence {stored.applied_sequence} but the "
-                    f"order log ends at {last_sequence}: the order log was truncated or replaced; restore it "
-                    "from a backup (it is the source of truth)"
-                )
             try:
-                portfolio = Portfolio(self._scope, stored.positions)
-            except ConflictingPositions as error:
-                raise StartupError(
-                    f"the stored positions do not fit position scope {self._scope.value!r}: {error}; "
-                    "start with the scope they were opened under"
-                ) from error
-            try:
-                replayed = 0
-                for entry in self._order_log.entries_after(stored.applied_sequence):
-                    change = portfolio.apply(entry.decision)
-                    self._position_store.apply(change, entry.sequence)
-                    replayed += 1
-            except DomainError as error:
-                raise CorruptStore(f"stored positions and the order log disagree: {error}") from error
+                portfolio, replayed = self._replay_log_tail()
             except StorageUnavailable as error:
-                raise StartupError(f"cannot bring the position store up to date: {error}") from error
+                raise StartupError(f"cannot bring the stores up to date from the order log: {error}") from error
             self._profile = profile
             self._portfolio = portfolio
             outside = tuple(p for p in portfolio if p.strategy not in profile.users.get(p.user, {}))
@@ -150,6 +138,41 @@ class OrderService:
         )
         return report
 
+    def _replay_log_tail(self) -> tuple[Portfolio, int]:
+        """Rebuild the portfolio from the position store and replay the log entries it has not applied."""
+        stored = self._position_store.load()
+        last_sequence = self._order_log.last_sequence()
+        if stored.applied_sequence > last_sequence:
+            raise CorruptStore(
+                f"the position store has applied order-log sequence {stored.applied_sequence} but the "
+                f"order log ends at {last_sequence}: the order log was truncated or replaced; restore it "
+                "from a backup (it is the source of truth)"
+            )
+        try:
+            portfolio = Portfolio(self._scope, stored.positions)
+        except ConflictingPositions as error:
+            raise StartupError(
+                f"the stored positions do not fit position scope {self._scope.value!r}: {error}; "
+                "start with the scope they were opened under"
+            ) from error
+        replayed = 0
+        try:
+            for entry in self._order_log.entries_after(stored.applied_sequence):
+                change = portfolio.apply(entry.decision)
+                self._record_derived(change, entry.sequence)
+                replayed += 1
+        except DomainError as error:
+            raise CorruptStore(f"stored positions and the order log disagree: {error}") from error
+        return portfolio, replayed
+
+    def _record_derived(self, change: PositionChange, sequence: int) -> None:
+        # Trades before positions: positions stamped with a sequence promise
+        # that everything up to it is recorded, so a replay never starts
+        # past a SELL whose trades are missing.
+        if change.trades and sequence > self._trade_log.last_sequence():
+            self._trade_log.append(change.trades, sequence)
+        self._position_store.apply(change, sequence)
+
     def place_order(self, order: Order, idempotency_key: str | None = None) -> PlacedOrder:
         """Decide ``order`` for every user who runs its strategy; returns once it is durable.
 
@@ -172,8 +195,8 @@ class OrderService:
             # happened, whatever befalls the position store afterwards.
             self._order_log.append(entry)
             change = portfolio.apply(decision)
-            if not change.is_empty or self._store_behind:
-                self._update_position_store(portfolio, change, entry)
+            if not change.is_empty or self._derived_behind:
+                self._bring_derived_level(change, entry)
             if self._metrics is not None:
                 self._metrics.order_recorded(entry, time.perf_counter() - started)
                 self._metrics.state(len(portfolio), entry.sequence)
@@ -215,23 +238,22 @@ class OrderService:
             raise ServiceNotStarted("the order service has not been started")
         return self._profile, self._portfolio
 
-    def _update_position_store(self, portfolio: Portfolio, change: PositionChange, entry: OrderLogEntry) -> None:
+    def _bring_derived_level(self, change: PositionChange, entry: OrderLogEntry) -> None:
         try:
-            if self._store_behind:
-                # A previous update failed, so the store misses a change: an
-                # incremental apply would stamp a newer sequence on an
-                # incomplete copy. Rewrite it whole from the portfolio instead.
-                self._position_store.replace(tuple(portfolio), entry.sequence)
+            if self._derived_behind:
+                # A previous write failed, so the stores miss a change: replay
+                # the log into them from where the position store stands.
+                self._replay_log_tail()
             else:
-                self._position_store.apply(change, entry.sequence)
-            self._store_behind = False
+                self._record_derived(change, entry.sequence)
+            self._derived_behind = False
         except StorageUnavailable as error:
             # The order is already durable in the log, so its answer stands;
-            # the store catches up on the next order or the next start-up.
-            self._store_behind = True
+            # the stores catch up on the next order or the next start-up.
+            self._derived_behind = True
             logger.error(
-                "order %s is in the order log but the position store could not be updated (%s); "
-                "it will be brought up to date from the log",
+                "order %s is in the order log but its trades or positions could not be written (%s); "
+                "they will be brought up to date from the log",
                 entry.decision.order_id,
                 error,
             )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from trading_orders.domain.model import OrderLogEntry, Position, PositionChange
+from trading_orders.domain.model import OrderLogEntry, Position, PositionChange, Trade
 from trading_orders.domain.profile import Profile
 
 
@@ -54,10 +54,6 @@ class PositionStore(Protocol):
         """Record ``change`` and ``sequence`` together, all or nothing; durable on return."""
         ...
 
-    def replace(self, positions: tuple[Position, ...], sequence: int) -> None:
-        """Replace every stored position, stamped with ``sequence``; all or nothing, durable on return."""
-        ...
-
 
 class OrderLog(Protocol):
     """The order log, the source of truth: every order decided, in sequence order."""
@@ -80,6 +76,18 @@ class OrderLog(Protocol):
 
     def reachable(self) -> bool:
         """True while the log can take appends: its file is still the one on disk."""
+        ...
+
+
+class TradeLog(Protocol):
+    """Keeps every closed round trip, grouped by the sequence of the SELL that closed it."""
+
+    def last_sequence(self) -> int:
+        """The sequence of the newest SELL with trades recorded, 0 when none."""
+        ...
+
+    def append(self, trades: tuple[Trade, ...], sequence: int) -> None:
+        """Record the trades SELL ``sequence`` made, all or nothing; durable on return."""
         ...
 
 

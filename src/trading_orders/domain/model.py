@@ -132,11 +132,47 @@ class OrderDecision:
 
 
 @dataclass(frozen=True, slots=True)
+class Trade:
+    """A closed round trip: the buy that opened a position and the sell that closed it."""
+
+    user: str
+    strategy: str
+    instrument: str
+    buy_order_id: str
+    bought_at: datetime
+    sell_order_id: str
+    sold_at: datetime
+
+    def __post_init__(self) -> None:
+        if self.sold_at < self.bought_at:
+            raise DomainError(f"trade {self.buy_order_id} -> {self.sell_order_id} is sold before it is bought")
+
+    @classmethod
+    def closing(cls, position: Position, sell_order_id: str, sold_at: datetime) -> Trade:
+        """The trade that closing ``position`` with a sell makes."""
+        return cls(
+            position.user,
+            position.strategy,
+            position.instrument,
+            position.order_id,
+            position.opened_at,
+            sell_order_id,
+            sold_at,
+        )
+
+    @property
+    def holding_seconds(self) -> float:
+        """How long the position was held, in seconds."""
+        return (self.sold_at - self.bought_at).total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
 class PositionChange:
-    """The positions one order opened and closed."""
+    """The positions one order opened and closed, and the trades the closing made."""
 
     opened: tuple[Position, ...] = ()
     closed: tuple[Position, ...] = ()
+    trades: tuple[Trade, ...] = ()
 
     @property
     def is_empty(self) -> bool:

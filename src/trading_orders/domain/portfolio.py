@@ -15,6 +15,7 @@ from trading_orders.domain.model import (
     PositionScope,
     RejectReason,
     Side,
+    Trade,
     UserDecision,
 )
 from trading_orders.domain.profile import Profile
@@ -110,7 +111,8 @@ class Portfolio:
                 f"for {missing[0]!r}, who holds no such position"
             )
         closed = tuple(self._positions.pop(key) for key in keys)
-        return PositionChange(closed=closed)
+        trades = tuple(Trade.closing(p, decision.order_id, decision.received_at) for p in closed)
+        return PositionChange(closed=closed, trades=trades)
 
     def _key(self, user: str, strategy: str, instrument: str) -> PositionKey:
         if self._scope is PositionScope.USER:

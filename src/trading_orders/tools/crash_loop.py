@@ -27,7 +27,9 @@ PROFILE = {
 UNIVERSES = {"S1": ["ACC", "INFY", "TCS"], "S2": ["ACC", "ITC"], "S3": ["TCS"]}
 ORDER_LOG = "order_log.jsonl"
 POSITIONS = "positions.json"
+TRADES = "trades.jsonl"
 PositionRow = tuple[str, str, str, str]
+TradeRow = tuple[str, str, str, str, str]
 
 
 @dataclass
@@ -166,7 +168,7 @@ class CrashLoop:
     def _check_recovered(self, cycle: int, service: ServiceProcess, result: CrashLoopResult) -> None:
         log = self._read_log()
         problems = _compare_with_log(log, self._answered)
-        expected, replay_problems = _replay(log)
+        expected, expected_trades, replay_problems = _replay(log)
         problems += replay_problems
         listed = requests.get(f"{service.base_url}/positions", timeout=10).json()["positions"]
         listed_rows = [(p["user"], p["strategy"], p["instrument"], p["order_id"]) for p in listed]
@@ -178,6 +180,14 @@ class CrashLoop:
         stored_rows = {(p["user"], p["strategy"], p["instrument"], p["order_id"]) for p in stored["positions"].values()}
         if stored_rows != expected:
             problems.append(f"{POSITIONS} differs from a replay of the log: {sorted(stored_rows ^ expected)}")
+        trades_path = self._data / TRADES
+        recorded_trades = [
+            (t["user"], t["strategy"], t["instrument"], t["buy_order_id"], t["sell_order_id"])
+            for line in (trades_path.read_text().splitlines() if trades_path.exists() else [])
+            for t in json.loads(line)["trades"]
+        ]
+        if recorded_trades != expected_trades:
+            problems.append(f"{TRADES} differs from the trades a replay of the log makes")
         applied = stored["meta"]["1"]["applied_sequence"] if stored.get("meta") else 0
         if log and applied != log[-1]["sequence"]:
             problems.append(f"{POSITIONS} applied sequence {applied}, the log ends at {log[-1]['sequence']}")
@@ -227,9 +237,10 @@ def _compare_with_log(log: list[dict[str, Any]], answered: dict[str, dict[str, A
     return problems
 
 
-def _replay(log: list[dict[str, Any]]) -> tuple[set[PositionRow], list[str]]:
-    """The open positions the log implies (scope strategy), worked out here, apart from the service's code."""
+def _replay(log: list[dict[str, Any]]) -> tuple[set[PositionRow], list[TradeRow], list[str]]:
+    """The open positions and trades the log implies (scope strategy), worked out apart from the service's code."""
     open_by_key: dict[tuple[str, str, str], str] = {}
+    trades: list[TradeRow] = []
     problems = []
     for entry in log:
         for decision in entry["decisions"]:
@@ -240,6 +251,8 @@ def _replay(log: list[dict[str, Any]]) -> tuple[set[PositionRow], list[str]]:
                 if key in open_by_key:
                     problems.append(f"order {entry['order_id']} opens {key}, already open")
                 open_by_key[key] = entry["order_id"]
-            elif open_by_key.pop(key, None) is None:
+            elif (bought_by := open_by_key.pop(key, None)) is None:
                 problems.append(f"order {entry['order_id']} closes {key}, which is not open")
-    return {(*key, order_id) for key, order_id in open_by_key.items()}, problems
+            else:
+                trades.append((*key, bought_by, entry["order_id"]))
+    return {(*key, order_id) for key, order_id in open_by_key.items()}, trades, problems

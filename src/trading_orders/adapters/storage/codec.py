@@ -13,6 +13,7 @@ from trading_orders.domain.model import (
     Position,
     RejectReason,
     Side,
+    Trade,
     UserDecision,
 )
 
@@ -49,6 +50,33 @@ def position_from_dict(data: Any) -> Position:
         instrument=_text(data, "instrument"),
         order_id=_text(data, "order_id"),
         opened_at=parse_time(_text(data, "opened_at")),
+    )
+
+
+def trade_to_dict(trade: Trade) -> dict[str, Any]:
+    """A trade as a JSON object, with its holding time for readers of the file."""
+    return {
+        "user": trade.user,
+        "strategy": trade.strategy,
+        "instrument": trade.instrument,
+        "buy_order_id": trade.buy_order_id,
+        "bought_at": format_time(trade.bought_at),
+        "sell_order_id": trade.sell_order_id,
+        "sold_at": format_time(trade.sold_at),
+        "holding_seconds": trade.holding_seconds,
+    }
+
+
+def trade_from_dict(data: Any) -> Trade:
+    """The trade a JSON object describes; raises ValueError/KeyError/TypeError when it does not."""
+    return Trade(
+        user=_text(data, "user"),
+        strategy=_text(data, "strategy"),
+        instrument=_text(data, "instrument"),
+        buy_order_id=_text(data, "buy_order_id"),
+        bought_at=parse_time(_text(data, "bought_at")),
+        sell_order_id=_text(data, "sell_order_id"),
+        sold_at=parse_time(_text(data, "sold_at")),
     )
 
 

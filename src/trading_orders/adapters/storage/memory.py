@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from trading_orders.application.ports import StoredPositions
-from trading_orders.domain.model import OrderLogEntry, Position, PositionChange
+from trading_orders.domain.model import OrderLogEntry, Position, PositionChange, Trade
 
 
 class InMemoryPositionStore:
@@ -30,10 +30,26 @@ class InMemoryPositionStore:
         self._positions.update(dict.fromkeys(change.opened))
         self._applied_sequence = sequence
 
-    def replace(self, positions: tuple[Position, ...], sequence: int) -> None:
-        """Make ``positions`` the whole content, stamped with ``sequence``."""
-        self._positions = dict.fromkeys(positions)
-        self._applied_sequence = sequence
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class InMemoryTradeLog:
+    """Trades in a list; same contract as the file log, without durability."""
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self.trades: list[tuple[int, Trade]] = []
+
+    def last_sequence(self) -> int:
+        """The sequence of the newest SELL with trades recorded, 0 when none."""
+        return self.trades[-1][0] if self.trades else 0
+
+    def append(self, trades: tuple[Trade, ...], sequence: int) -> None:
+        """Record the trades SELL ``sequence`` made."""
+        if sequence <= self.last_sequence():
+            raise ValueError(f"trade log is at sequence {self.last_sequence()}, cannot append {sequence}")
+        self.trades.extend((sequence, trade) for trade in trades)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -156,24 +156,17 @@ class TinyDBPositionStore:
             raise ValueError(f"cannot close {missing[0]}: it is not in {self._path}")
         self._write(sequence, closed=change.closed, opened=change.opened)
 
-    def replace(self, positions: tuple[Position, ...], sequence: int) -> None:
-        """Make ``positions`` the whole content, stamped with ``sequence``, in one atomic write."""
-        self._write(sequence, closed=tuple(self._doc_ids), opened=positions, truncate=True)
-
     def _write(
         self,
         sequence: int,
         closed: tuple[Position, ...],
         opened: tuple[Position, ...],
-        truncate: bool = False,
     ) -> None:
         if self._read_only:
             raise PermissionError(f"{self._path} was opened read-only")
         try:
             with self._storage.batch():
-                if truncate:
-                    self._positions.truncate()
-                elif closed:
+                if closed:
                     self._positions.remove(doc_ids=[self._doc_ids[p] for p in closed])
                 new_ids = self._positions.insert_multiple(position_to_dict(p) for p in opened)
                 # Only inserts and removes: TinyDB edits updated documents in
@@ -182,8 +175,6 @@ class TinyDBPositionStore:
                 self._meta.insert({"applied_sequence": sequence})
         except OSError as error:
             raise StorageUnavailable(f"cannot write {self._path}: {error.strerror or error}") from error
-        if truncate:
-            self._doc_ids = {}
         for position in closed:
             self._doc_ids.pop(position, None)
         self._doc_ids.update(zip(opened, new_ids, strict=True))

@@ -1,0 +1,42 @@
+"""The default trade log: one JSON line per closing SELL, holding every trade it made."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trading_orders.adapters.storage.codec import trade_from_dict, trade_to_dict
+from trading_orders.adapters.storage.json_lines import JsonLinesFile
+from trading_orders.domain.model import Trade
+
+TRADE_LOG_FILE = "trades.jsonl"
+
+
+def _check_line(offset: int, record: dict[str, Any], previous: int) -> int:
+    sequence = record["sequence"]
+    if not isinstance(sequence, int) or sequence <= previous:
+        raise ValueError(f"sequence {sequence!r} does not follow {previous}")
+    trades = [trade_from_dict(trade) for trade in record["trades"]]
+    if not trades:
+        raise ValueError("a line holds at least one trade")
+    return sequence
+
+
+class JsonLinesTradeLog:
+    """Trades in ``<directory>/trades.jsonl``; one writing process at a time."""
+
+    def __init__(self, directory: Path, *, read_only: bool = False) -> None:
+        """Open (or create) the trade log and check every line; see JsonLinesFile for torn lines."""
+        self._file = JsonLinesFile(directory / TRADE_LOG_FILE, _check_line, "trade-log line", read_only=read_only)
+
+    def last_sequence(self) -> int:
+        """The sequence of the newest SELL with trades recorded, 0 when none."""
+        return self._file.last_sequence
+
+    def append(self, trades: tuple[Trade, ...], sequence: int) -> None:
+        """Record the trades SELL ``sequence`` made in one line, so a crash keeps all of them or none."""
+        self._file.append({"sequence": sequence, "trades": [trade_to_dict(t) for t in trades]}, sequence)
+
+    def close(self) -> None:
+        """Close the file and release it for another process."""
+        self._file.close()
