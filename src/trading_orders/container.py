@@ -13,6 +13,7 @@ from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPos
 from trading_orders.adapters.storage.store_resources import open_store
 from trading_orders.adapters.storage.tinydb_position_store import TinyDBPositionStore
 from trading_orders.adapters.system_clock import SystemClock
+from trading_orders.application.order_history import OrderHistory
 from trading_orders.application.order_service import OrderService
 
 
@@ -44,6 +45,7 @@ class Container(containers.DeclarativeContainer):
     )
 
     metrics = providers.Singleton(PrometheusOrderMetrics)
+    order_history = providers.Singleton(OrderHistory, order_log=order_log, trade_log=trade_log)
 
     order_service = providers.Singleton(
         OrderService,

@@ -1,14 +1,22 @@
 """The order service over in-memory ports: sequencing, recovery, failures, concurrency."""
 
 import threading
+from datetime import UTC, datetime
 
 import pytest
 
-from tests.service.fakes import FlakyOrderLog, FlakyPositionStore, FlakyTradeLog, build_service
+from tests.service.fakes import (
+    CountingIds,
+    FixedProfile,
+    FlakyOrderLog,
+    FlakyPositionStore,
+    FlakyTradeLog,
+    build_service,
+)
 from tests.worked_example import EXPECTED, ORDERS, PROFILE
-from trading_orders.adapters.storage.memory import InMemoryPositionStore
+from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore, InMemoryTradeLog
 from trading_orders.application.errors import CorruptStore, IdempotencyKeyReused, StartupError, StorageUnavailable
-from trading_orders.application.order_service import PlacedOrder, ServiceNotStarted
+from trading_orders.application.order_service import OrderService, PlacedOrder, ServiceNotStarted
 from trading_orders.domain.model import Order, OrderStatus, PositionChange, PositionScope, Side
 
 ONE_USER = {"U1": {"S": ["ACC", "INFY"]}}
@@ -214,3 +222,21 @@ def test_a_failed_trade_write_keeps_the_answer_and_is_recorded_once_on_the_next_
     service.place_order(Order("S", "INFY", Side.BUY))
     assert [(sequence, t.buy_order_id, t.sell_order_id) for sequence, t in trades.trades] == [(2, "o1", "o2")]
     assert store.load().applied_sequence == 3
+
+
+def test_received_times_never_go_back_even_when_the_clock_does() -> None:
+    class SteppingBack:
+        def __init__(self) -> None:
+            self.readings = [datetime(2026, 11, 24, 9, 15, s, tzinfo=UTC) for s in (10, 5, 12)]
+
+        def now(self) -> datetime:
+            return self.readings.pop(0)
+
+    log = InMemoryOrderLog()
+    service = OrderService(
+        FixedProfile(ONE_USER), InMemoryPositionStore(), log, InMemoryTradeLog(), SteppingBack(), CountingIds(),
+        PositionScope.STRATEGY,
+    )  # fmt: skip
+    service.start()
+    times = [service.place_order(Order("S", "ACC", Side.BUY)).entry.decision.received_at.second for _ in range(3)]
+    assert times == [10, 10, 12]

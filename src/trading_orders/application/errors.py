@@ -9,6 +9,10 @@ class IdempotencyKeyReused(Exception):
     """An idempotency key already names a different order; the message says which."""
 
 
+class InvalidCursor(ValueError):
+    """A cursor that no page of this service handed out."""
+
+
 class StartupError(Exception):
     """The service cannot start; the message says why in one line."""
 

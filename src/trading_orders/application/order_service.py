@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from trading_orders.application.errors import CorruptStore, IdempotencyKeyReused, StartupError, StorageUnavailable
 from trading_orders.application.ports import (
@@ -104,6 +105,9 @@ class OrderService:
         # Set when trades or positions could not be written after the log
         # took an order: the next order replays the log tail into them.
         self._derived_behind = False
+        # Times only grow along the log, even if the wall clock steps back, so
+        # readers can stop at the first entry older than what they want.
+        self._last_received_at: datetime | None = None
 
     def start(self) -> RecoveryReport:
         """Load the profile and positions, replay the order log's unapplied tail, and get ready."""
@@ -114,6 +118,8 @@ class OrderService:
                 portfolio, replayed = self._replay_log_tail()
             except StorageUnavailable as error:
                 raise StartupError(f"cannot bring the stores up to date from the order log: {error}") from error
+            newest = next(self._order_log.newest_first(), None)
+            self._last_received_at = newest[1].decision.received_at if newest else None
             self._profile = profile
             self._portfolio = portfolio
             outside = tuple(p for p in portfolio if p.strategy not in profile.users.get(p.user, {}))
@@ -189,11 +195,15 @@ class OrderService:
                 recorded = self._order_log.find_by_idempotency_key(idempotency_key)
                 if recorded is not None:
                     return _replay(recorded, order, idempotency_key)
-            decision = portfolio.decide(order, profile, self._order_ids.next_id(), self._clock.now())
+            now = self._clock.now()
+            if self._last_received_at is not None and now < self._last_received_at:
+                now = self._last_received_at
+            decision = portfolio.decide(order, profile, self._order_ids.next_id(), now)
             entry = OrderLogEntry(self._order_log.last_sequence() + 1, decision, idempotency_key)
             # The log entry is the commit point: once it is durable the order
             # happened, whatever befalls the position store afterwards.
             self._order_log.append(entry)
+            self._last_received_at = now
             change = portfolio.apply(decision)
             if not change.is_empty or self._derived_behind:
                 self._bring_derived_level(change, entry)

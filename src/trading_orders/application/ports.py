@@ -78,6 +78,18 @@ class OrderLog(Protocol):
         """True while the log can take appends: its file is still the one on disk."""
         ...
 
+    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, OrderLogEntry]]:
+        """(cursor, entry) newest first; from an entry's cursor, the entries older than it.
+
+        Raises InvalidCursor for a cursor this log did not hand out. Costs the
+        entries read, however deep the cursor.
+        """
+        ...
+
+    def find_by_order_id(self, order_id: str) -> OrderLogEntry | None:
+        """The entry of order ``order_id``, if any."""
+        ...
+
 
 class TradeLog(Protocol):
     """Keeps every closed round trip, grouped by the sequence of the SELL that closed it."""
@@ -88,6 +100,10 @@ class TradeLog(Protocol):
 
     def append(self, trades: tuple[Trade, ...], sequence: int) -> None:
         """Record the trades SELL ``sequence`` made, all or nothing; durable on return."""
+        ...
+
+    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, Trade]]:
+        """(cursor, trade) newest first; from a trade's cursor, the trades older than it (InvalidCursor if unknown)."""
         ...
 
 

@@ -3,13 +3,15 @@
 # No `from __future__ import annotations` here: dependency-injector reads the
 # Provide markers from the evaluated signatures of the endpoints.
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from dependency_injector.wiring import Provide, inject
-from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -20,20 +22,27 @@ from trading_orders.adapters.http.schemas import (
     CreateOrderRequest,
     ErrorAnswer,
     HealthAnswer,
+    IsoTime,
+    LoggedOrderBody,
     OrderAnswer,
+    OrdersPage,
     PositionBody,
     PositionsAnswer,
+    TradeBody,
+    TradesPage,
     ValidationErrorAnswer,
 )
 from trading_orders.adapters.prometheus_metrics import CONTENT_TYPE, PrometheusOrderMetrics
-from trading_orders.application.errors import IdempotencyKeyReused, StorageUnavailable
+from trading_orders.application.errors import IdempotencyKeyReused, InvalidCursor, StorageUnavailable
+from trading_orders.application.order_history import DEFAULT_PAGE, MAX_PAGE, HistoryFilter, OrderHistory
 from trading_orders.application.order_service import OrderService, ServiceNotStarted
-from trading_orders.domain.model import Order
+from trading_orders.domain.model import Order, OrderStatus
 
 logger = logging.getLogger(__name__)
 
 # The container provides these by name, so this ring never imports the composition root.
 ORDER_SERVICE = "order_service"
+ORDER_HISTORY = "order_history"
 METRICS = "metrics"
 
 # An order is under 300 bytes; anything near this limit is not an order.
@@ -101,6 +110,11 @@ async def _answer_store_failure(request: Request, error: Exception) -> JSONRespo
     return JSONResponse(status_code=503, content={"detail": f"the order was not recorded: {error}"})
 
 
+async def _answer_invalid_cursor(request: Request, error: Exception) -> JSONResponse:
+    problem = {"type": "invalid_cursor", "loc": ["query", "cursor"], "msg": str(error)}
+    return JSONResponse(status_code=422, content={"message": f"cursor: {error}", "detail": [problem]})
+
+
 async def _answer_not_started(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse(status_code=503, content={"detail": f"not ready: {error}"})
 
@@ -122,6 +136,7 @@ def build_api(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]], 
     app.add_exception_handler(IdempotencyKeyReused, _answer_key_reused)
     app.add_exception_handler(StorageUnavailable, _answer_store_failure)
     app.add_exception_handler(ServiceNotStarted, _answer_not_started)
+    app.add_exception_handler(InvalidCursor, _answer_invalid_cursor)
     app.post(
         "/create_order",
         response_model=OrderAnswer,
@@ -143,6 +158,14 @@ def build_api(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]], 
         },
     )(create_order)
     app.get("/positions", response_model=PositionsAnswer, summary="List open positions")(list_positions)
+    app.get("/orders", response_model=OrdersPage, summary="The order log, newest first")(list_orders)
+    app.get(
+        "/orders/{order_id}",
+        response_model=LoggedOrderBody,
+        summary="One order from the log",
+        responses={404: {"model": ErrorAnswer, "description": "No order has this id."}},
+    )(get_order)
+    app.get("/trades", response_model=TradesPage, summary="Closed trades, newest first")(list_trades)
     app.get(
         "/health",
         response_model=HealthAnswer,
@@ -184,6 +207,66 @@ def list_positions(
     """The open positions matching every filter given."""
     positions = service.open_positions(user=user, strategy=strategy, instrument=instrument)
     return PositionsAnswer(positions=[PositionBody.from_position(p) for p in positions])
+
+
+class HistoryQuery:
+    """The filters and paging of GET /orders and GET /trades."""
+
+    def __init__(
+        self,
+        strategy: Filter = None,
+        instrument: Filter = None,
+        user: Filter = None,
+        since: Annotated[IsoTime | None, Query(description="ISO-8601; only what happened at or after it.")] = None,
+        until: Annotated[IsoTime | None, Query(description="ISO-8601; only what happened at or before it.")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size.")] = DEFAULT_PAGE,
+        cursor: Annotated[str | None, Query(max_length=64, description="next_cursor of the previous page.")] = None,
+    ) -> None:
+        """Collect the query parameters."""
+        self.filter = HistoryFilter(
+            strategy=strategy, instrument=instrument, user=user, since=_utc(since), until=_utc(until)
+        )
+        self.limit = limit
+        self.cursor = cursor
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    # A time without a zone is taken as UTC, the only zone on the wire.
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+@inject
+def list_orders(
+    query: Annotated[HistoryQuery, Depends()],
+    history: Annotated[OrderHistory, Depends(Provide[ORDER_HISTORY])],
+    status: Annotated[OrderStatus | None, Query(description="ACCEPTED or REJECTED.")] = None,
+) -> OrdersPage:
+    """The order log newest first, filtered; user keeps orders that had a decision for that user."""
+    order_filter = dataclasses.replace(query.filter, status=status)
+    page = history.orders(order_filter, query.limit, query.cursor)
+    return OrdersPage(orders=[LoggedOrderBody.from_logged(e) for e in page.items], next_cursor=page.next_cursor)
+
+
+@inject
+def get_order(
+    order_id: Annotated[str, Path(min_length=1, max_length=64)],
+    history: Annotated[OrderHistory, Depends(Provide[ORDER_HISTORY])],
+) -> LoggedOrderBody | JSONResponse:
+    """One order with its per-user decisions, or 404."""
+    entry = history.order(order_id)
+    if entry is None:
+        return JSONResponse(status_code=404, content={"detail": f"no order has id {order_id!r}"})
+    return LoggedOrderBody.from_logged(entry)
+
+
+@inject
+def list_trades(
+    query: Annotated[HistoryQuery, Depends()],
+    history: Annotated[OrderHistory, Depends(Provide[ORDER_HISTORY])],
+) -> TradesPage:
+    """Closed trades newest first by SELL, filtered by strategy, instrument, user and time."""
+    page = history.trades(query.filter, query.limit, query.cursor)
+    return TradesPage(trades=[TradeBody.from_trade(t) for t in page.items], next_cursor=page.next_cursor)
 
 
 @inject

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
-from trading_orders.domain.model import OrderLogEntry, OrderStatus, Position, RejectReason, Side
+from trading_orders.domain.model import OrderLogEntry, OrderStatus, Position, RejectReason, Side, Trade
 
 NAME_MAX_LENGTH = 64
 
@@ -17,6 +17,24 @@ Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$"),
 ]
+
+
+def _iso_only(value: object) -> object:
+    # pydantic would read "0.5" as a Unix timestamp; on the wire times are ISO-8601 only.
+    if isinstance(value, int | float) or (isinstance(value, str) and _looks_numeric(value)):
+        raise ValueError("expected an ISO-8601 time such as 2026-11-24T09:15:00Z")
+    return value
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_only)]
 
 
 class CreateOrderRequest(BaseModel):
@@ -91,6 +109,59 @@ class OrderAnswer(BaseModel):
             reason=RejectReason.UNKNOWN_STRATEGY if decision.reason is RejectReason.UNKNOWN_STRATEGY else None,
             decisions=[UserDecisionBody(user=d.user, status=d.status, reason=d.reason) for d in decision.decisions],
         )
+
+
+class LoggedOrderBody(OrderAnswer):
+    """An order as the order log keeps it: the answer it got, and its place in the log."""
+
+    sequence: int = Field(description="Position in the order log, from 1, without gaps.")
+
+    @classmethod
+    def from_logged(cls, entry: OrderLogEntry) -> LoggedOrderBody:
+        """The body for a logged order."""
+        answer = OrderAnswer.from_entry(entry)
+        return cls(**answer.model_dump(), sequence=entry.sequence)
+
+
+class OrdersPage(BaseModel):
+    """Orders newest first; pass next_cursor as cursor for the next page (null: no more)."""
+
+    orders: list[LoggedOrderBody]
+    next_cursor: str | None
+
+
+class TradeBody(BaseModel):
+    """A closed round trip: the BUY that opened a position and the SELL that closed it."""
+
+    user: str
+    strategy: str
+    instrument: str
+    buy_order_id: str
+    bought_at: datetime
+    sell_order_id: str
+    sold_at: datetime
+    holding_seconds: float
+
+    @classmethod
+    def from_trade(cls, trade: Trade) -> TradeBody:
+        """The body for ``trade``."""
+        return cls(
+            user=trade.user,
+            strategy=trade.strategy,
+            instrument=trade.instrument,
+            buy_order_id=trade.buy_order_id,
+            bought_at=trade.bought_at,
+            sell_order_id=trade.sell_order_id,
+            sold_at=trade.sold_at,
+            holding_seconds=trade.holding_seconds,
+        )
+
+
+class TradesPage(BaseModel):
+    """Trades newest first (by SELL); pass next_cursor as cursor for the next page (null: no more)."""
+
+    trades: list[TradeBody]
+    next_cursor: str | None
 
 
 class PositionBody(BaseModel):

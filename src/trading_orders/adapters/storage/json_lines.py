@@ -11,7 +11,7 @@ from typing import Any
 
 from trading_orders.adapters.storage.atomic_file import fsync_directory
 from trading_orders.adapters.storage.file_lock import ExclusiveFileLock
-from trading_orders.application.errors import CorruptStore, StorageUnavailable
+from trading_orders.application.errors import CorruptStore, InvalidCursor, StorageUnavailable
 from trading_orders.domain.model import DomainError
 
 logger = logging.getLogger(__name__)
@@ -21,6 +21,17 @@ logger = logging.getLogger(__name__)
 LineCheck = Callable[[int, dict[str, Any], int], int]
 
 _BLOCK = 64 * 1024
+
+
+def line_offset(lines: JsonLinesFile, cursor: str) -> int:
+    """The byte offset a cursor of ``lines`` names; raises InvalidCursor unless a line starts there."""
+    try:
+        offset = int(cursor, 16)
+    except ValueError:
+        raise InvalidCursor(f"cursor {cursor!r} was not handed out by this service") from None
+    if not lines.is_line_start(offset):
+        raise InvalidCursor(f"cursor {cursor!r} was not handed out by this service")
+    return offset
 
 
 class JsonLinesFile:
@@ -124,6 +135,16 @@ class JsonLinesFile:
                 "restart the service so it can check the file"
             )
             logger.critical("%s; the append failed with: %s", self._broken, error)
+
+    def is_line_start(self, offset: int) -> bool:
+        """True when a line of the checked file starts at ``offset`` (or it is the file's end)."""
+        if not 0 <= offset <= self.size:
+            return False
+        if offset == 0:
+            return True
+        with open(self.path, "rb") as handle:
+            handle.seek(offset - 1)
+            return handle.read(1) == b"\n"
 
     def read_at(self, offset: int) -> dict[str, Any]:
         """The record whose line starts at byte ``offset``."""

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from trading_orders.adapters.storage.codec import entry_from_dict, entry_to_dict
-from trading_orders.adapters.storage.json_lines import JsonLinesFile
+from trading_orders.adapters.storage.json_lines import JsonLinesFile, line_offset
 from trading_orders.domain.model import OrderLogEntry
 
 ORDER_LOG_FILE = "order_log.jsonl"
@@ -56,6 +56,19 @@ class JsonLinesOrderLog:
         """The entry recorded with idempotency key ``key``, if any; one seek and one line read."""
         offset = self._offsets_by_key.get(key)
         return None if offset is None else entry_from_dict(self._file.read_at(offset))
+
+    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, OrderLogEntry]]:
+        """(cursor, entry) newest first; a cursor is the entry's byte offset, so any page costs what it reads."""
+        before = None if cursor is None else line_offset(self._file, cursor)
+        for offset, record in self._file.backward(before):
+            yield f"{offset:x}", entry_from_dict(record)
+
+    def find_by_order_id(self, order_id: str) -> OrderLogEntry | None:
+        """The entry of order ``order_id``, searched newest first, so recent orders are found at once."""
+        for _, record in self._file.backward():
+            if record["order_id"] == order_id:
+                return entry_from_dict(record)
+        return None
 
     def reachable(self) -> bool:
         """True while the log's file is still the one at its path and appends can be undone."""

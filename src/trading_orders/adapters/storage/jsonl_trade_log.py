@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from trading_orders.adapters.storage.codec import trade_from_dict, trade_to_dict
-from trading_orders.adapters.storage.json_lines import JsonLinesFile
+from trading_orders.adapters.storage.json_lines import JsonLinesFile, line_offset
+from trading_orders.application.errors import InvalidCursor
 from trading_orders.domain.model import Trade
 
 TRADE_LOG_FILE = "trades.jsonl"
@@ -36,6 +38,24 @@ class JsonLinesTradeLog:
     def append(self, trades: tuple[Trade, ...], sequence: int) -> None:
         """Record the trades SELL ``sequence`` made in one line, so a crash keeps all of them or none."""
         self._file.append({"sequence": sequence, "trades": [trade_to_dict(t) for t in trades]}, sequence)
+
+    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, Trade]]:
+        """(cursor, trade) newest first; a cursor is "<line offset>.<index in the line>"."""
+        before: int | None = None
+        if cursor is not None:
+            line, _, index = cursor.partition(".")
+            if not index.isdigit():
+                raise InvalidCursor(f"cursor {cursor!r} was not handed out by this service")
+            before = line_offset(self._file, line)
+            if before >= self._file.size:
+                raise InvalidCursor(f"cursor {cursor!r} was not handed out by this service")
+            trades = self._file.read_at(before)["trades"]
+            for position in range(min(int(index), len(trades)) - 1, -1, -1):
+                yield f"{before:x}.{position}", trade_from_dict(trades[position])
+        for offset, record in self._file.backward(before):
+            trades = record["trades"]
+            for position in range(len(trades) - 1, -1, -1):
+                yield f"{offset:x}.{position}", trade_from_dict(trades[position])
 
     def close(self) -> None:
         """Close the file and release it for another process."""

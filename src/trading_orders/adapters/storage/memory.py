@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from trading_orders.application.errors import InvalidCursor
 from trading_orders.application.ports import StoredPositions
 from trading_orders.domain.model import OrderLogEntry, Position, PositionChange, Trade
 
@@ -51,8 +52,22 @@ class InMemoryTradeLog:
             raise ValueError(f"trade log is at sequence {self.last_sequence()}, cannot append {sequence}")
         self.trades.extend((sequence, trade) for trade in trades)
 
+    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, Trade]]:
+        """(cursor, trade) newest first; a cursor is the trade's index."""
+        end = _index(cursor, len(self.trades))
+        for index in range(end - 1, -1, -1):
+            yield str(index), self.trades[index][1]
+
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _index(cursor: str | None, size: int) -> int:
+    if cursor is None:
+        return size
+    if not cursor.isdigit() or int(cursor) > size:
+        raise InvalidCursor(f"cursor {cursor!r} was not handed out by this service")
+    return int(cursor)
 
 
 class InMemoryOrderLog:
@@ -87,6 +102,16 @@ class InMemoryOrderLog:
     def reachable(self) -> bool:
         """Always: memory does not go away."""
         return True
+
+    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, OrderLogEntry]]:
+        """(cursor, entry) newest first; a cursor is the entry's index."""
+        end = _index(cursor, len(self._entries))
+        for index in range(end - 1, -1, -1):
+            yield str(index), self._entries[index]
+
+    def find_by_order_id(self, order_id: str) -> OrderLogEntry | None:
+        """The entry of order ``order_id``, searched newest first."""
+        return next((e for e in reversed(self._entries) if e.decision.order_id == order_id), None)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -1,0 +1,118 @@
+"""The read side: the order log and the trades, newest first, filtered and paged by cursor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from trading_orders.application.ports import OrderLog, TradeLog
+from trading_orders.domain.model import OrderLogEntry, OrderStatus, Trade
+
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+
+Item = TypeVar("Item")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[Item]):
+    """Up to ``limit`` items, newest first, and the cursor that continues after the last one."""
+
+    items: list[Item]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryFilter:
+    """What a page keeps; every field left None keeps everything."""
+
+    strategy: str | None = None
+    instrument: str | None = None
+    user: str | None = None
+    status: OrderStatus | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def keeps_order(self, entry: OrderLogEntry) -> bool:
+        """True when ``entry`` matches every filter (user: the order had a decision for that user)."""
+        decision = entry.decision
+        return (
+            (self.strategy is None or decision.order.strategy == self.strategy)
+            and (self.instrument is None or decision.order.instrument == self.instrument)
+            and (self.status is None or decision.status is self.status)
+            and (self.user is None or any(d.user == self.user for d in decision.decisions))
+            and (self.until is None or decision.received_at <= self.until)
+        )
+
+    def keeps_trade(self, trade: Trade) -> bool:
+        """True when ``trade`` matches every filter (times are the SELL's)."""
+        return (
+            (self.strategy is None or trade.strategy == self.strategy)
+            and (self.instrument is None or trade.instrument == self.instrument)
+            and (self.user is None or trade.user == self.user)
+            and (self.until is None or trade.sold_at <= self.until)
+        )
+
+
+def _page(
+    newest_first: Iterator[tuple[str, Item]],
+    keeps: Callable[[Item], bool],
+    moment_of: Callable[[Item], datetime],
+    since: datetime | None,
+    limit: int,
+) -> Page[Item]:
+    """Take up to ``limit`` kept items; the cursor is the last one's, or None when nothing older remains."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
+    items: list[Item] = []
+    last_cursor: str | None = None
+    for cursor, item in newest_first:
+        # Times only grow along the log, so the first item older than
+        # ``since`` ends the walk: nothing after it can match.
+        if since is not None and moment_of(item) < since:
+            return Page(items, None)
+        if keeps(item):
+            if len(items) == limit:
+                return Page(items, last_cursor)
+            items.append(item)
+            last_cursor = cursor
+    return Page(items, None)
+
+
+class OrderHistory:
+    """Answers the desk's questions about past orders and closed trades."""
+
+    def __init__(self, order_log: OrderLog, trade_log: TradeLog) -> None:
+        """Read from these logs."""
+        self._order_log = order_log
+        self._trade_log = trade_log
+
+    def orders(
+        self, history_filter: HistoryFilter, limit: int = DEFAULT_PAGE, cursor: str | None = None
+    ) -> Page[OrderLogEntry]:
+        """Orders newest first; ``cursor`` (from a previous page) continues after that page."""
+        return _page(
+            self._order_log.newest_first(cursor),
+            history_filter.keeps_order,
+            lambda entry: entry.decision.received_at,
+            history_filter.since,
+            limit,
+        )
+
+    def order(self, order_id: str) -> OrderLogEntry | None:
+        """The order with id ``order_id``, if the log has it."""
+        return self._order_log.find_by_order_id(order_id)
+
+    def trades(
+        self, history_filter: HistoryFilter, limit: int = DEFAULT_PAGE, cursor: str | None = None
+    ) -> Page[Trade]:
+        """Closed trades newest first (by SELL); ``cursor`` continues after a previous page."""
+        return _page(
+            self._trade_log.newest_first(cursor),
+            history_filter.keeps_trade,
+            lambda trade: trade.sold_at,
+            history_filter.since,
+            limit,
+        )
