@@ -122,7 +122,7 @@ class OrderService:
             self._last_received_at = newest[1].decision.received_at if newest else None
             self._profile = profile
             self._portfolio = portfolio
-            outside = tuple(p for p in portfolio if p.strategy not in profile.users.get(p.user, {}))
+            outside = _outside(profile, portfolio)
         for position in outside:
             logger.warning(
                 "open position %s %s/%s (order %s) belongs to a strategy the profile no longer gives "
@@ -213,6 +213,31 @@ class OrderService:
         _log_decision(entry)
         return PlacedOrder(entry)
 
+    def profile(self) -> Profile:
+        """The profile orders are decided against now."""
+        with self._lock:
+            profile, _ = self._ready()
+            return profile
+
+    def reload_profile(self) -> tuple[Position, ...]:
+        """Read the profile again and use it from the next order; returns positions it no longer covers.
+
+        The new profile is checked in full before it replaces the old one: on
+        ProfileUnavailable the old one stays. No position is ever dropped.
+        """
+        profile = self._profile_source.load()
+        with self._lock:
+            _, portfolio = self._ready()
+            self._profile = profile
+            outside = _outside(profile, portfolio)
+        logger.info(
+            "profile reloaded: %d users, %d strategies; %d open positions outside it",
+            len(profile.users),
+            len(profile.strategies),
+            len(outside),
+        )
+        return outside
+
     def open_positions(
         self, user: str | None = None, strategy: str | None = None, instrument: str | None = None
     ) -> list[Position]:
@@ -267,6 +292,10 @@ class OrderService:
                 entry.decision.order_id,
                 error,
             )
+
+
+def _outside(profile: Profile, portfolio: Portfolio) -> tuple[Position, ...]:
+    return tuple(p for p in portfolio if p.strategy not in profile.users.get(p.user, {}))
 
 
 def _replay(recorded: OrderLogEntry, order: Order, key: str) -> PlacedOrder:

@@ -5,6 +5,7 @@
 
 import dataclasses
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
@@ -28,12 +29,23 @@ from trading_orders.adapters.http.schemas import (
     OrdersPage,
     PositionBody,
     PositionsAnswer,
+    ReloadAnswer,
+    StrategiesAnswer,
+    StrategySummary,
     TradeBody,
     TradesPage,
+    UserDetail,
+    UsersAnswer,
+    UserSummary,
     ValidationErrorAnswer,
 )
 from trading_orders.adapters.prometheus_metrics import CONTENT_TYPE, PrometheusOrderMetrics
-from trading_orders.application.errors import IdempotencyKeyReused, InvalidCursor, StorageUnavailable
+from trading_orders.application.errors import (
+    IdempotencyKeyReused,
+    InvalidCursor,
+    ProfileUnavailable,
+    StorageUnavailable,
+)
 from trading_orders.application.order_history import DEFAULT_PAGE, MAX_PAGE, HistoryFilter, OrderHistory
 from trading_orders.application.order_service import OrderService, ServiceNotStarted
 from trading_orders.domain.model import Order, OrderStatus
@@ -166,6 +178,23 @@ def build_api(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]], 
         responses={404: {"model": ErrorAnswer, "description": "No order has this id."}},
     )(get_order)
     app.get("/trades", response_model=TradesPage, summary="Closed trades, newest first")(list_trades)
+    app.get("/users", response_model=UsersAnswer, summary="Users with strategies and open positions")(list_users)
+    app.get(
+        "/users/{user}",
+        response_model=UserDetail,
+        summary="One user's profile, positions and recent orders",
+        responses={404: {"model": ErrorAnswer, "description": "No user has this name."}},
+    )(get_user)
+    app.get("/strategies", response_model=StrategiesAnswer, summary="Strategies with users and universe")(
+        list_strategies
+    )
+    app.post(
+        "/admin/reload-profile",
+        response_model=ReloadAnswer,
+        summary="Re-read the profile file",
+        description="The new profile is checked first; on any error the old one stays and the answer says why.",
+        responses={422: {"model": ReloadAnswer, "description": "The file is invalid; the old profile stays."}},
+    )(reload_profile)
     app.get(
         "/health",
         response_model=HealthAnswer,
@@ -267,6 +296,74 @@ def list_trades(
     """Closed trades newest first by SELL, filtered by strategy, instrument, user and time."""
     page = history.trades(query.filter, query.limit, query.cursor)
     return TradesPage(trades=[TradeBody.from_trade(t) for t in page.items], next_cursor=page.next_cursor)
+
+
+def _summary(user: str, strategies: Mapping[str, frozenset[str]], held: int) -> UserSummary:
+    universes = {strategy: sorted(universe) for strategy, universe in strategies.items()}
+    return UserSummary(user=user, strategies=universes, open_positions=held)
+
+
+@inject
+def list_users(service: Annotated[OrderService, Depends(Provide[ORDER_SERVICE])]) -> UsersAnswer:
+    """Every user with their strategies, universes and open-position count."""
+    held = Counter(p.user for p in service.open_positions())
+    return UsersAnswer(
+        users=[_summary(user, strategies, held[user]) for user, strategies in service.profile().users.items()]
+    )
+
+
+@inject
+def get_user(
+    user: Annotated[str, Path(min_length=1, max_length=200)],
+    service: Annotated[OrderService, Depends(Provide[ORDER_SERVICE])],
+    history: Annotated[OrderHistory, Depends(Provide[ORDER_HISTORY])],
+) -> UserDetail | JSONResponse:
+    """One user's profile, open positions and latest 20 orders with a decision for them, or 404."""
+    strategies = service.profile().users.get(user)
+    positions = service.open_positions(user=user)
+    if strategies is None and not positions:
+        return JSONResponse(status_code=404, content={"detail": f"no user is named {user!r}"})
+    recent = history.orders(HistoryFilter(user=user), limit=20).items
+    return UserDetail(
+        **_summary(user, strategies or {}, len(positions)).model_dump(),
+        positions=[PositionBody.from_position(p) for p in positions],
+        recent_orders=[LoggedOrderBody.from_logged(e) for e in recent],
+    )
+
+
+@inject
+def list_strategies(service: Annotated[OrderService, Depends(Provide[ORDER_SERVICE])]) -> StrategiesAnswer:
+    """Every strategy with the users who run it and its universe."""
+    profile = service.profile()
+    return StrategiesAnswer(
+        strategies=[
+            StrategySummary(
+                strategy=strategy,
+                users=list(profile.runners_of(strategy)),
+                universe=sorted(set().union(*profile.runners_of(strategy).values())),
+            )
+            for strategy in sorted(profile.strategies)
+        ]
+    )
+
+
+@inject
+def reload_profile(
+    service: Annotated[OrderService, Depends(Provide[ORDER_SERVICE])],
+) -> ReloadAnswer | JSONResponse:
+    """Re-read the profile file; on error keep the old one and say why."""
+    try:
+        outside = service.reload_profile()
+    except ProfileUnavailable as error:
+        logger.warning("profile reload refused, the old profile stays: %s", error)
+        refused = ReloadAnswer(reloaded=False, detail=f"{error}; the previous profile stays in use")
+        return JSONResponse(status_code=422, content=refused.model_dump())
+    profile = service.profile()
+    return ReloadAnswer(
+        reloaded=True,
+        detail=f"{len(profile.users)} users, {len(profile.strategies)} strategies",
+        positions_outside_profile=[PositionBody.from_position(p) for p in outside],
+    )
 
 
 @inject

@@ -191,6 +191,51 @@ class PositionsAnswer(BaseModel):
     positions: list[PositionBody]
 
 
+class UserSummary(BaseModel):
+    """A user, the strategies they run with each universe, and how many positions they hold."""
+
+    user: str
+    strategies: dict[str, list[str]] = Field(description="strategy -> universe, symbols sorted.")
+    open_positions: int
+
+
+class UsersAnswer(BaseModel):
+    """Every user in the profile."""
+
+    users: list[UserSummary]
+
+
+class UserDetail(UserSummary):
+    """One user: profile, open positions, and the latest orders that had a decision for them."""
+
+    positions: list[PositionBody]
+    recent_orders: list[LoggedOrderBody] = Field(description="Newest first, at most 20.")
+
+
+class StrategySummary(BaseModel):
+    """A strategy, the users who run it, and its universe (the union over those users)."""
+
+    strategy: str
+    users: list[str]
+    universe: list[str]
+
+
+class StrategiesAnswer(BaseModel):
+    """Every strategy some user runs."""
+
+    strategies: list[StrategySummary]
+
+
+class ReloadAnswer(BaseModel):
+    """The outcome of re-reading the profile file."""
+
+    reloaded: bool
+    detail: str
+    positions_outside_profile: list[PositionBody] = Field(
+        default=[], description="Held positions the new profile no longer covers; they are kept."
+    )
+
+
 class HealthAnswer(BaseModel):
     """Whether the service takes orders, and where its order log stands."""
 
