@@ -11,6 +11,7 @@ from types import FrameType
 from typing import get_args
 
 import uvicorn
+from rich.console import Console
 
 from trading_orders.adapters.storage.jsonl_order_log import ORDER_LOG_FILE, JsonLinesOrderLog
 from trading_orders.adapters.storage.tinydb_position_store import POSITIONS_FILE, TinyDBPositionStore
@@ -19,6 +20,10 @@ from trading_orders.application.verification import verify
 from trading_orders.bootstrap import create_app_or_exit
 from trading_orders.domain.model import PositionScope
 from trading_orders.settings import Settings, StoreName
+from trading_orders.tools.desk_client import COLUMNS, ServiceError, fetch, show
+from trading_orders.tools.order_producer import main as produce_orders
+from trading_orders.tools.profile_generator import main as generate_profiles
+from trading_orders.tools.transfer import TransferError, export_store, import_store
 
 
 def run_verify(data_dir: Path, scope: PositionScope) -> int:
@@ -64,29 +69,113 @@ def run_serve(settings: Settings, host: str, port: int) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse the command line and run the command; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="trading-orders", description="The trading-orders service's tools.")
+DEFAULT_URL = "http://127.0.0.1:8080"
+PASS_THROUGH = {
+    "generate-profiles": "generate Jsons/user_profile.json (the brief's generator; see its --help)",
+    "produce": "send random orders to a running service (the brief's producer; see its --help)",
+}
+
+
+def _add_history_filters(command: argparse.ArgumentParser, with_status: bool) -> None:
+    for name in ("strategy", "instrument", "user"):
+        command.add_argument(f"--{name}")
+    command.add_argument("--since", help="ISO-8601")
+    command.add_argument("--until", help="ISO-8601")
+    command.add_argument("--limit", type=int, default=100, help="1-1000 (default 100)")
+    if with_status:
+        command.add_argument("--status", choices=["ACCEPTED", "REJECTED"])
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trading-orders", description="The trading-orders service and its tools.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the service; SIGTERM drains it and exits 0")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     serve.add_argument("--store", choices=get_args(StoreName), help="default: TRADING_ORDERS_STORE or tinydb")
     serve.add_argument("--scope", choices=[s.value for s in PositionScope], help="default: the configured scope")
+    for name, text in PASS_THROUGH.items():
+        commands.add_parser(name, help=text, add_help=False)
+    for what, text in [
+        ("positions", "open positions of a running service"),
+        ("orders", "the order log of a running service, newest first"),
+        ("trades", "closed trades of a running service, newest first"),
+    ]:
+        read = commands.add_parser(what, help=text)
+        read.add_argument("--url", default=DEFAULT_URL, help=f"the service (default {DEFAULT_URL})")
+        read.add_argument("--json", action="store_true", help="one JSON object per line, for machines")
+        if what == "positions":
+            for name in ("user", "strategy", "instrument"):
+                read.add_argument(f"--{name}")
+        else:
+            _add_history_filters(read, with_status=what == "orders")
     check = commands.add_parser("verify", help="check that the position store and the order log agree")
     check.add_argument("--data-dir", type=Path, help="default: TRADING_ORDERS_DATA_DIR or ./Jsons")
     check.add_argument("--scope", choices=[s.value for s in PositionScope], help="default: the configured scope")
-    args = parser.parse_args(argv)
+    export = commands.add_parser("export", help="write a data directory's order log and positions as JSON lines")
+    export.add_argument("output", type=Path)
+    export.add_argument("--data-dir", type=Path, help="default: TRADING_ORDERS_DATA_DIR or ./Jsons")
+    load = commands.add_parser("import", help="load an export into a new data directory")
+    load.add_argument("source", type=Path)
+    load.add_argument("--data-dir", type=Path, required=True, help="a new or empty directory")
+    load.add_argument("--scope", choices=[s.value for s in PositionScope], help="default: the configured scope")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the command; returns the exit status."""
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments and arguments[0] in PASS_THROUGH:
+        return _run_tool(arguments[0], arguments[1:])
+    args = _parser().parse_args(arguments)
     try:
         settings = Settings.from_environment(Path.cwd())
     except StartupError as error:
-        parser.error(str(error))
+        print(f"trading-orders: {error}", file=sys.stderr)
+        return 2
+    scope = PositionScope(args.scope) if getattr(args, "scope", None) else settings.position_scope
     if args.command == "serve":
-        overrides = {"store": args.store, "position_scope": PositionScope(args.scope) if args.scope else None}
-        chosen = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-        return run_serve(chosen, args.host, args.port)
+        overrides = {"store": args.store, "position_scope": scope}
+        return run_serve(
+            dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v}), args.host, args.port
+        )
+    if args.command in COLUMNS:
+        return _run_read(args, settings.api_key)
     data_dir: Path = args.data_dir or settings.data_dir
+    try:
+        if args.command == "export":
+            orders, positions = export_store(data_dir, args.output)
+            print(f"exported {orders} orders and {positions} open positions from {data_dir} to {args.output}")
+            return 0
+        if args.command == "import":
+            orders, positions = import_store(args.source, data_dir, scope)
+            print(f"imported {orders} orders into {data_dir}: {positions} open positions, trades rebuilt")
+            return 0
+    except (TransferError, StartupError, OSError) as error:
+        print(f"trading-orders {args.command}: {error}", file=sys.stderr)
+        return 1
     if not data_dir.is_dir():
         print(f"cannot verify: {data_dir} is not a directory", file=sys.stderr)
         return 2
-    return run_verify(data_dir, PositionScope(args.scope) if args.scope else settings.position_scope)
+    return run_verify(data_dir, scope)
+
+
+def _run_tool(name: str, arguments: list[str]) -> int:
+    jsons = Path.cwd() / "Jsons"
+    if name == "generate-profiles":
+        return generate_profiles(
+            arguments, raw_details=jsons / "raw_details.json", profile_path=jsons / "user_profile.json"
+        )
+    return produce_orders(arguments, raw_details=jsons / "raw_details.json")
+
+
+def _run_read(args: argparse.Namespace, api_key: str | None) -> int:
+    names = ("user", "strategy", "instrument", "since", "until", "limit", "status")
+    filters = {name: str(getattr(args, name)) for name in names if getattr(args, name, None) is not None}
+    try:
+        rows = fetch(args.url, args.command, filters, api_key)
+    except ServiceError as error:
+        print(f"trading-orders {args.command}: {error}", file=sys.stderr)
+        return 1
+    show(args.command, rows, args.json, Console())
+    return 0

@@ -145,39 +145,10 @@ class OrderService:
         return report
 
     def _replay_log_tail(self) -> tuple[Portfolio, int]:
-        """Rebuild the portfolio from the position store and replay the log entries it has not applied."""
-        stored = self._position_store.load()
-        last_sequence = self._order_log.last_sequence()
-        if stored.applied_sequence > last_sequence:
-            raise CorruptStore(
-                f"the position store has applied order-log sequence {stored.applied_sequence} but the "
-                f"order log ends at {last_sequence}: the order log was truncated or replaced; restore it "
-                "from a backup (it is the source of truth)"
-            )
-        try:
-            portfolio = Portfolio(self._scope, stored.positions)
-        except ConflictingPositions as error:
-            raise StartupError(
-                f"the stored positions do not fit position scope {self._scope.value!r}: {error}; "
-                "start with the scope they were opened under"
-            ) from error
-        replayed = 0
-        try:
-            for entry in self._order_log.entries_after(stored.applied_sequence):
-                change = portfolio.apply(entry.decision)
-                self._record_derived(change, entry.sequence)
-                replayed += 1
-        except DomainError as error:
-            raise CorruptStore(f"stored positions and the order log disagree: {error}") from error
-        return portfolio, replayed
+        return replay_log_tail(self._position_store, self._order_log, self._trade_log, self._scope)
 
     def _record_derived(self, change: PositionChange, sequence: int) -> None:
-        # Trades before positions: positions stamped with a sequence promise
-        # that everything up to it is recorded, so a replay never starts
-        # past a SELL whose trades are missing.
-        if change.trades and sequence > self._trade_log.last_sequence():
-            self._trade_log.append(change.trades, sequence)
-        self._position_store.apply(change, sequence)
+        record_derived(self._trade_log, self._position_store, change, sequence)
 
     def place_order(self, order: Order, idempotency_key: str | None = None) -> PlacedOrder:
         """Decide ``order`` for every user who runs its strategy; returns once it is durable.
@@ -292,6 +263,49 @@ class OrderService:
                 entry.decision.order_id,
                 error,
             )
+
+
+def replay_log_tail(
+    position_store: PositionStore, order_log: OrderLog, trade_log: TradeLog, scope: PositionScope
+) -> tuple[Portfolio, int]:
+    """Rebuild the portfolio from the position store and replay the log entries it has not applied.
+
+    Returns the portfolio and how many entries were replayed; the trade log
+    and position store are level with the order log afterwards.
+    """
+    stored = position_store.load()
+    last_sequence = order_log.last_sequence()
+    if stored.applied_sequence > last_sequence:
+        raise CorruptStore(
+            f"the position store has applied order-log sequence {stored.applied_sequence} but the "
+            f"order log ends at {last_sequence}: the order log was truncated or replaced; restore it "
+            "from a backup (it is the source of truth)"
+        )
+    try:
+        portfolio = Portfolio(scope, stored.positions)
+    except ConflictingPositions as error:
+        raise StartupError(
+            f"the stored positions do not fit position scope {scope.value!r}: {error}; "
+            "start with the scope they were opened under"
+        ) from error
+    replayed = 0
+    try:
+        for entry in order_log.entries_after(stored.applied_sequence):
+            record_derived(trade_log, position_store, portfolio.apply(entry.decision), entry.sequence)
+            replayed += 1
+    except DomainError as error:
+        raise CorruptStore(f"stored positions and the order log disagree: {error}") from error
+    return portfolio, replayed
+
+
+def record_derived(trade_log: TradeLog, position_store: PositionStore, change: PositionChange, sequence: int) -> None:
+    """Record what order ``sequence`` changed: its trades first, then the positions stamped with it."""
+    # Trades before positions: positions stamped with a sequence promise that
+    # everything up to it is recorded, so a replay never starts past a SELL
+    # whose trades are missing.
+    if change.trades and sequence > trade_log.last_sequence():
+        trade_log.append(change.trades, sequence)
+    position_store.apply(change, sequence)
 
 
 def _outside(profile: Profile, portfolio: Portfolio) -> tuple[Position, ...]:

@@ -1,0 +1,54 @@
+"""The read commands of the command line: positions, orders and trades from a running service."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import requests
+from rich.console import Console
+from rich.table import Table
+
+COLUMNS = {
+    "positions": ("user", "strategy", "instrument", "order_id", "opened_at"),
+    "orders": ("sequence", "received_at", "strategy", "instrument", "position", "RESPONSE", "decisions"),
+    "trades": ("user", "strategy", "instrument", "bought_at", "sold_at", "holding_seconds"),
+}
+
+
+class ServiceError(RuntimeError):
+    """The service could not be reached or refused the request; the message says which."""
+
+
+def fetch(url: str, what: str, filters: dict[str, str], api_key: str | None) -> list[dict[str, Any]]:
+    """The rows GET ``url``/``what`` answers for ``filters`` (one page for orders and trades)."""
+    headers = {"X-API-Key": api_key} if api_key else {}
+    try:
+        answer = requests.get(f"{url.rstrip('/')}/{what}", params=filters, headers=headers, timeout=30)
+    except requests.RequestException as error:
+        raise ServiceError(f"cannot reach the service at {url}: {error}") from error
+    if answer.status_code != 200:
+        raise ServiceError(f"GET /{what} answered {answer.status_code}: {answer.text}")
+    rows: list[dict[str, Any]] = answer.json()[what]
+    return rows
+
+
+def _cell(column: str, row: dict[str, Any]) -> str:
+    value = row.get(column)
+    if column == "decisions":
+        return ", ".join(f"{d['user']}: {d['reason'] or d['status']}" for d in value or [])
+    return "" if value is None else str(value)
+
+
+def show(what: str, rows: list[dict[str, Any]], as_json: bool, console: Console) -> None:
+    """Print ``rows`` as a table for people, or as JSON lines for machines."""
+    if as_json:
+        for row in rows:
+            console.print_json(json.dumps(row)) if console.is_terminal else print(json.dumps(row))
+        return
+    table = Table(title=f"{what} ({len(rows)})")
+    for column in COLUMNS[what]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(_cell(column, row) for column in COLUMNS[what]))
+    console.print(table)

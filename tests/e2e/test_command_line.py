@@ -1,0 +1,85 @@
+"""The trading-orders command line as a real subprocess, against a real service where it needs one."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+from tests.e2e.conftest import ServiceFactory
+
+PROFILE = {"U1": {"S1": ["ACC", "INFY"]}, "U2": {"S1": ["ACC"]}}
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "trading_orders", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def place(base_url: str, instrument: str, side: str) -> None:
+    body = {"STRATEGY": "S1", "INSTRUMENT": instrument, "POSITION": side}
+    requests.post(f"{base_url}/create_order", json=body, timeout=5).raise_for_status()
+
+
+def test_positions_orders_and_trades_print_tables_or_json(service_factory: ServiceFactory) -> None:
+    with service_factory(PROFILE) as service:
+        for instrument, side in [("ACC", "BUY"), ("INFY", "BUY"), ("ACC", "SELL")]:
+            place(service.base_url, instrument, side)
+        positions = cli("positions", "--url", service.base_url, "--json")
+        assert positions.returncode == 0, positions.stderr
+        assert [json.loads(line)["instrument"] for line in positions.stdout.splitlines()] == ["INFY"]
+        orders = cli("orders", "--url", service.base_url, "--json", "--limit", "2")
+        assert [json.loads(line)["sequence"] for line in orders.stdout.splitlines()] == [3, 2]
+        table = cli("trades", "--url", service.base_url, "--user", "U2")
+        assert table.returncode == 0 and "trades (1)" in table.stdout and "U2" in table.stdout
+        rejected = cli("orders", "--url", service.base_url, "--status", "REJECTED")
+        assert "orders (0)" in rejected.stdout
+
+
+def test_a_read_command_without_a_service_says_so(tmp_path: Path) -> None:
+    result = cli("positions", "--url", "http://127.0.0.1:9")
+    assert result.returncode == 1 and "cannot reach the service at http://127.0.0.1:9" in result.stderr
+
+
+def test_export_then_import_gives_the_same_orders_positions_and_trades(
+    service_factory: ServiceFactory, data_dir: Path, tmp_path: Path
+) -> None:
+    with service_factory(PROFILE) as service:
+        for instrument, side in [("ACC", "BUY"), ("INFY", "BUY"), ("ACC", "SELL"), ("ACC", "BUY")]:
+            place(service.base_url, instrument, side)
+        before = {what: requests.get(f"{service.base_url}/{what}", timeout=5).json() for what in ("orders", "trades")}
+        positions = requests.get(f"{service.base_url}/positions", timeout=5).json()
+    exported = cli("export", str(tmp_path / "desk.jsonl"), "--data-dir", str(data_dir))
+    assert exported.returncode == 0 and "exported 4 orders and 3 open positions" in exported.stdout
+    moved = tmp_path / "moved"
+    imported = cli("import", str(tmp_path / "desk.jsonl"), "--data-dir", str(moved))
+    assert imported.returncode == 0, imported.stderr
+    assert "imported 4 orders" in imported.stdout and "3 open positions" in imported.stdout
+    assert cli("verify", "--data-dir", str(moved)).returncode == 0
+    again = service_factory(PROFILE, data_dir=str(moved))
+    with again:
+        after = {what: requests.get(f"{again.base_url}/{what}", timeout=5).json() for what in ("orders", "trades")}
+        assert after == before
+        assert requests.get(f"{again.base_url}/positions", timeout=5).json() == positions
+
+
+def test_import_refuses_a_damaged_export_and_leaves_nothing(tmp_path: Path) -> None:
+    (tmp_path / "bad.jsonl").write_text('{"kind": "order", "sequence": 1}\n')
+    result = cli("import", str(tmp_path / "bad.jsonl"), "--data-dir", str(tmp_path / "new"))
+    assert result.returncode == 1 and "line 1 is not an export record" in result.stderr
+    assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".new.*"))
+
+
+def test_generate_profiles_runs_the_briefs_generator(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    result = cli("generate-profiles", "--seed", "5", "--users", "4", "--output", str(tmp_path / "p.json"), cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads((tmp_path / "p.json").read_text())) == 4
