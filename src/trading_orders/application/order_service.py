@@ -288,13 +288,21 @@ def replay_log_tail(
             f"the stored positions do not fit position scope {scope.value!r}: {error}; "
             "start with the scope they were opened under"
         ) from error
-    replayed = 0
+    replayed, last_replayed = 0, stored.applied_sequence
     try:
         for entry in order_log.entries_after(stored.applied_sequence):
-            record_derived(trade_log, position_store, portfolio.apply(entry.decision), entry.sequence)
-            replayed += 1
+            change = portfolio.apply(entry.decision)
+            if change.trades and entry.sequence > trade_log.last_sequence():
+                trade_log.append(change.trades, entry.sequence)
+            replayed, last_replayed = replayed + 1, entry.sequence
     except DomainError as error:
         raise CorruptStore(f"stored positions and the order log disagree: {error}") from error
+    if replayed:
+        # One write for the whole tail, after its trades: the net change
+        # between the stored positions and the replayed ones.
+        before, after = set(stored.positions), set(portfolio)
+        net = PositionChange(opened=tuple(p for p in portfolio if p not in before), closed=tuple(before - after))
+        position_store.apply(net, last_replayed)
     return portfolio, replayed
 
 
