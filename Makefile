@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PROFILE := Jsons/user_profile.json
 PORT ?= 8080
 
-.PHONY: run test lint test-unit test-service test-integration test-e2e demo profiles clean
+.PHONY: run test lint test-unit test-service test-integration test-e2e demo bench profiles clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ test-integration: $(INSTALLED)
 
 test-e2e: $(INSTALLED)
 	$(BIN)/pytest tests/e2e
+
+# Benchmarks print tables and are not part of make test.
+bench: $(INSTALLED)
+	$(BIN)/python bench/order_log_pages.py
 
 demo: $(INSTALLED) $(PROFILE)
 	$(BIN)/python -m trading_orders.tools.demo --project-root .

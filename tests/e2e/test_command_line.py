@@ -83,3 +83,13 @@ def test_generate_profiles_runs_the_briefs_generator(tmp_path: Path) -> None:
     result = cli("generate-profiles", "--seed", "5", "--users", "4", "--output", str(tmp_path / "p.json"), cwd=root)
     assert result.returncode == 0, result.stderr
     assert len(json.loads((tmp_path / "p.json").read_text())) == 4
+
+
+def test_produce_sends_orders_to_a_running_service(service_factory: ServiceFactory) -> None:
+    root = Path(__file__).resolve().parents[2]
+    with service_factory(PROFILE) as service:
+        url = f"{service.base_url}/create_order"
+        result = cli("produce", "--count", "3", "--interval", "0", "--seed", "1", "--url", url, cwd=root)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[-1].startswith("sent 3: ")
+        assert len(requests.get(f"{service.base_url}/orders", timeout=5).json()["orders"]) == 3
