@@ -12,6 +12,7 @@ from typing import get_args
 
 import uvicorn
 from rich.console import Console
+from rich.progress import Progress
 
 from trading_orders.adapters.storage.jsonl_order_log import ORDER_LOG_FILE, JsonLinesOrderLog
 from trading_orders.adapters.storage.tinydb_position_store import POSITIONS_FILE, TinyDBPositionStore
@@ -32,7 +33,9 @@ def run_verify(data_dir: Path, scope: PositionScope) -> int:
         order_log = JsonLinesOrderLog(data_dir, read_only=True)
         store = TinyDBPositionStore(data_dir, read_only=True)
         stored = store.load()
-        report = verify(stored, order_log, scope)
+        with Progress(transient=True) as progress:
+            task = progress.add_task("replaying the order log", total=stored.applied_sequence)
+            report = verify(stored, order_log, scope, lambda sequence: progress.update(task, completed=sequence))
     except StartupError as error:
         print(f"cannot verify: {error}", file=sys.stderr)
         return 2

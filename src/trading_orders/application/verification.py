@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from trading_orders.application.ports import OrderLog, StoredPositions
@@ -25,8 +26,16 @@ class VerificationReport:
         return not self.problems
 
 
-def verify(stored: StoredPositions, order_log: OrderLog, scope: PositionScope) -> VerificationReport:
-    """Replay ``order_log`` up to the store's applied sequence and compare the result with ``stored``."""
+def verify(
+    stored: StoredPositions,
+    order_log: OrderLog,
+    scope: PositionScope,
+    replayed: Callable[[int], None] | None = None,
+) -> VerificationReport:
+    """Replay ``order_log`` up to the store's applied sequence and compare the result with ``stored``.
+
+    ``replayed`` is told each sequence as it is replayed, for a progress display.
+    """
     last = order_log.last_sequence()
     notes: list[str] = []
     if stored.applied_sequence > last:
@@ -35,12 +44,14 @@ def verify(stored: StoredPositions, order_log: OrderLog, scope: PositionScope) -
             "the log was truncated or replaced"
         )
         return VerificationReport(last, len(stored.positions), stored.applied_sequence, (problem,))
-    replayed = Portfolio(scope)
+    portfolio = Portfolio(scope)
     try:
         for entry in order_log.entries_after(0):
             if entry.sequence > stored.applied_sequence:
                 break
-            replayed.apply(entry.decision)
+            portfolio.apply(entry.decision)
+            if replayed is not None:
+                replayed(entry.sequence)
     except DomainError as error:
         problem = f"the order log does not replay under position scope {scope.value!r}: {error}"
         return VerificationReport(last, len(stored.positions), stored.applied_sequence, (problem,))
@@ -48,7 +59,7 @@ def verify(stored: StoredPositions, order_log: OrderLog, scope: PositionScope) -
         notes.append(
             f"the position store is {last - stored.applied_sequence} order(s) behind the log; start-up replays them"
         )
-    expected, actual = set(replayed), set(stored.positions)
+    expected, actual = set(portfolio), set(stored.positions)
     problems = [f"missing from the position store: {_describe(p)}" for p in _in_order(expected - actual)]
     problems += [f"in the position store but not in the log: {_describe(p)}" for p in _in_order(actual - expected)]
     return VerificationReport(last, len(actual), stored.applied_sequence, tuple(problems), tuple(notes))
