@@ -223,11 +223,6 @@ class OrderService:
                 and (instrument is None or p.instrument == instrument)
             ]
 
-    @property
-    def is_ready(self) -> bool:
-        """True once start() has recovered the service's state."""
-        return self._portfolio is not None
-
     def health(self) -> Health:
         """Whether the service takes orders, its store is reachable, and where the log stands."""
         with self._lock:
