@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import requests
+from rich.console import Console
+from rich.progress import Progress
 
 from trading_orders.tools.raw_details import RawDetails, RawDetailsError
 
@@ -69,7 +72,14 @@ def main(argv: list[str] | None, raw_details: Path) -> int:
     except (RawDetailsError, OSError, ValueError, AttributeError) as error:
         parser.error(f"cannot draw orders: {error}")
     tally: Counter[str] = Counter()
-    with requests.Session() as session:
+    # stdout keeps exactly the brief's one line per order. When it goes to a
+    # terminal those lines are the progress; when it is piped, a bar on stderr
+    # (drawn only if stderr is a terminal) shows it instead, never redirecting stdout.
+    progress = Progress(
+        console=Console(stderr=True), transient=True, redirect_stdout=False, disable=sys.stdout.isatty()
+    )
+    task = progress.add_task("sending orders", total=args.count)
+    with requests.Session() as session, progress:
         for number in range(1, args.count + 1):
             order = draw()
             label = f"{number:>4} {order['STRATEGY']} {order['INSTRUMENT']} {order['POSITION']}"
@@ -86,6 +96,7 @@ def main(argv: list[str] | None, raw_details: Path) -> int:
             except (requests.RequestException, ValueError, KeyError) as error:
                 print(f"{label} -> ERROR {error}", flush=True)
                 tally["ERROR"] += 1
+            progress.advance(task)
             if number < args.count and args.interval:
                 time.sleep(args.interval)
     print(
