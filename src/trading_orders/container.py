@@ -7,6 +7,7 @@ from dependency_injector import containers, providers
 from trading_orders.adapters.json_profile_source import JsonProfileSource
 from trading_orders.adapters.prometheus_metrics import PrometheusOrderMetrics
 from trading_orders.adapters.random_order_ids import RandomOrderIds
+from trading_orders.adapters.storage.embedded_store import EmbeddedOrderStore
 from trading_orders.adapters.storage.jsonl_order_log import JsonLinesOrderLog
 from trading_orders.adapters.storage.jsonl_trade_log import JsonLinesTradeLog
 from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore, InMemoryTradeLog
@@ -47,12 +48,18 @@ class Container(containers.DeclarativeContainer):
     metrics = providers.Singleton(PrometheusOrderMetrics)
     order_history = providers.Singleton(OrderHistory, order_log=order_log, trade_log=trade_log)
 
-    order_service = providers.Singleton(
-        OrderService,
-        profile_source=profile_source,
+    order_store = providers.Singleton(
+        EmbeddedOrderStore,
         position_store=position_store,
         order_log=order_log,
         trade_log=trade_log,
+        scope=config.position_scope,
+    )
+
+    order_service = providers.Singleton(
+        OrderService,
+        profile_source=profile_source,
+        store=order_store,
         clock=clock,
         order_ids=order_ids,
         scope=config.position_scope,

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.fakes import CountingIds, FixedProfile, SteppingClock
+from tests.service.fakes import service_over
 from trading_orders.adapters.storage.jsonl_order_log import JsonLinesOrderLog
 from trading_orders.adapters.storage.jsonl_trade_log import JsonLinesTradeLog
 from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore, InMemoryTradeLog
 from trading_orders.application.errors import InvalidCursor
 from trading_orders.application.order_history import HistoryFilter, OrderHistory
 from trading_orders.application.order_service import OrderService
-from trading_orders.domain.model import Order, OrderStatus, PositionScope, Side
+from trading_orders.domain.model import Order, OrderStatus, Side
 
 PROFILE = {"U1": {"S1": ["ACC", "INFY"], "S2": ["TCS"]}, "U2": {"S1": ["ACC"]}}
 START = datetime(2026, 11, 24, 9, 15, 1, tzinfo=UTC)  # SteppingClock's first reading
@@ -27,15 +27,7 @@ def desk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Order
         trade_log: InMemoryTradeLog | JsonLinesTradeLog = JsonLinesTradeLog(tmp_path)
     else:
         order_log, trade_log = InMemoryOrderLog(), InMemoryTradeLog()
-    service = OrderService(
-        FixedProfile(PROFILE),
-        InMemoryPositionStore(),
-        order_log,
-        trade_log,
-        SteppingClock(),
-        CountingIds(),
-        PositionScope.STRATEGY,
-    )
+    service = service_over(PROFILE, InMemoryPositionStore(), order_log, trade_log)
     service.start()
     for number in range(30):
         strategy, instrument = [("S1", "ACC"), ("S1", "INFY"), ("S2", "TCS")][number % 3]

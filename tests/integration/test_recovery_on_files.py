@@ -5,21 +5,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.service.fakes import CountingIds, FixedProfile, SteppingClock
+from tests.service.fakes import service_over
 from trading_orders.adapters.storage.jsonl_order_log import JsonLinesOrderLog
 from trading_orders.adapters.storage.jsonl_trade_log import TRADE_LOG_FILE, JsonLinesTradeLog
 from trading_orders.adapters.storage.tinydb_position_store import POSITIONS_FILE, TinyDBPositionStore
 from trading_orders.application.order_service import OrderService
-from trading_orders.domain.model import Order, PositionScope, Side
+from trading_orders.domain.model import Order, Side
 
 PROFILE = {"U1": {"S": ["ACC", "INFY", "TCS"]}, "U2": {"S": ["ACC"]}}
 
 
 def open_service(directory: Path) -> tuple[OrderService, Callable[[], None]]:
     store, log, trades = TinyDBPositionStore(directory), JsonLinesOrderLog(directory), JsonLinesTradeLog(directory)
-    service = OrderService(
-        FixedProfile(PROFILE), store, log, trades, SteppingClock(), CountingIds(), PositionScope.STRATEGY
-    )
+    service = service_over(PROFILE, store, log, trades)
 
     def close() -> None:
         for opened in (store, log, trades):

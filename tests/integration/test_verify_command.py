@@ -5,21 +5,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.service.fakes import CountingIds, FixedProfile, SteppingClock
+from tests.service.fakes import service_over
 from trading_orders.adapters.storage.jsonl_order_log import ORDER_LOG_FILE, JsonLinesOrderLog
 from trading_orders.adapters.storage.jsonl_trade_log import JsonLinesTradeLog
 from trading_orders.adapters.storage.tinydb_position_store import POSITIONS_FILE, TinyDBPositionStore
-from trading_orders.application.order_service import OrderService
-from trading_orders.domain.model import Order, PositionScope, Side
+from trading_orders.domain.model import Order, Side
 
 PROFILE = {"U1": {"S": ["ACC", "INFY", "TCS"]}}
 
 
 def record_orders(directory: Path, orders: list[tuple[str, Side]]) -> None:
     store, log, trades = TinyDBPositionStore(directory), JsonLinesOrderLog(directory), JsonLinesTradeLog(directory)
-    service = OrderService(
-        FixedProfile(PROFILE), store, log, trades, SteppingClock(), CountingIds(), PositionScope.STRATEGY
-    )
+    service = service_over(PROFILE, store, log, trades)
     service.start()
     for instrument, side in orders:
         service.place_order(Order("S", instrument, side))

@@ -3,9 +3,11 @@
 import errno
 from datetime import UTC, datetime, timedelta
 
+from trading_orders.adapters.storage.embedded_store import EmbeddedOrderStore
 from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore, InMemoryTradeLog
 from trading_orders.application.errors import StorageUnavailable
 from trading_orders.application.order_service import OrderService
+from trading_orders.application.ports import Clock, OrderLog, PositionStore, TradeLog
 from trading_orders.domain.model import OrderLogEntry, PositionChange, PositionScope, Trade
 from trading_orders.domain.profile import Profile
 
@@ -106,5 +108,17 @@ def build_service(
     store = store if store is not None else FlakyPositionStore()
     log = log if log is not None else FlakyOrderLog()
     trades = trades if trades is not None else FlakyTradeLog()
-    service = OrderService(FixedProfile(universes), store, log, trades, SteppingClock(), CountingIds(), scope)
-    return service, store, log
+    return service_over(universes, store, log, trades, scope), store, log
+
+
+def service_over(
+    universes: dict[str, dict[str, list[str]]],
+    position_store: PositionStore,
+    order_log: OrderLog,
+    trade_log: TradeLog,
+    scope: PositionScope = PositionScope.STRATEGY,
+    clock: Clock | None = None,
+) -> OrderService:
+    """A service over the embedded store made of these three stores, not yet started."""
+    store = EmbeddedOrderStore(position_store, order_log, trade_log, scope)
+    return OrderService(FixedProfile(universes), store, clock or SteppingClock(), CountingIds(), scope)

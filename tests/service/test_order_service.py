@@ -6,17 +6,22 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.service.fakes import (
-    CountingIds,
-    FixedProfile,
     FlakyOrderLog,
     FlakyPositionStore,
     FlakyTradeLog,
     build_service,
+    service_over,
 )
 from tests.worked_example import EXPECTED, ORDERS, PROFILE
 from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore, InMemoryTradeLog
-from trading_orders.application.errors import CorruptStore, IdempotencyKeyReused, StartupError, StorageUnavailable
-from trading_orders.application.order_service import OrderService, PlacedOrder, ServiceNotStarted
+from trading_orders.application.errors import (
+    CorruptStore,
+    IdempotencyKeyReused,
+    ServiceNotStarted,
+    StartupError,
+    StorageUnavailable,
+)
+from trading_orders.application.order_service import PlacedOrder
 from trading_orders.domain.model import Order, OrderStatus, PositionChange, PositionScope, Side
 
 ONE_USER = {"U1": {"S": ["ACC", "INFY"]}}
@@ -232,11 +237,9 @@ def test_received_times_never_go_back_even_when_the_clock_does() -> None:
         def now(self) -> datetime:
             return self.readings.pop(0)
 
-    log = InMemoryOrderLog()
-    service = OrderService(
-        FixedProfile(ONE_USER), InMemoryPositionStore(), log, InMemoryTradeLog(), SteppingBack(), CountingIds(),
-        PositionScope.STRATEGY,
-    )  # fmt: skip
+    service = service_over(
+        ONE_USER, InMemoryPositionStore(), InMemoryOrderLog(), InMemoryTradeLog(), clock=SteppingBack()
+    )
     service.start()
     times = [service.place_order(Order("S", "ACC", Side.BUY)).entry.decision.received_at.second for _ in range(3)]
     assert times == [10, 10, 12]

@@ -13,6 +13,10 @@ class InvalidCursor(ValueError):
     """A cursor that no page of this service handed out."""
 
 
+class ServiceNotStarted(RuntimeError):
+    """The service was asked to work before its store recovered and its profile loaded."""
+
+
 class StartupError(Exception):
     """The service cannot start; the message says why in one line."""
 

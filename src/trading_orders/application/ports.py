@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from trading_orders.domain.model import OrderLogEntry, Position, PositionChange, Trade
+from trading_orders.domain.model import OrderDecision, OrderLogEntry, Position, PositionChange, Trade
 from trading_orders.domain.profile import Profile
 
 
@@ -116,4 +117,55 @@ class OrderMetrics(Protocol):
 
     def state(self, open_positions: int, last_sequence: int) -> None:
         """The current number of open positions and length of the order log."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoreState:
+    """Where a store stands: its log's length, its open positions, and whether it can take orders."""
+
+    last_sequence: int
+    open_positions: int
+    reachable: bool
+
+
+class OrderTransaction(Protocol):
+    """One order's reads and writes, all in one transaction: what it sees no other order changes meanwhile."""
+
+    def recorded(self, idempotency_key: str) -> OrderLogEntry | None:
+        """The entry recorded with ``idempotency_key``, if any."""
+        ...
+
+    def held(self, users: Iterable[str], strategy: str, instrument: str) -> list[Position]:
+        """The open positions an order in ``strategy`` for ``instrument`` could meet for these users."""
+        ...
+
+    def last_received_at(self) -> datetime | None:
+        """When the newest recorded order was received, None when there is none."""
+        ...
+
+    def record(self, decision: OrderDecision, change: PositionChange, idempotency_key: str | None) -> OrderLogEntry:
+        """Record the decision (the log entry with the next sequence), its trades and positions; durable on return."""
+        ...
+
+
+class OrderStore(Protocol):
+    """Keeps the order log, trades, positions and idempotency keys, and serializes orders over them."""
+
+    def recover(self) -> int:
+        """Make the store ready after a start or a crash; returns how many logged orders were replayed."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[OrderTransaction]:
+        """A transaction for one order; nothing is kept unless record() returned inside it."""
+        ...
+
+    def positions(
+        self, user: str | None = None, strategy: str | None = None, instrument: str | None = None
+    ) -> list[Position]:
+        """The open positions matching every filter given, in the order they were opened."""
+        ...
+
+    def state(self) -> StoreState:
+        """Where the store stands now."""
         ...

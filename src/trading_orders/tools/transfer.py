@@ -14,7 +14,7 @@ from trading_orders.adapters.storage.jsonl_order_log import JsonLinesOrderLog
 from trading_orders.adapters.storage.jsonl_trade_log import JsonLinesTradeLog
 from trading_orders.adapters.storage.tinydb_position_store import TinyDBPositionStore
 from trading_orders.application.errors import StartupError
-from trading_orders.application.order_service import replay_log_tail
+from trading_orders.application.log_replay import replay_log_tail
 from trading_orders.domain.model import DomainError, PositionScope
 
 PositionRow = tuple[str, str, str, str]

@@ -44,10 +44,11 @@ from trading_orders.application.errors import (
     IdempotencyKeyReused,
     InvalidCursor,
     ProfileUnavailable,
+    ServiceNotStarted,
     StorageUnavailable,
 )
 from trading_orders.application.order_history import DEFAULT_PAGE, MAX_PAGE, HistoryFilter, OrderHistory
-from trading_orders.application.order_service import OrderService, ServiceNotStarted
+from trading_orders.application.order_service import OrderService
 from trading_orders.domain.model import Order, OrderStatus
 
 logger = logging.getLogger(__name__)
