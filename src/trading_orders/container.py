@@ -11,6 +11,7 @@ from trading_orders.adapters.storage.embedded_store import EmbeddedOrderStore
 from trading_orders.adapters.storage.jsonl_order_log import JsonLinesOrderLog
 from trading_orders.adapters.storage.jsonl_trade_log import JsonLinesTradeLog
 from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore, InMemoryTradeLog
+from trading_orders.adapters.storage.sqlite_store import SqliteOrderStore, SqliteTradeReader
 from trading_orders.adapters.storage.store_resources import open_store
 from trading_orders.adapters.storage.tinydb_position_store import TinyDBPositionStore
 from trading_orders.adapters.system_clock import SystemClock
@@ -46,15 +47,25 @@ class Container(containers.DeclarativeContainer):
     )
 
     metrics = providers.Singleton(PrometheusOrderMetrics)
-    order_history = providers.Singleton(OrderHistory, order_log=order_log, trade_log=trade_log)
 
-    order_store = providers.Singleton(
+    embedded_store = providers.Singleton(
         EmbeddedOrderStore,
         position_store=position_store,
         order_log=order_log,
         trade_log=trade_log,
         scope=config.position_scope,
     )
+    sqlite_store = providers.Singleton(SqliteOrderStore, directory=config.data_dir, scope=config.position_scope)
+    order_store = providers.Selector(config.store, tinydb=embedded_store, memory=embedded_store, sqlite=sqlite_store)
+
+    order_log_reader = providers.Selector(config.store, tinydb=order_log, memory=order_log, sqlite=sqlite_store)
+    trade_log_reader = providers.Selector(
+        config.store,
+        tinydb=trade_log,
+        memory=trade_log,
+        sqlite=providers.Singleton(SqliteTradeReader, sqlite_store),
+    )
+    order_history = providers.Singleton(OrderHistory, order_log=order_log_reader, trade_log=trade_log_reader)
 
     order_service = providers.Singleton(
         OrderService,

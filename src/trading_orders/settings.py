@@ -14,7 +14,7 @@ from trading_orders.application.errors import StartupError
 from trading_orders.domain.model import PositionScope
 
 ENV_PREFIX = "TRADING_ORDERS_"
-StoreName = Literal["tinydb", "memory"]
+StoreName = Literal["tinydb", "memory", "sqlite"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 

@@ -28,7 +28,10 @@ def service_factory(tmp_path: Path, data_dir: Path) -> Iterator[ServiceFactory]:
     made: list[ServiceProcess] = []
 
     def make(
-        profile: dict[str, dict[str, list[str]]] | None = None, entry: str = "uvicorn", **settings: str
+        profile: dict[str, dict[str, list[str]]] | None = None,
+        entry: str = "uvicorn",
+        workers: int = 1,
+        **settings: str,
     ) -> ServiceProcess:
         profile_path = tmp_path / "user_profile.json"
         if profile is not None:
@@ -39,7 +42,7 @@ def service_factory(tmp_path: Path, data_dir: Path) -> Iterator[ServiceFactory]:
             "TRADING_ORDERS_LOG_DIR": str(tmp_path / "logs"),
             **{f"TRADING_ORDERS_{name.upper()}": value for name, value in settings.items()},
         }
-        service = ServiceProcess(SCRIPTS, environment, tmp_path / f"service-{len(made)}.out", entry)
+        service = ServiceProcess(SCRIPTS, environment, tmp_path / f"service-{len(made)}.out", entry, workers)
         made.append(service)
         return service
 

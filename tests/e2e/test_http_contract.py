@@ -10,7 +10,7 @@ from tests.worked_example import EXPECTED, HOLLAND, OAKLEE, ORDERS, PROFILE
 from trading_orders.domain.model import PositionScope
 
 
-@pytest.mark.parametrize("store", ["tinydb", "memory"])
+@pytest.mark.parametrize("store", ["tinydb", "memory", "sqlite"])
 @pytest.mark.parametrize("scope", list(PositionScope))
 def test_worked_example_answers_as_the_spec_says(
     service_factory: ServiceFactory, scope: PositionScope, store: str
@@ -111,7 +111,7 @@ def test_an_unknown_setting_stops_start_up_listing_the_allowed_values(service_fa
     service = service_factory(PROFILE, store="mongo")
     with pytest.raises(RuntimeError, match="exited with 1"):
         service.start()
-    assert "TRADING_ORDERS_STORE='mongo': Input should be 'tinydb' or 'memory'" in service.output()
+    assert "TRADING_ORDERS_STORE='mongo': Input should be 'tinydb', 'memory' or 'sqlite'" in service.output()
     assert "Traceback" not in service.output()
 
 

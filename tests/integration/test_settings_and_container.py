@@ -57,7 +57,7 @@ def test_the_api_key_is_read_but_never_shown(tmp_path: Path, monkeypatch: pytest
 @pytest.mark.parametrize(
     ("variable", "value", "allowed"),
     [
-        ("STORE", "mongo", "'tinydb' or 'memory'"),
+        ("STORE", "mongo", "'tinydb', 'memory' or 'sqlite'"),
         ("POSITION_SCOPE", "account", "'strategy' or 'user'"),
         ("LOG_LEVEL", "loud", "'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL'"),
     ],

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from trading_orders.application.ports import OrderLog, TradeLog
+from trading_orders.application.ports import OrderLogReader, TradeLogReader
 from trading_orders.domain.model import OrderLogEntry, OrderStatus, Trade
 
 MAX_PAGE = 1000
@@ -84,7 +84,7 @@ def _page(
 class OrderHistory:
     """Answers the desk's questions about past orders and closed trades."""
 
-    def __init__(self, order_log: OrderLog, trade_log: TradeLog) -> None:
+    def __init__(self, order_log: OrderLogReader, trade_log: TradeLogReader) -> None:
         """Read from these logs."""
         self._order_log = order_log
         self._trade_log = trade_log

@@ -56,7 +56,31 @@ class PositionStore(Protocol):
         ...
 
 
-class OrderLog(Protocol):
+class OrderLogReader(Protocol):
+    """Reads the order log newest first, for the read side."""
+
+    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, OrderLogEntry]]:
+        """(cursor, entry) newest first; from an entry's cursor, the entries older than it.
+
+        Raises InvalidCursor for a cursor this log did not hand out. Costs the
+        entries read, however deep the cursor.
+        """
+        ...
+
+    def find_by_order_id(self, order_id: str) -> OrderLogEntry | None:
+        """The entry of order ``order_id``, if any."""
+        ...
+
+
+class TradeLogReader(Protocol):
+    """Reads the trades newest first, for the read side."""
+
+    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, Trade]]:
+        """(cursor, trade) newest first; from a trade's cursor, the trades older than it (InvalidCursor if unknown)."""
+        ...
+
+
+class OrderLog(OrderLogReader, Protocol):
     """The order log, the source of truth: every order decided, in sequence order."""
 
     def last_sequence(self) -> int:
@@ -79,20 +103,8 @@ class OrderLog(Protocol):
         """True while the log can take appends: its file is still the one on disk."""
         ...
 
-    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, OrderLogEntry]]:
-        """(cursor, entry) newest first; from an entry's cursor, the entries older than it.
 
-        Raises InvalidCursor for a cursor this log did not hand out. Costs the
-        entries read, however deep the cursor.
-        """
-        ...
-
-    def find_by_order_id(self, order_id: str) -> OrderLogEntry | None:
-        """The entry of order ``order_id``, if any."""
-        ...
-
-
-class TradeLog(Protocol):
+class TradeLog(TradeLogReader, Protocol):
     """Keeps every closed round trip, grouped by the sequence of the SELL that closed it."""
 
     def last_sequence(self) -> int:
@@ -101,10 +113,6 @@ class TradeLog(Protocol):
 
     def append(self, trades: tuple[Trade, ...], sequence: int) -> None:
         """Record the trades SELL ``sequence`` made, all or nothing; durable on return."""
-        ...
-
-    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, Trade]]:
-        """(cursor, trade) newest first; from a trade's cursor, the trades older than it (InvalidCursor if unknown)."""
         ...
 
 

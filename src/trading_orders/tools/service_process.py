@@ -31,14 +31,17 @@ class ServiceProcess:
     "serve" runs ``python -m trading_orders serve``.
     """
 
-    def __init__(self, scripts_dir: Path, environment: dict[str, str], output: Path, entry: str = "uvicorn") -> None:
-        """Prepare (not start) a service; its console output goes to ``output``."""
+    def __init__(
+        self, scripts_dir: Path, environment: dict[str, str], output: Path, entry: str = "uvicorn", workers: int = 1
+    ) -> None:
+        """Prepare (not start) a service; its console output goes to ``output``; ``workers`` uvicorn processes."""
         if entry not in ("uvicorn", "serve"):
             raise ValueError(f"entry must be 'uvicorn' or 'serve', got {entry!r}")
         self._scripts_dir = scripts_dir
         self._environment = environment
         self._output = output
         self._entry = entry
+        self._workers = workers
         self._process: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -72,6 +75,8 @@ class ServiceProcess:
             command = [sys.executable, "-m", "trading_orders", "serve", *listen]
         else:
             command = [sys.executable, "-m", "uvicorn", "Order_Handler:app", *listen, "--log-level", "warning"]
+            if self._workers > 1:
+                command += ["--workers", str(self._workers)]
         with open(self._output, "ab") as output:
             self._process = subprocess.Popen(
                 command,
