@@ -28,6 +28,7 @@ def build_container(settings: Settings) -> Container:
             "profile_path": settings.profile_path,
             "store": settings.store,
             "position_scope": settings.position_scope,
+            "database_url": settings.database_url,
         }
     )
     return container

@@ -11,8 +11,9 @@ from trading_orders.adapters.storage.embedded_store import EmbeddedOrderStore
 from trading_orders.adapters.storage.jsonl_order_log import JsonLinesOrderLog
 from trading_orders.adapters.storage.jsonl_trade_log import JsonLinesTradeLog
 from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore, InMemoryTradeLog
-from trading_orders.adapters.storage.sqlite_store import SqliteOrderStore, SqliteTradeReader
-from trading_orders.adapters.storage.store_resources import open_store
+from trading_orders.adapters.storage.sql_order_store import SqlTradeReader
+from trading_orders.adapters.storage.sqlite_store import SqliteOrderStore
+from trading_orders.adapters.storage.store_resources import open_postgres_store, open_store
 from trading_orders.adapters.storage.tinydb_position_store import TinyDBPositionStore
 from trading_orders.adapters.system_clock import SystemClock
 from trading_orders.application.order_history import OrderHistory
@@ -56,14 +57,20 @@ class Container(containers.DeclarativeContainer):
         scope=config.position_scope,
     )
     sqlite_store = providers.Singleton(SqliteOrderStore, directory=config.data_dir, scope=config.position_scope)
-    order_store = providers.Selector(config.store, tinydb=embedded_store, memory=embedded_store, sqlite=sqlite_store)
+    postgres_store = providers.Resource(open_postgres_store, url=config.database_url, scope=config.position_scope)
+    order_store = providers.Selector(
+        config.store, tinydb=embedded_store, memory=embedded_store, sqlite=sqlite_store, postgres=postgres_store
+    )
 
-    order_log_reader = providers.Selector(config.store, tinydb=order_log, memory=order_log, sqlite=sqlite_store)
+    order_log_reader = providers.Selector(
+        config.store, tinydb=order_log, memory=order_log, sqlite=sqlite_store, postgres=postgres_store
+    )
     trade_log_reader = providers.Selector(
         config.store,
         tinydb=trade_log,
         memory=trade_log,
-        sqlite=providers.Singleton(SqliteTradeReader, sqlite_store),
+        sqlite=providers.Singleton(SqlTradeReader, sqlite_store),
+        postgres=providers.Singleton(SqlTradeReader, postgres_store),
     )
     order_history = providers.Singleton(OrderHistory, order_log=order_log_reader, trade_log=trade_log_reader)
 

@@ -14,7 +14,7 @@ from trading_orders.application.errors import StartupError
 from trading_orders.domain.model import PositionScope
 
 ENV_PREFIX = "TRADING_ORDERS_"
-StoreName = Literal["tinydb", "memory", "sqlite"]
+StoreName = Literal["tinydb", "memory", "sqlite", "postgres"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -32,6 +32,7 @@ class _Environment(BaseSettings):
     position_scope: PositionScope = PositionScope.STRATEGY
     log_level: LogLevel = "INFO"
     api_key: SecretStr | None = None
+    database_url: SecretStr | None = None
 
     @field_validator("store", "position_scope", mode="before")
     @classmethod
@@ -54,8 +55,9 @@ class Settings:
     store: StoreName
     position_scope: PositionScope
     log_level: LogLevel
-    # Kept out of repr so it never lands in a log line or a traceback.
+    # Kept out of repr so they never land in a log line or a traceback.
     api_key: str | None = field(default=None, repr=False)
+    database_url: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_environment(cls, project_root: Path) -> Settings:
@@ -70,6 +72,12 @@ class Settings:
                 for name, e in zip(names, error.errors(), strict=True)
             )
             raise ConfigurationError(f"invalid configuration: {problems}") from None
+        database_url = env.database_url.get_secret_value() or None if env.database_url else None
+        if env.store == "postgres" and database_url is None:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}STORE=postgres needs {ENV_PREFIX}DATABASE_URL, "
+                "e.g. postgresql://user:password@127.0.0.1:5432/trading_orders"
+            )
         data_dir = env.data_dir or project_root / "Jsons"
         return cls(
             data_dir=data_dir,
@@ -79,4 +87,5 @@ class Settings:
             position_scope=env.position_scope,
             log_level=env.log_level,
             api_key=env.api_key.get_secret_value() or None if env.api_key else None,
+            database_url=database_url,
         )

@@ -10,12 +10,13 @@ from tests.worked_example import EXPECTED, HOLLAND, OAKLEE, ORDERS, PROFILE
 from trading_orders.domain.model import PositionScope
 
 
-@pytest.mark.parametrize("store", ["tinydb", "memory", "sqlite"])
+@pytest.mark.parametrize("store", ["tinydb", "memory", "sqlite", "postgres"])
 @pytest.mark.parametrize("scope", list(PositionScope))
 def test_worked_example_answers_as_the_spec_says(
-    service_factory: ServiceFactory, scope: PositionScope, store: str
+    service_factory: ServiceFactory, scope: PositionScope, store: str, request: pytest.FixtureRequest
 ) -> None:
-    with service_factory(PROFILE, position_scope=scope.value, store=store) as service:
+    database = {"database_url": request.getfixturevalue("postgres_url")()} if store == "postgres" else {}
+    with service_factory(PROFILE, position_scope=scope.value, store=store, **database) as service:
         answers = []
         for strategy, instrument, side in ORDERS:
             body = {"STRATEGY": strategy, "INSTRUMENT": instrument, "POSITION": side}
@@ -111,7 +112,9 @@ def test_an_unknown_setting_stops_start_up_listing_the_allowed_values(service_fa
     service = service_factory(PROFILE, store="mongo")
     with pytest.raises(RuntimeError, match="exited with 1"):
         service.start()
-    assert "TRADING_ORDERS_STORE='mongo': Input should be 'tinydb', 'memory' or 'sqlite'" in service.output()
+    assert (
+        "TRADING_ORDERS_STORE='mongo': Input should be 'tinydb', 'memory', 'sqlite' or 'postgres'" in service.output()
+    )
     assert "Traceback" not in service.output()
 
 

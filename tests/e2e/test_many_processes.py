@@ -1,9 +1,10 @@
-"""Several worker processes on one SQLite store behave as one service: no double position, no lost sell."""
+"""Several worker processes on one SQL store behave as one service: no double position, no lost sell."""
 
 import random
 import threading
 from typing import Any
 
+import pytest
 import requests
 
 from tests.e2e.conftest import ServiceFactory
@@ -22,8 +23,12 @@ def all_pages(base_url: str, what: str) -> list[dict[str, Any]]:
         params["cursor"] = page["next_cursor"]
 
 
-def test_four_workers_racing_on_hot_keys_equal_a_sequential_replay(service_factory: ServiceFactory) -> None:
-    with service_factory(PROFILE, workers=4, store="sqlite") as service:
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_four_workers_racing_on_hot_keys_equal_a_sequential_replay(
+    service_factory: ServiceFactory, store: str, request: pytest.FixtureRequest
+) -> None:
+    database = {"database_url": request.getfixturevalue("postgres_url")()} if store == "postgres" else {}
+    with service_factory(PROFILE, workers=4, store=store, **database) as service:
         url = f"{service.base_url}/create_order"
 
         def client(seed: int) -> None:
@@ -68,4 +73,4 @@ def test_four_workers_racing_on_hot_keys_equal_a_sequential_replay(service_facto
         assert trades == expected_trades
         assert len(expected_trades) > 20, "the race must actually close positions"
         # Four processes served the orders: each worker logs its own start.
-        assert service.output().count("trading_orders.bootstrap: starting: store sqlite") == 4
+        assert service.output().count(f"trading_orders.bootstrap: starting: store {store}") == 4

@@ -13,26 +13,37 @@ from trading_orders.adapters.storage.embedded_store import EmbeddedOrderStore
 from trading_orders.adapters.storage.jsonl_order_log import JsonLinesOrderLog
 from trading_orders.adapters.storage.jsonl_trade_log import JsonLinesTradeLog
 from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore, InMemoryTradeLog
-from trading_orders.adapters.storage.sqlite_store import SqliteOrderStore, SqliteTradeReader
+from trading_orders.adapters.storage.postgres_store import PostgresOrderStore
+from trading_orders.adapters.storage.sql_order_store import SqlTradeReader
+from trading_orders.adapters.storage.sqlite_store import SqliteOrderStore
 from trading_orders.adapters.storage.tinydb_position_store import TinyDBPositionStore
 from trading_orders.application.order_history import HistoryFilter, OrderHistory
 from trading_orders.application.order_service import OrderService
 from trading_orders.application.ports import OrderStore
 from trading_orders.domain.model import Order, OrderStatus, PositionScope, Side
 
-STORES = ["memory", "tinydb", "sqlite"]
-DURABLE = ["tinydb", "sqlite"]
+STORES = ["memory", "tinydb", "sqlite", "postgres"]
+DURABLE = ["tinydb", "sqlite", "postgres"]
 
 
 class OpenedStore:
     """A store of one kind over ``directory``, with the readers the read side uses, and how to close it."""
 
-    def __init__(self, kind: str, directory: Path, scope: PositionScope, memory: list[object]) -> None:
+    store: OrderStore
+    history: OrderHistory
+
+    def __init__(self, kind: str, directory: Path, scope: PositionScope, memory: list[object], url: str) -> None:
         self.closers: list[Callable[[], None]] = []
+        if kind == "postgres":
+            postgres = PostgresOrderStore(url, scope)
+            self.store = postgres
+            self.history = OrderHistory(postgres, SqlTradeReader(postgres))
+            self.closers.append(postgres.close)
+            return
         if kind == "sqlite":
             sqlite = SqliteOrderStore(directory, scope)
-            self.store: OrderStore = sqlite
-            self.history = OrderHistory(sqlite, SqliteTradeReader(sqlite))
+            self.store = sqlite
+            self.history = OrderHistory(sqlite, SqlTradeReader(sqlite))
             self.closers.append(sqlite.close)
             return
         if kind == "tinydb":
@@ -63,13 +74,15 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenS
     """Opens a started service over a store of the parametrized kind; opening again reopens the same data."""
     memory: list[object] = []
     opened: list[OpenedStore] = []
+    # One database per test, shared by every reopening within it.
+    url = request.getfixturevalue("postgres_url")() if request.param == "postgres" else ""
 
     def open_(
         scope: PositionScope = PositionScope.STRATEGY, profile: dict[str, dict[str, list[str]]] = PROFILE
     ) -> tuple[OrderService, OpenedStore]:
         for previous in opened:
             previous.close()
-        store = OpenedStore(request.param, tmp_path, scope, memory)
+        store = OpenedStore(request.param, tmp_path, scope, memory, url)
         opened.append(store)
         service = OrderService(FixedProfile(profile), store.store, SteppingClock(), CountingIds(), scope)
         service.start()

@@ -11,7 +11,7 @@ from trading_orders.bootstrap import build_container
 from trading_orders.domain.model import PositionScope
 from trading_orders.settings import ConfigurationError, Settings
 
-VARIABLES = ("DATA_DIR", "PROFILE_PATH", "LOG_DIR", "STORE", "POSITION_SCOPE", "LOG_LEVEL", "API_KEY")
+VARIABLES = ("DATA_DIR", "PROFILE_PATH", "LOG_DIR", "STORE", "POSITION_SCOPE", "LOG_LEVEL", "API_KEY", "DATABASE_URL")
 
 
 @pytest.fixture(autouse=True)
@@ -54,10 +54,19 @@ def test_the_api_key_is_read_but_never_shown(tmp_path: Path, monkeypatch: pytest
     assert settings.api_key == "s3cret" and "s3cret" not in repr(settings)
 
 
+def test_postgres_needs_a_database_url_which_is_never_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRADING_ORDERS_STORE", "postgres")
+    with pytest.raises(ConfigurationError, match="TRADING_ORDERS_STORE=postgres needs TRADING_ORDERS_DATABASE_URL"):
+        Settings.from_environment(tmp_path)
+    monkeypatch.setenv("TRADING_ORDERS_DATABASE_URL", "postgresql://desk:hunter2@127.0.0.1:5432/orders")
+    settings = Settings.from_environment(tmp_path)
+    assert settings.database_url is not None and "hunter2" not in repr(settings)
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "allowed"),
     [
-        ("STORE", "mongo", "'tinydb', 'memory' or 'sqlite'"),
+        ("STORE", "mongo", "'tinydb', 'memory', 'sqlite' or 'postgres'"),
         ("POSITION_SCOPE", "account", "'strategy' or 'user'"),
         ("LOG_LEVEL", "loud", "'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL'"),
     ],

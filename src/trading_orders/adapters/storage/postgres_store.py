@@ -1,0 +1,116 @@
+"""The PostgreSQL order store: one transaction per order, for several processes on several hosts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from trading_orders.adapters.storage.sql_order_store import SqlOrderStore
+from trading_orders.application.errors import StorageUnavailable
+from trading_orders.domain.model import PositionScope
+
+logger = logging.getLogger(__name__)
+
+# Every order takes this transaction-scoped advisory lock first: orders from
+# every process on every host are decided one at a time, each seeing all
+# orders committed before it, and sequences stay gapless.
+_ORDER_LOCK = 7_283_641_001
+_MIGRATION_LOCK = 7_283_641_002
+
+# Each step brings the schema from the version before it to its own; the
+# applied versions are rows of schema_migrations.
+_MIGRATIONS = (
+    (
+        "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "CREATE TABLE orders (sequence BIGINT PRIMARY KEY, order_id TEXT NOT NULL UNIQUE, "
+        "received_at TEXT NOT NULL, idempotency_key TEXT UNIQUE, entry TEXT NOT NULL)",
+        "CREATE TABLE positions (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+        "holding_key TEXT NOT NULL UNIQUE, username TEXT NOT NULL, strategy TEXT NOT NULL, "
+        "instrument TEXT NOT NULL, order_id TEXT NOT NULL, opened_at TEXT NOT NULL)",
+        "CREATE TABLE trades (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+        "sequence BIGINT NOT NULL REFERENCES orders (sequence), username TEXT NOT NULL, strategy TEXT NOT NULL, "
+        "instrument TEXT NOT NULL, buy_order_id TEXT NOT NULL, bought_at TEXT NOT NULL, "
+        "sell_order_id TEXT NOT NULL, sold_at TEXT NOT NULL)",
+    ),
+)
+
+
+class _PostgresSql:
+    """A psycopg connection as the stores' Sql (``?`` becomes ``%s``)."""
+
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self._connection = connection
+
+    def rows(self, statement: str, values: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """The rows a query answers."""
+        return list(self._connection.execute(statement.replace("?", "%s"), values).fetchall())
+
+    def run(self, statement: str, values: Sequence[object] = ()) -> None:
+        """Execute a statement that answers no rows."""
+        self._connection.execute(statement.replace("?", "%s"), values)
+
+
+class PostgresOrderStore(SqlOrderStore):
+    """Orders, trades, positions and idempotency keys in the PostgreSQL database at ``url``."""
+
+    def __init__(self, url: str, scope: PositionScope, pool_size: int = 8) -> None:
+        """Connect lazily through a pool of up to ``pool_size`` connections."""
+        super().__init__(scope, _without_password(url))
+        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, timeout=30)
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            if self._pool.closed:
+                self._pool.open(wait=True, timeout=30)
+            with self._pool.connection() as connection:
+                yield connection
+        except (psycopg.OperationalError, PoolTimeout) as error:
+            raise StorageUnavailable(f"cannot reach {self.where}: {error}") from error
+
+    @contextmanager
+    def _reading(self) -> Iterator[_PostgresSql]:
+        with self._connection() as connection:
+            yield _PostgresSql(connection)
+
+    @contextmanager
+    def _writing(self) -> Iterator[_PostgresSql]:
+        with self._connection() as connection:
+            try:
+                with connection.transaction():
+                    connection.execute("SELECT pg_advisory_xact_lock(%s)", (_ORDER_LOCK,))
+                    yield _PostgresSql(connection)
+            except psycopg.Error as error:
+                raise StorageUnavailable(f"the order was not recorded in {self.where}: {error}") from error
+
+    def _migrate(self) -> None:
+        with self._connection() as connection, connection.transaction():
+            # Processes starting together migrate one after the other.
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            connection.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+            row = connection.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()
+            version = row[0] if row else 0
+            for number, statements in enumerate(_MIGRATIONS[version:], start=version + 1):
+                for statement in statements:
+                    connection.execute(statement)
+                connection.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
+                logger.info("%s: schema migrated to version %d", self.where, number)
+
+    def close(self) -> None:
+        """Close the pool's connections."""
+        self._pool.close()
+
+
+def _without_password(url: str) -> str:
+    # The database's address goes into messages and logs; its password never does.
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "the PostgreSQL database (its URL does not parse)"
+    where = f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}"
+    return f"PostgreSQL database {parts.get('dbname', '?')!s} at {where} as {parts.get('user', '?')!s}"

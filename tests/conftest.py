@@ -1,0 +1,30 @@
+"""Fixtures every tier may use: a throwaway PostgreSQL server, started once per test session."""
+
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.postgres_server import PostgresUnavailable, ThrowawayPostgres
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[ThrowawayPostgres]:
+    """The session's PostgreSQL server; in CI a server that cannot start fails the tests, never skips them."""
+    server = ThrowawayPostgres()
+    try:
+        server.start()
+    except PostgresUnavailable as error:
+        server.stop()
+        message = f"cannot start a throwaway PostgreSQL for the postgres tests: {error}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: ThrowawayPostgres) -> Callable[[], str]:
+    """Makes a new empty database on the session's server and returns its URL."""
+    return postgres_server.new_database

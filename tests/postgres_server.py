@@ -1,0 +1,67 @@
+"""A throwaway PostgreSQL server for the tests: started on a free loopback port, removed after."""
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+from trading_orders.tools.service_process import LOOPBACK, free_port
+
+
+class PostgresUnavailable(RuntimeError):
+    """No PostgreSQL server could be started here; the message says why and what to install."""
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    if found is None:
+        raise PostgresUnavailable(f"{name} not found: install PostgreSQL (Debian: apt-get install postgresql)")
+    return found
+
+
+class ThrowawayPostgres:
+    """initdb + pg_ctl in a temporary directory; as the postgres user when the tests run as root."""
+
+    def __init__(self) -> None:
+        self._directory = Path(tempfile.mkdtemp(prefix="trading-orders-pg-"))
+        self.port = free_port()
+        # initdb and pg_ctl refuse to run as root.
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def start(self) -> "ThrowawayPostgres":
+        """Create the cluster and start it; raises PostgresUnavailable with the server's own words."""
+        initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
+        if self._as:
+            shutil.chown(self._directory, "postgres")
+        data = self._directory / "data"
+        self._run([initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
+        options = f"-p {self.port} -k {self._directory} -c listen_addresses={LOOPBACK} -c fsync=off"
+        self._run([pg_ctl, "-D", str(data), "-o", options, "-l", str(self._directory / "server.log"), "-w", "start"])
+        return self
+
+    def _run(self, command: list[str]) -> None:
+        result = subprocess.run([*self._as, *command], capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise PostgresUnavailable(
+                f"{Path(command[0]).name} failed: {result.stderr.strip() or result.stdout.strip()}"
+            )
+
+    def new_database(self) -> str:
+        """A new empty database on the server; returns its URL."""
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        self._run(
+            [_binary("psql"), "-h", LOOPBACK, "-p", str(self.port), "-U", "postgres", "-c", f"CREATE DATABASE {name}"]
+        )
+        return f"postgresql://postgres@{LOOPBACK}:{self.port}/{name}"
+
+    def stop(self) -> None:
+        """Stop the server and remove its files."""
+        data = self._directory / "data"
+        if data.exists():
+            subprocess.run(
+                [*self._as, _binary("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
+            )
+        shutil.rmtree(self._directory, ignore_errors=True)
