@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -18,13 +20,13 @@ from trading_orders.adapters.storage.jsonl_order_log import ORDER_LOG_FILE, Json
 from trading_orders.adapters.storage.tinydb_position_store import POSITIONS_FILE, TinyDBPositionStore
 from trading_orders.application.errors import StartupError
 from trading_orders.application.verification import verify
-from trading_orders.bootstrap import create_app_or_exit
+from trading_orders.bootstrap import build_container, create_app_or_exit
 from trading_orders.domain.model import PositionScope
 from trading_orders.settings import Settings, StoreName
 from trading_orders.tools.desk_client import COLUMNS, ServiceError, fetch, show
 from trading_orders.tools.order_producer import main as produce_orders
 from trading_orders.tools.profile_generator import main as generate_profiles
-from trading_orders.tools.transfer import TransferError, export_store, import_store
+from trading_orders.tools.transfer import TransferError, export_orders, import_orders
 
 
 def run_verify(data_dir: Path, scope: PositionScope) -> int:
@@ -115,12 +117,12 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("verify", help="check that the position store and the order log agree")
     check.add_argument("--data-dir", type=Path, help="default: TRADING_ORDERS_DATA_DIR or ./Jsons")
     check.add_argument("--scope", choices=[s.value for s in PositionScope], help="default: the configured scope")
-    export = commands.add_parser("export", help="write a data directory's order log and positions as JSON lines")
+    export = commands.add_parser("export", help="write the configured store's order log and positions as JSON lines")
     export.add_argument("output", type=Path)
     export.add_argument("--data-dir", type=Path, help="default: TRADING_ORDERS_DATA_DIR or ./Jsons")
-    load = commands.add_parser("import", help="load an export into a new data directory")
+    load = commands.add_parser("import", help="load an export into an empty store (TRADING_ORDERS_STORE)")
     load.add_argument("source", type=Path)
-    load.add_argument("--data-dir", type=Path, required=True, help="a new or empty directory")
+    load.add_argument("--data-dir", type=Path, help="tinydb: a new or empty directory; sqlite: where its file goes")
     load.add_argument("--scope", choices=[s.value for s in PositionScope], help="default: the configured scope")
     return parser
 
@@ -145,14 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in COLUMNS:
         return _run_read(args, settings.api_key)
     data_dir: Path = args.data_dir or settings.data_dir
+    chosen = dataclasses.replace(settings, data_dir=data_dir, position_scope=scope)
     try:
         if args.command == "export":
-            orders, positions = export_store(data_dir, args.output)
-            print(f"exported {orders} orders and {positions} open positions from {data_dir} to {args.output}")
+            orders, positions = run_export(chosen, args.output)
+            print(f"exported {orders} orders and {positions} open positions ({chosen.store}) to {args.output}")
             return 0
         if args.command == "import":
-            orders, positions = import_store(args.source, data_dir, scope)
-            print(f"imported {orders} orders into {data_dir}: {positions} open positions, trades rebuilt")
+            orders, positions = run_import(chosen, args.source)
+            print(f"imported {orders} orders ({chosen.store}): {positions} open positions, trades rebuilt")
             return 0
     except (TransferError, StartupError, OSError) as error:
         print(f"trading-orders {args.command}: {error}", file=sys.stderr)
@@ -161,6 +164,59 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot verify: {data_dir} is not a directory", file=sys.stderr)
         return 2
     return run_verify(data_dir, scope)
+
+
+def run_export(settings: Settings, output: Path) -> tuple[int, int]:
+    """Export the configured store; the TinyDB files are read read-only, safe while the service runs."""
+    if settings.store == "memory":
+        raise TransferError("the memory store keeps nothing to export")
+    if settings.store == "tinydb":
+        order_log = JsonLinesOrderLog(settings.data_dir, read_only=True)
+        stored = TinyDBPositionStore(settings.data_dir, read_only=True).load()
+        if stored.applied_sequence != order_log.last_sequence():
+            raise TransferError(
+                f"the position store is at sequence {stored.applied_sequence} but the log at "
+                f"{order_log.last_sequence()}: start the service once so it replays the log, then export"
+            )
+        return order_log.last_sequence(), export_orders(order_log, stored.positions, order_log.last_sequence(), output)
+    container = build_container(settings)
+    try:
+        store = container.order_store()
+        store.recover()
+        orders = store.state().last_sequence
+        return orders, export_orders(container.order_log_reader(), store.positions(), orders, output)
+    finally:
+        container.shutdown_resources()
+
+
+def run_import(settings: Settings, source: Path) -> tuple[int, int]:
+    """Import into the configured store; TinyDB files are built beside the data directory and renamed into place."""
+    if settings.store == "memory":
+        raise TransferError("the memory store would lose the import at once")
+    if settings.store != "tinydb":
+        container = build_container(settings)
+        try:
+            return import_orders(source, container.order_store(), settings.position_scope)
+        finally:
+            container.shutdown_resources()
+    target = settings.data_dir
+    if target.exists() and any(target.iterdir()):
+        raise TransferError(f"{target} is not empty: import only into a new data directory")
+    building = target.with_name(f".{target.name}.importing")
+    shutil.rmtree(building, ignore_errors=True)
+    try:
+        container = build_container(dataclasses.replace(settings, data_dir=building))
+        try:
+            counts = import_orders(source, container.order_store(), settings.position_scope)
+        finally:
+            container.shutdown_resources()
+        if target.exists():
+            target.rmdir()
+        os.replace(building, target)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return counts
 
 
 def _run_tool(name: str, arguments: list[str]) -> int:

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -13,14 +14,17 @@ from tests.e2e.conftest import ServiceFactory
 PROFILE = {"U1": {"S1": ["ACC", "INFY"]}, "U2": {"S1": ["ACC"]}}
 
 
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, cwd: Path | None = None, settings: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    variables = {f"TRADING_ORDERS_{name.upper()}": value for name, value in (settings or {}).items()}
     return subprocess.run(
         [sys.executable, "-m", "trading_orders", *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         cwd=cwd,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", **variables},
     )
 
 
@@ -93,3 +97,33 @@ def test_produce_sends_orders_to_a_running_service(service_factory: ServiceFacto
         assert result.returncode == 0, result.stderr
         assert result.stdout.splitlines()[-1].startswith("sent 3: ")
         assert len(requests.get(f"{service.base_url}/orders", timeout=5).json()["orders"]) == 3
+
+
+def test_a_desk_moves_from_tinydb_to_sqlite_and_postgres_and_back_losing_nothing(
+    service_factory: ServiceFactory, data_dir: Path, tmp_path: Path, postgres_url: Callable[[], str]
+) -> None:
+    with service_factory(PROFILE) as service:
+        for instrument, side in [("ACC", "BUY"), ("INFY", "BUY"), ("ACC", "SELL"), ("ACC", "BUY"), ("INFY", "SELL")]:
+            place(service.base_url, instrument, side)
+        seen = {
+            what: requests.get(f"{service.base_url}/{what}", timeout=5).json()
+            for what in ("orders", "trades", "positions")
+        }
+    assert cli("export", str(tmp_path / "from-tinydb.jsonl"), "--data-dir", str(data_dir)).returncode == 0
+    url = postgres_url()
+    targets = {
+        "sqlite": {"store": "sqlite", "data_dir": str(tmp_path / "sqlite")},
+        "postgres": {"store": "postgres", "database_url": url},
+    }
+    for name, settings in targets.items():
+        imported = cli("import", str(tmp_path / "from-tinydb.jsonl"), settings=settings)
+        assert imported.returncode == 0, imported.stderr
+        assert f"imported 5 orders ({name})" in imported.stdout
+        with service_factory(PROFILE, **settings) as moved:
+            for what, answer in seen.items():
+                assert requests.get(f"{moved.base_url}/{what}", timeout=5).json() == answer, (name, what)
+    back = cli("export", str(tmp_path / "from-postgres.jsonl"), settings=targets["postgres"])
+    assert back.returncode == 0, back.stderr
+    assert (tmp_path / "from-postgres.jsonl").read_text() == (tmp_path / "from-tinydb.jsonl").read_text()
+    again = cli("import", str(tmp_path / "from-postgres.jsonl"), settings=targets["postgres"])
+    assert again.returncode == 1 and "already holds orders" in again.stderr

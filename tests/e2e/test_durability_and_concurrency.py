@@ -5,6 +5,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
+import pytest
 import requests
 
 from tests.e2e.conftest import ServiceFactory
@@ -53,9 +54,13 @@ def test_fifty_concurrent_buys_for_one_key_give_exactly_one_accepted(service_fac
         assert len(listed_positions(service.base_url)) == 1
 
 
-def test_a_random_stream_gets_the_decisions_the_rules_give(service_factory: ServiceFactory) -> None:
+@pytest.mark.parametrize("store", ["tinydb", "memory", "sqlite", "postgres"])
+def test_a_random_stream_gets_the_decisions_the_rules_give(
+    service_factory: ServiceFactory, store: str, request: pytest.FixtureRequest
+) -> None:
     rng = random.Random(7)
-    with service_factory(PROFILE) as service:
+    database = {"database_url": request.getfixturevalue("postgres_url")()} if store == "postgres" else {}
+    with service_factory(PROFILE, store=store, **database) as service:
         answers = [
             requests.post(f"{service.base_url}/create_order", json=random_order(rng), timeout=5).json()
             for _ in range(200)

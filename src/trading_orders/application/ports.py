@@ -71,6 +71,10 @@ class OrderLogReader(Protocol):
         """The entry of order ``order_id``, if any."""
         ...
 
+    def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
+        """The entries with a sequence above ``sequence``, oldest first."""
+        ...
+
 
 class TradeLogReader(Protocol):
     """Reads the trades newest first, for the read side."""
@@ -89,10 +93,6 @@ class OrderLog(OrderLogReader, Protocol):
 
     def append(self, entry: OrderLogEntry) -> None:
         """Add ``entry`` (its sequence one past the last); durable on return, nothing kept on failure."""
-        ...
-
-    def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
-        """The entries with a sequence above ``sequence``, oldest first."""
         ...
 
     def find_by_idempotency_key(self, key: str) -> OrderLogEntry | None:

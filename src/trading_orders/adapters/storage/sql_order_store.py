@@ -208,6 +208,20 @@ class SqlOrderStore(ABC):
                 return
             before = rows[-1][0]
 
+    def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
+        """The entries with a sequence above ``sequence``, oldest first, read in batches."""
+        after = sequence
+        while True:
+            with self._reading() as sql:
+                rows = sql.rows(
+                    "SELECT sequence, entry FROM orders WHERE sequence > ? ORDER BY sequence LIMIT ?", (after, _BATCH)
+                )
+            for _, entry in rows:
+                yield entry_from_dict(json.loads(entry))
+            if len(rows) < _BATCH:
+                return
+            after = rows[-1][0]
+
     def find_by_order_id(self, order_id: str) -> OrderLogEntry | None:
         """The entry of order ``order_id``, if any (by its unique index)."""
         with self._reading() as sql:
