@@ -49,6 +49,7 @@ test-e2e: $(INSTALLED)
 
 # Benchmarks print tables and are not part of make test.
 bench: $(INSTALLED)
+	$(BIN)/python bench/service_load.py
 	$(BIN)/python bench/order_log_pages.py
 
 demo: $(INSTALLED) $(PROFILE)

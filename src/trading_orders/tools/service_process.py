@@ -32,9 +32,18 @@ class ServiceProcess:
     """
 
     def __init__(
-        self, scripts_dir: Path, environment: dict[str, str], output: Path, entry: str = "uvicorn", workers: int = 1
+        self,
+        scripts_dir: Path,
+        environment: dict[str, str],
+        output: Path,
+        entry: str = "uvicorn",
+        workers: int = 1,
+        app: str = "Order_Handler:app",
     ) -> None:
-        """Prepare (not start) a service; its console output goes to ``output``; ``workers`` uvicorn processes."""
+        """Prepare (not start) a service; its console output goes to ``output``.
+
+        ``workers`` uvicorn processes; ``app`` is the ASGI app uvicorn runs from ``scripts_dir``.
+        """
         if entry not in ("uvicorn", "serve"):
             raise ValueError(f"entry must be 'uvicorn' or 'serve', got {entry!r}")
         self._scripts_dir = scripts_dir
@@ -42,6 +51,7 @@ class ServiceProcess:
         self._output = output
         self._entry = entry
         self._workers = workers
+        self._app = app
         self._process: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -74,7 +84,7 @@ class ServiceProcess:
         if self._entry == "serve":
             command = [sys.executable, "-m", "trading_orders", "serve", *listen]
         else:
-            command = [sys.executable, "-m", "uvicorn", "Order_Handler:app", *listen, "--log-level", "warning"]
+            command = [sys.executable, "-m", "uvicorn", self._app, *listen, "--log-level", "warning"]
             if self._workers > 1:
                 command += ["--workers", str(self._workers)]
         with open(self._output, "ab") as output:
@@ -86,6 +96,13 @@ class ServiceProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
+
+    @property
+    def pid(self) -> int:
+        """The process id of the running service."""
+        if self._process is None:
+            raise RuntimeError("the service has not been started")
+        return self._process.pid
 
     def output(self) -> str:
         """Everything the process printed so far."""
