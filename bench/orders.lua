@@ -1,0 +1,23 @@
+-- wrk script: a mixed BUY/SELL stream of orders, and a JSON summary at the end.
+local bodies = {}
+
+init = function(args)
+  for i = 1, 2000 do
+    local side = (math.random(2) == 1) and "BUY" or "SELL"
+    bodies[i] = string.format('{"STRATEGY": "S%d", "INSTRUMENT": "SYM%03d", "POSITION": "%s"}',
+      math.random(0, 4), math.random(0, 49), side)
+  end
+end
+
+request = function()
+  return wrk.format("POST", "/create_order", {["Content-Type"] = "application/json"}, bodies[math.random(#bodies)])
+end
+
+done = function(summary, latency, requests)
+  local errors = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "errors": %d, "p50_us": %d, "p99_us": %d, "p999_us": %d}\n',
+    summary.requests, summary.duration,
+    errors.connect + errors.read + errors.write + errors.status + errors.timeout,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+end
