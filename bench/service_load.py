@@ -114,15 +114,17 @@ def peak_rss_mb(pid: int) -> float:
 
 def _wrk(port: int, connections: int, seconds: float) -> Run:
     threads = str(min(2, connections))
+    script = str(ROOT / "bench" / "orders.lua")
+    duration = f"{max(1, round(seconds))}s"
     result = subprocess.run(
-        ["wrk", "-t", threads, "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "-s", str(ROOT / "bench" / "orders.lua"),
+        ["wrk", "-t", threads, "-c", str(connections), "-d", duration, "-s", script,
          f"http://{LOOPBACK}:{port}/create_order"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     latencies = (summary["p50_us"] / 1000, summary["p99_us"] / 1000, summary["p999_us"] / 1000)
-    duration = summary["duration_us"] / 1e6
-    return Run(summary["requests"] - summary["errors"], duration, [], summary["errors"], latencies)
+    elapsed = summary["duration_us"] / 1e6
+    return Run(summary["requests"] - summary["errors"], elapsed, [], summary["errors"], latencies)
 
 
 def measure(service: ServiceProcess, connections: int, seconds: float, use_wrk: bool) -> tuple[Run, float]:
