@@ -154,7 +154,7 @@ def test_everything_survives_reopening(open_store: OpenStore) -> None:
 
 
 def test_fifty_concurrent_buys_for_one_key_open_one_position(open_store: OpenStore) -> None:
-    service, _ = open_store()
+    service, store = open_store()
     barrier = threading.Barrier(50)
     statuses: list[OrderStatus] = []
 
@@ -169,3 +169,4 @@ def test_fifty_concurrent_buys_for_one_key_open_one_position(open_store: OpenSto
         thread.join()
     assert statuses.count(OrderStatus.ACCEPTED) == 1
     assert len(service.open_positions()) == 1
+    assert [e.sequence for e in store.history.orders(HistoryFilter(), limit=100).items] == list(range(50, 0, -1))

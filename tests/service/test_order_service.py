@@ -144,26 +144,6 @@ def test_orders_before_start_are_refused() -> None:
         service.place_order(Order("S", "ACC", Side.BUY))
 
 
-def test_fifty_concurrent_buys_for_one_key_open_exactly_one_position() -> None:
-    service, store, log = build_service(ONE_USER)
-    service.start()
-    barrier = threading.Barrier(50)
-    statuses: list[OrderStatus] = []
-
-    def buy() -> None:
-        barrier.wait()
-        statuses.append(service.place_order(Order("S", "ACC", Side.BUY)).entry.decision.status)
-
-    threads = [threading.Thread(target=buy) for _ in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert statuses.count(OrderStatus.ACCEPTED) == 1
-    assert len(store.load().positions) == 1
-    assert [e.sequence for e in log.entries_after(0)] == list(range(1, 51))
-
-
 def test_a_retry_with_the_same_key_and_order_replays_the_recorded_answer() -> None:
     service, store, log = build_service(ONE_USER)
     service.start()
