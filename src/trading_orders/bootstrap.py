@@ -29,6 +29,8 @@ def build_container(settings: Settings) -> Container:
             "store": settings.store,
             "position_scope": settings.position_scope,
             "database_url": settings.database_url,
+            "snapshot_every_orders": settings.snapshot_every_orders,
+            "snapshot_every_seconds": settings.snapshot_every_seconds,
         }
     )
     return container

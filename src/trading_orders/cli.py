@@ -17,8 +17,11 @@ from rich.console import Console
 from rich.progress import Progress
 
 from trading_orders.adapters.storage.jsonl_order_log import ORDER_LOG_FILE, JsonLinesOrderLog
+from trading_orders.adapters.storage.jsonl_trade_log import JsonLinesTradeLog
+from trading_orders.adapters.storage.memory import InMemoryTradeLog
 from trading_orders.adapters.storage.tinydb_position_store import POSITIONS_FILE, TinyDBPositionStore
 from trading_orders.application.errors import StartupError
+from trading_orders.application.log_replay import replay_log_tail
 from trading_orders.application.verification import verify
 from trading_orders.bootstrap import build_container, create_app_or_exit
 from trading_orders.domain.model import PositionScope
@@ -33,6 +36,8 @@ def run_verify(data_dir: Path, scope: PositionScope) -> int:
     """Check that positions.json and order_log.jsonl in ``data_dir`` agree; 0 agree, 1 differ, 2 unreadable."""
     try:
         order_log = JsonLinesOrderLog(data_dir, read_only=True)
+        order_log.check()
+        JsonLinesTradeLog(data_dir, read_only=True).check()
         store = TinyDBPositionStore(data_dir, read_only=True)
         stored = store.load()
         with Progress(transient=True) as progress:
@@ -173,12 +178,11 @@ def run_export(settings: Settings, output: Path) -> tuple[int, int]:
     if settings.store == "tinydb":
         order_log = JsonLinesOrderLog(settings.data_dir, read_only=True)
         stored = TinyDBPositionStore(settings.data_dir, read_only=True).load()
-        if stored.applied_sequence != order_log.last_sequence():
-            raise TransferError(
-                f"the position store is at sequence {stored.applied_sequence} but the log at "
-                f"{order_log.last_sequence()}: start the service once so it replays the log, then export"
-            )
-        return order_log.last_sequence(), export_orders(order_log, stored.positions, order_log.last_sequence(), output)
+        order_log.check(stored.applied_sequence, stored.log_offset)
+        # The snapshot may be some orders behind the log: replay them in
+        # memory (their trades are already in the trade log or will be).
+        portfolio, _ = replay_log_tail(stored, order_log, InMemoryTradeLog(), settings.position_scope)
+        return order_log.last_sequence(), export_orders(order_log, portfolio, order_log.last_sequence(), output)
     container = build_container(settings)
     try:
         store = container.order_store()

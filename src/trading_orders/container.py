@@ -7,14 +7,10 @@ from dependency_injector import containers, providers
 from trading_orders.adapters.json_profile_source import JsonProfileSource
 from trading_orders.adapters.prometheus_metrics import PrometheusOrderMetrics
 from trading_orders.adapters.random_order_ids import RandomOrderIds
-from trading_orders.adapters.storage.embedded_store import EmbeddedOrderStore
-from trading_orders.adapters.storage.jsonl_order_log import JsonLinesOrderLog
-from trading_orders.adapters.storage.jsonl_trade_log import JsonLinesTradeLog
-from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore, InMemoryTradeLog
+from trading_orders.adapters.storage.embedded_store import CheckpointPolicy
 from trading_orders.adapters.storage.sql_order_store import SqlTradeReader
 from trading_orders.adapters.storage.sqlite_store import SqliteOrderStore
-from trading_orders.adapters.storage.store_resources import open_postgres_store, open_store
-from trading_orders.adapters.storage.tinydb_position_store import TinyDBPositionStore
+from trading_orders.adapters.storage.store_resources import open_file_store, open_memory_store, open_postgres_store
 from trading_orders.adapters.system_clock import SystemClock
 from trading_orders.application.order_history import OrderHistory
 from trading_orders.application.order_service import OrderService
@@ -29,46 +25,35 @@ class Container(containers.DeclarativeContainer):
     order_ids = providers.Singleton(RandomOrderIds)
     profile_source = providers.Singleton(JsonProfileSource, path=config.profile_path)
 
-    # Resources are opened on first use and closed by shutdown_resources(), so
-    # only the selected store ever takes its files' locks.
-    position_store = providers.Selector(
-        config.store,
-        tinydb=providers.Resource(open_store, TinyDBPositionStore, config.data_dir),
-        memory=providers.Singleton(InMemoryPositionStore),
-    )
-    order_log = providers.Selector(
-        config.store,
-        tinydb=providers.Resource(open_store, JsonLinesOrderLog, config.data_dir),
-        memory=providers.Singleton(InMemoryOrderLog),
-    )
-    trade_log = providers.Selector(
-        config.store,
-        tinydb=providers.Resource(open_store, JsonLinesTradeLog, config.data_dir),
-        memory=providers.Singleton(InMemoryTradeLog),
-    )
-
     metrics = providers.Singleton(PrometheusOrderMetrics)
 
-    embedded_store = providers.Singleton(
-        EmbeddedOrderStore,
-        position_store=position_store,
-        order_log=order_log,
-        trade_log=trade_log,
-        scope=config.position_scope,
+    checkpoint_policy = providers.Singleton(
+        CheckpointPolicy, every_orders=config.snapshot_every_orders, every_seconds=config.snapshot_every_seconds
     )
+    # Resources are opened on first use and closed by shutdown_resources(), so
+    # only the selected store ever takes its files' locks. Each embedded
+    # store owns its files, so it closes them after its last checkpoint.
+    file_store = providers.Resource(
+        open_file_store, directory=config.data_dir, scope=config.position_scope, policy=checkpoint_policy
+    )
+    memory_store = providers.Resource(open_memory_store, scope=config.position_scope, policy=checkpoint_policy)
     sqlite_store = providers.Singleton(SqliteOrderStore, directory=config.data_dir, scope=config.position_scope)
     postgres_store = providers.Resource(open_postgres_store, url=config.database_url, scope=config.position_scope)
     order_store = providers.Selector(
-        config.store, tinydb=embedded_store, memory=embedded_store, sqlite=sqlite_store, postgres=postgres_store
+        config.store, tinydb=file_store, memory=memory_store, sqlite=sqlite_store, postgres=postgres_store
     )
 
     order_log_reader = providers.Selector(
-        config.store, tinydb=order_log, memory=order_log, sqlite=sqlite_store, postgres=postgres_store
+        config.store,
+        tinydb=file_store.provided.order_log,
+        memory=memory_store.provided.order_log,
+        sqlite=sqlite_store,
+        postgres=postgres_store,
     )
     trade_log_reader = providers.Selector(
         config.store,
-        tinydb=trade_log,
-        memory=trade_log,
+        tinydb=file_store.provided.trade_log,
+        memory=memory_store.provided.trade_log,
         sqlite=providers.Singleton(SqlTradeReader, sqlite_store),
         postgres=providers.Singleton(SqlTradeReader, postgres_store),
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trading_orders.application.errors import StartupError
@@ -33,6 +33,8 @@ class _Environment(BaseSettings):
     log_level: LogLevel = "INFO"
     api_key: SecretStr | None = None
     database_url: SecretStr | None = None
+    snapshot_every_orders: int = Field(default=10_000, ge=1)
+    snapshot_every_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("store", "position_scope", mode="before")
     @classmethod
@@ -58,6 +60,9 @@ class Settings:
     # Kept out of repr so they never land in a log line or a traceback.
     api_key: str | None = field(default=None, repr=False)
     database_url: str | None = field(default=None, repr=False)
+    # The embedded stores snapshot positions every so many orders or seconds.
+    snapshot_every_orders: int = 10_000
+    snapshot_every_seconds: float = 10.0
 
     @classmethod
     def from_environment(cls, project_root: Path) -> Settings:
@@ -88,4 +93,6 @@ class Settings:
             log_level=env.log_level,
             api_key=env.api_key.get_secret_value() or None if env.api_key else None,
             database_url=database_url,
+            snapshot_every_orders=env.snapshot_every_orders,
+            snapshot_every_seconds=env.snapshot_every_seconds,
         )

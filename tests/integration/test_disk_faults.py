@@ -24,14 +24,22 @@ class DiskFault:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, file_name: str) -> None:
         self.active = False
+        self.fsync_failures = 0
         self._file_name = file_name
-        real_write, real_replace = os.write, os.replace
+        real_write, real_replace, real_fsync = os.write, os.replace, os.fsync
 
         def write(fd: int, data: bytes) -> int:
             if self.active and os.readlink(f"/proc/self/fd/{fd}").endswith(self._file_name):
                 real_write(fd, data[: len(data) // 2])  # half the line lands, then the disk is full
                 raise OSError(errno.ENOSPC, "No space left on device")
             return real_write(fd, data)
+
+        def fsync(fd: int) -> None:
+            # The write went to the page cache; the disk refuses it on the way down.
+            if self.fsync_failures and os.readlink(f"/proc/self/fd/{fd}").endswith(self._file_name):
+                self.fsync_failures -= 1
+                raise OSError(errno.EIO, "Input/output error")
+            real_fsync(fd)
 
         def replace(source: str | Path, target: str | Path) -> None:
             if self.active and str(target).endswith(self._file_name):
@@ -40,6 +48,7 @@ class DiskFault:
 
         monkeypatch.setattr(os, "write", write)
         monkeypatch.setattr(os, "replace", replace)
+        monkeypatch.setattr(os, "fsync", fsync)
 
 
 @pytest.fixture
@@ -52,6 +61,7 @@ def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[
         monkeypatch.setenv("TRADING_ORDERS_DATA_DIR", str(tmp_path / "data"))
         monkeypatch.setenv("TRADING_ORDERS_PROFILE_PATH", str(tmp_path / "profile.json"))
         monkeypatch.setenv("TRADING_ORDERS_LOG_DIR", str(tmp_path / "logs"))
+        monkeypatch.setenv("TRADING_ORDERS_SNAPSHOT_EVERY_ORDERS", "1")
         app = create_app(Settings.from_environment(tmp_path))
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port, log_level="warning"))
@@ -100,22 +110,56 @@ def test_a_full_disk_under_the_order_log_answers_503_and_keeps_nothing(
     assert held(url) == ["ACC", "INFY"]
 
 
-def test_a_full_disk_under_the_position_store_still_answers_from_the_log_and_heals(
+def test_a_failed_fsync_of_the_order_log_answers_503_drops_the_order_and_heals(
+    serve: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = serve()
+    assert buy(url, "ACC").status_code == 200
+    log_file = tmp_path / "data" / "order_log.jsonl"
+    before = log_file.read_bytes()
+    fault = DiskFault(monkeypatch, "order_log.jsonl")
+    fault.fsync_failures = 1
+    refused = buy(url, "INFY")
+    assert refused.status_code == 503
+    assert "Input/output error" in refused.json()["detail"]
+    assert log_file.read_bytes() == before, "the line the disk did not vouch for was cut back"
+    assert held(url) == ["ACC"], "and its position was never opened"
+    retried = buy(url, "INFY")
+    assert retried.status_code == 200 and retried.json()["RESPONSE"] == "ACCEPTED"
+    assert [json.loads(line)["sequence"] for line in log_file.read_text().splitlines()] == [1, 2]
+    assert held(url) == ["ACC", "INFY"]
+
+
+def snapshot_sequence(positions_file: Path, wanted: int) -> int:
+    """The sequence the snapshot on disk applied, once it reaches ``wanted`` or after 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        applied: int = (
+            json.loads(positions_file.read_bytes())["meta"]["1"]["applied_sequence"] if positions_file.exists() else 0
+        )
+        if applied >= wanted or time.monotonic() > deadline:
+            return applied
+        time.sleep(0.02)
+
+
+def test_a_full_disk_under_the_snapshot_still_answers_from_the_log_and_heals(
     serve: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = serve()
     assert buy(url, "ACC").status_code == 200
     positions_file = tmp_path / "data" / "positions.json"
+    assert snapshot_sequence(positions_file, 1) == 1
     before = positions_file.read_bytes()
     fault = DiskFault(monkeypatch, "positions.json")
     fault.active = True
     # The order log took the order, so it happened: the answer stands.
     answer = buy(url, "INFY")
     assert answer.status_code == 200 and answer.json()["RESPONSE"] == "ACCEPTED"
-    assert positions_file.read_bytes() == before, "the store was left whole, one order behind"
+    time.sleep(0.3)  # a checkpoint ran, and failed
+    assert positions_file.read_bytes() == before, "the snapshot was left whole, one order behind"
     assert not list(positions_file.parent.glob(".positions.json.*.tmp")), "no temporary file left behind"
     fault.active = False
     assert buy(url, "TCS").status_code == 200
+    assert snapshot_sequence(positions_file, 3) == 3
     stored = json.loads(positions_file.read_bytes())
-    assert stored["meta"]["1"]["applied_sequence"] == 3
     assert sorted(p["instrument"] for p in stored["positions"].values()) == ["ACC", "INFY", "TCS"]

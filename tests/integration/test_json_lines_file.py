@@ -7,6 +7,7 @@ import pytest
 
 from trading_orders.adapters.storage import json_lines
 from trading_orders.adapters.storage.json_lines import JsonLinesFile
+from trading_orders.application.errors import CorruptStore
 
 
 def rising(offset: int, record: dict[str, Any], previous: int) -> int:
@@ -42,6 +43,28 @@ def test_a_cursor_outside_the_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_line_that_is_not_an_object_is_refused_naming_it(tmp_path: Path) -> None:
-    (tmp_path / "f.jsonl").write_bytes(b'{"sequence": 1}\n[1, 2]\n')
-    with pytest.raises(Exception, match=r"line 2 \(byte 16\) is not a valid record \(expected a JSON object"):
+    (tmp_path / "f.jsonl").write_bytes(b'{"sequence": 1}\n[1, 2]\n{"sequence": 3}\n')
+    lines = JsonLinesFile(tmp_path / "f.jsonl", rising, "record")
+    assert lines.last_sequence == 3, "opening reads only the last line"
+    with pytest.raises(CorruptStore, match=r"line 2 \(byte 16\) is not a valid record \(expected a JSON object"):
+        lines.check()
+    with pytest.raises(CorruptStore, match=r"the line at byte 16 is not a valid record"):
+        lines.check(16, 1)
+    lines.close()
+
+
+def test_a_bad_last_line_is_refused_at_open_naming_its_byte(tmp_path: Path) -> None:
+    (tmp_path / "f.jsonl").write_bytes(b'{"sequence": 1}\n{"no": "sequence"}\n')
+    with pytest.raises(CorruptStore, match=r"the last line \(byte 16\) is not a valid record"):
         JsonLinesFile(tmp_path / "f.jsonl", rising, "record")
+
+
+def test_written_lines_are_visible_to_readers_once_synced(tmp_path: Path) -> None:
+    lines = JsonLinesFile(tmp_path / "f.jsonl", rising, "record")
+    lines.append({"sequence": 1}, 1)
+    lines.write({"sequence": 2}, 2)
+    assert (lines.last_sequence, lines.durable_sequence) == (2, 1)
+    assert [r["sequence"] for _, r in lines.backward()] == [1], "readers see durable lines only"
+    assert lines.sync() == 2
+    assert [r["sequence"] for _, r in lines.backward()] == [2, 1]
+    lines.close()

@@ -27,7 +27,7 @@ def desk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Order
         trade_log: InMemoryTradeLog | JsonLinesTradeLog = JsonLinesTradeLog(tmp_path)
     else:
         order_log, trade_log = InMemoryOrderLog(), InMemoryTradeLog()
-    service = service_over(PROFILE, InMemoryPositionStore(), order_log, trade_log)
+    service, _ = service_over(PROFILE, InMemoryPositionStore(), order_log, trade_log)
     service.start()
     for number in range(30):
         strategy, instrument = [("S1", "ACC"), ("S1", "INFY"), ("S2", "TCS")][number % 3]

@@ -58,8 +58,10 @@ class OpenedStore:
             if not memory:
                 memory += [InMemoryPositionStore(), InMemoryOrderLog(), InMemoryTradeLog()]
             positions, log, trades = memory  # type: ignore[assignment]
-        self.store = EmbeddedOrderStore(positions, log, trades, scope)
+        embedded = EmbeddedOrderStore(positions, log, trades, scope)
+        self.store = embedded
         self.history = OrderHistory(log, trades)
+        self.closers.insert(0, embedded.close)
 
     def close(self) -> None:
         for close in self.closers:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.service.fakes import service_over
+from trading_orders.adapters.storage.embedded_store import EmbeddedOrderStore
 from trading_orders.adapters.storage.jsonl_order_log import JsonLinesOrderLog
 from trading_orders.adapters.storage.jsonl_trade_log import TRADE_LOG_FILE, JsonLinesTradeLog
 from trading_orders.adapters.storage.tinydb_position_store import POSITIONS_FILE, TinyDBPositionStore
@@ -15,56 +16,59 @@ from trading_orders.domain.model import Order, Side
 PROFILE = {"U1": {"S": ["ACC", "INFY", "TCS"]}, "U2": {"S": ["ACC"]}}
 
 
-def open_service(directory: Path) -> tuple[OrderService, Callable[[], None]]:
+def open_service(directory: Path) -> tuple[OrderService, EmbeddedOrderStore, Callable[[], None]]:
     store, log, trades = TinyDBPositionStore(directory), JsonLinesOrderLog(directory), JsonLinesTradeLog(directory)
-    service = service_over(PROFILE, store, log, trades)
+    service, embedded = service_over(PROFILE, store, log, trades)
 
     def close() -> None:
+        embedded.close()
         for opened in (store, log, trades):
             opened.close()
 
-    return service, close
+    return service, embedded, close
 
 
 def trade_lines(directory: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (directory / TRADE_LOG_FILE).read_text().splitlines()]
 
 
-def test_a_crash_between_log_and_store_is_healed_at_start_up(tmp_path: Path) -> None:
-    service, close = open_service(tmp_path)
+def test_orders_after_the_last_snapshot_are_replayed_at_start_up(tmp_path: Path) -> None:
+    service, embedded, close = open_service(tmp_path)
     service.start()
     service.place_order(Order("S", "ACC", Side.BUY))
+    assert embedded.checkpoint()
     snapshot = (tmp_path / POSITIONS_FILE).read_bytes()
     service.place_order(Order("S", "INFY", Side.BUY))
     service.place_order(Order("S", "ACC", Side.SELL))
     expected = service.open_positions()
     close()
-    # As if the process died after the last two log appends, before their store writes.
+    # As if the process died after the last two orders, before the next snapshot.
     (tmp_path / POSITIONS_FILE).write_bytes(snapshot)
 
-    restarted, close = open_service(tmp_path)
+    restarted, _, close = open_service(tmp_path)
     report = restarted.start()
     assert report.replayed_orders == 2
     assert restarted.open_positions() == expected
-    on_disk = json.loads((tmp_path / POSITIONS_FILE).read_bytes())
-    assert on_disk["meta"]["1"]["applied_sequence"] == 3
-    assert [line["sequence"] for line in trade_lines(tmp_path)] == [3], "the SELL's trades, recorded once"
     close()
+    on_disk = json.loads((tmp_path / POSITIONS_FILE).read_bytes())
+    assert on_disk["meta"]["1"]["applied_sequence"] == 3, "stopping takes a last snapshot"
+    assert [line["sequence"] for line in trade_lines(tmp_path)] == [3], "the SELL's trades, recorded once"
 
 
 def test_trades_lost_with_a_crash_are_recorded_from_the_log(tmp_path: Path) -> None:
-    service, close = open_service(tmp_path)
+    service, embedded, close = open_service(tmp_path)
     service.start()
     service.place_order(Order("S", "ACC", Side.BUY))
+    assert embedded.checkpoint()
     snapshot = (tmp_path / POSITIONS_FILE).read_bytes()
     service.place_order(Order("S", "ACC", Side.SELL))
     written = trade_lines(tmp_path)
     close()
-    # As if the process died after the SELL's log append, before its trades and positions.
+    # As if the process died after the SELL was durable, before its trades were synced.
     (tmp_path / TRADE_LOG_FILE).write_bytes(b"")
     (tmp_path / POSITIONS_FILE).write_bytes(snapshot)
 
-    restarted, close = open_service(tmp_path)
+    restarted, _, close = open_service(tmp_path)
     restarted.start()
     assert trade_lines(tmp_path) == written
     (line,) = written
@@ -76,7 +80,7 @@ def test_trades_lost_with_a_crash_are_recorded_from_the_log(tmp_path: Path) -> N
 
 
 def test_a_lost_position_file_is_rebuilt_from_the_whole_log(tmp_path: Path) -> None:
-    service, close = open_service(tmp_path)
+    service, _, close = open_service(tmp_path)
     service.start()
     for instrument in ("ACC", "INFY", "TCS"):
         service.place_order(Order("S", instrument, Side.BUY))
@@ -85,7 +89,7 @@ def test_a_lost_position_file_is_rebuilt_from_the_whole_log(tmp_path: Path) -> N
     close()
     (tmp_path / POSITIONS_FILE).unlink()
 
-    restarted, close = open_service(tmp_path)
+    restarted, _, close = open_service(tmp_path)
     assert restarted.start().replayed_orders == 4
     assert restarted.open_positions() == expected
     assert len(trade_lines(tmp_path)) == 1, "rebuilding positions does not record the trade twice"

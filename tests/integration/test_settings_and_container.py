@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from trading_orders.adapters.storage.embedded_store import CheckpointPolicy, EmbeddedOrderStore
 from trading_orders.adapters.storage.jsonl_order_log import JsonLinesOrderLog
-from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore
-from trading_orders.adapters.storage.tinydb_position_store import TinyDBPositionStore
+from trading_orders.adapters.storage.memory import InMemoryOrderLog
 from trading_orders.bootstrap import build_container
 from trading_orders.domain.model import PositionScope
 from trading_orders.settings import ConfigurationError, Settings
@@ -69,6 +69,8 @@ def test_postgres_needs_a_database_url_which_is_never_shown(tmp_path: Path, monk
         ("STORE", "mongo", "'tinydb', 'memory', 'sqlite' or 'postgres'"),
         ("POSITION_SCOPE", "account", "'strategy' or 'user'"),
         ("LOG_LEVEL", "loud", "'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL'"),
+        ("SNAPSHOT_EVERY_ORDERS", "0", "greater than or equal to 1"),
+        ("SNAPSHOT_EVERY_SECONDS", "soon", "valid number"),
     ],
 )
 def test_an_unknown_value_names_the_variable_and_lists_the_allowed_ones(
@@ -81,21 +83,18 @@ def test_an_unknown_value_names_the_variable_and_lists_the_allowed_ones(
     assert allowed in str(raised.value)
 
 
-@pytest.mark.parametrize(
-    ("store", "position_type", "log_type"),
-    [
-        ("tinydb", TinyDBPositionStore, JsonLinesOrderLog),
-        ("memory", InMemoryPositionStore, InMemoryOrderLog),
-    ],
-)
+@pytest.mark.parametrize(("store", "log_type"), [("tinydb", JsonLinesOrderLog), ("memory", InMemoryOrderLog)])
 def test_the_container_selects_the_store_by_configuration(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str, position_type: type, log_type: type
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str, log_type: type
 ) -> None:
     monkeypatch.setenv("TRADING_ORDERS_STORE", store)
+    monkeypatch.setenv("TRADING_ORDERS_SNAPSHOT_EVERY_ORDERS", "250")
     container = build_container(Settings.from_environment(tmp_path))
     try:
-        assert isinstance(container.position_store(), position_type)
-        assert isinstance(container.order_log(), log_type)
+        order_store = container.order_store()
+        assert isinstance(order_store, EmbeddedOrderStore)
+        assert isinstance(container.order_log_reader(), log_type)
+        assert container.checkpoint_policy() == CheckpointPolicy(every_orders=250, every_seconds=10.0)
     finally:
         container.shutdown_resources()
     written = sorted(p.name for p in (tmp_path / "Jsons").glob("*")) if (tmp_path / "Jsons").exists() else []

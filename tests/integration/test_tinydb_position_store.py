@@ -8,11 +8,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from tinydb import TinyDB
 
 from trading_orders.adapters.storage import tinydb_position_store
 from trading_orders.adapters.storage.tinydb_position_store import POSITIONS_FILE, TinyDBPositionStore
 from trading_orders.application.errors import CorruptStore, StorageUnavailable, StoreInUse
-from trading_orders.domain.model import Position, PositionChange
+from trading_orders.application.ports import StoredPositions
+from trading_orders.domain.model import Position
 
 T0 = datetime(2026, 11, 24, 9, 15, 0, 123456, tzinfo=UTC)
 ACC = Position("U1", "S", "ACC", "o1", T0)
@@ -23,18 +25,26 @@ TCS = Position("U2", "T", "TCS", "o3", T0)
 def test_positions_and_sequence_round_trip(tmp_path: Path) -> None:
     store = TinyDBPositionStore(tmp_path)
     assert store.load().positions == () and store.load().applied_sequence == 0
-    store.apply(PositionChange(opened=(ACC, INFY)), 1)
-    store.apply(PositionChange(closed=(ACC,), opened=(TCS,)), 2)
+    store.save(StoredPositions((ACC, INFY), 1, 120))
+    store.save(StoredPositions((INFY, TCS), 2, 240))
     store.close()
     reopened = TinyDBPositionStore(tmp_path)
-    stored = reopened.load()
-    assert (set(stored.positions), stored.applied_sequence) == ({INFY, TCS}, 2)
+    assert reopened.load() == StoredPositions((INFY, TCS), 2, 240)
     reopened.close()
+
+
+def test_a_snapshot_is_a_tinydb_database_tinydb_itself_reads(tmp_path: Path) -> None:
+    store = TinyDBPositionStore(tmp_path)
+    store.save(StoredPositions((ACC, TCS), 9, 4096))
+    store.close()
+    with TinyDB(tmp_path / POSITIONS_FILE) as database:
+        assert [d["instrument"] for d in database.table("positions").all()] == ["ACC", "TCS"]
+        assert database.table("meta").all() == [{"applied_sequence": 9, "log_offset": 4096}]
 
 
 def test_store_survives_a_new_process(tmp_path: Path) -> None:
     store = TinyDBPositionStore(tmp_path)
-    store.apply(PositionChange(opened=(ACC,)), 7)
+    store.save(StoredPositions((ACC,), 7))
     store.close()
     script = (
         "import sys; from pathlib import Path\n"
@@ -51,7 +61,7 @@ def test_store_survives_a_new_process(tmp_path: Path) -> None:
 
 def test_a_torn_temporary_file_from_a_cut_write_is_ignored_and_removed(tmp_path: Path) -> None:
     store = TinyDBPositionStore(tmp_path)
-    store.apply(PositionChange(opened=(ACC,)), 1)
+    store.save(StoredPositions((ACC,), 1))
     store.close()
     torn = tmp_path / f".{POSITIONS_FILE}.abc123.tmp"
     torn.write_text('{"positions": {"1": {"user": "U1", "stra')
@@ -65,7 +75,7 @@ def test_a_failed_write_keeps_the_previous_content_in_memory_and_on_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = TinyDBPositionStore(tmp_path)
-    store.apply(PositionChange(opened=(ACC,)), 1)
+    store.save(StoredPositions((ACC,), 1))
     before = (tmp_path / POSITIONS_FILE).read_bytes()
 
     def disk_full(path: Path, data: bytes) -> None:
@@ -73,12 +83,12 @@ def test_a_failed_write_keeps_the_previous_content_in_memory_and_on_disk(
 
     monkeypatch.setattr(tinydb_position_store, "write_atomically", disk_full)
     with pytest.raises(StorageUnavailable, match="No space left on device"):
-        store.apply(PositionChange(closed=(ACC,), opened=(INFY,)), 2)
+        store.save(StoredPositions((INFY,), 2))
     assert (tmp_path / POSITIONS_FILE).read_bytes() == before
-    assert store.load().positions == (ACC,) and store.load().applied_sequence == 1
+    assert store.load() == StoredPositions((ACC,), 1)
     monkeypatch.undo()
-    store.apply(PositionChange(opened=(TCS,)), 2)
-    assert set(store.load().positions) == {ACC, TCS}
+    store.save(StoredPositions((ACC, TCS), 2))
+    assert store.load() == StoredPositions((ACC, TCS), 2)
     store.close()
 
 

@@ -16,10 +16,11 @@ PROFILE = {"U1": {"S": ["ACC", "INFY", "TCS"]}}
 
 def record_orders(directory: Path, orders: list[tuple[str, Side]]) -> None:
     store, log, trades = TinyDBPositionStore(directory), JsonLinesOrderLog(directory), JsonLinesTradeLog(directory)
-    service = service_over(PROFILE, store, log, trades)
+    service, embedded = service_over(PROFILE, store, log, trades)
     service.start()
     for instrument, side in orders:
         service.place_order(Order("S", instrument, side))
+    embedded.close()  # the last checkpoint: positions.json applied through the last order
     for opened in (store, log, trades):
         opened.close()
 

@@ -3,12 +3,12 @@
 import errno
 from datetime import UTC, datetime, timedelta
 
-from trading_orders.adapters.storage.embedded_store import EmbeddedOrderStore
+from trading_orders.adapters.storage.embedded_store import CheckpointPolicy, EmbeddedOrderStore
 from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore, InMemoryTradeLog
 from trading_orders.application.errors import StorageUnavailable
 from trading_orders.application.order_service import OrderService
-from trading_orders.application.ports import Clock, OrderLog, PositionStore, TradeLog
-from trading_orders.domain.model import OrderLogEntry, PositionChange, PositionScope, Trade
+from trading_orders.application.ports import Clock, OrderLog, PositionStore, StoredPositions, TradeLog
+from trading_orders.domain.model import OrderLogEntry, PositionScope, Trade
 from trading_orders.domain.profile import Profile
 
 
@@ -47,6 +47,10 @@ class CountingIds:
         return f"o{self._count}"
 
 
+# Intervals no test reaches, so snapshots are taken when a test asks.
+MANUAL_CHECKPOINTS = CheckpointPolicy(every_orders=10**9, every_seconds=10**6)
+
+
 def disk_full() -> StorageUnavailable:
     """The failure a store reports when the disk is full."""
     return StorageUnavailable(f"no space left on device (errno {errno.ENOSPC})")
@@ -59,42 +63,42 @@ class FlakyPositionStore(InMemoryPositionStore):
         super().__init__()
         self.failures = 0
 
-    def apply(self, change: PositionChange, sequence: int) -> None:
+    def save(self, snapshot: StoredPositions) -> None:
+        """Fail while failures remain, else keep the snapshot."""
+        if self.failures:
+            self.failures -= 1
+            raise disk_full()
+        super().save(snapshot)
+
+
+class FlakyOrderLog(InMemoryOrderLog):
+    """An in-memory order log whose next ``failures`` writes fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 0
+
+    def write(self, entry: OrderLogEntry) -> None:
+        """Fail while failures remain, else append."""
+        if self.failures:
+            self.failures -= 1
+            raise disk_full()
+        super().write(entry)
+
+
+class FlakyTradeLog(InMemoryTradeLog):
+    """An in-memory trade log whose next ``failures`` writes fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 0
+
+    def write(self, trades: tuple[Trade, ...], sequence: int) -> None:
         """Fail while failures remain, else record."""
         if self.failures:
             self.failures -= 1
             raise disk_full()
-        super().apply(change, sequence)
-
-
-class FlakyOrderLog(InMemoryOrderLog):
-    """An in-memory order log whose next ``failures`` appends fail."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.failures = 0
-
-    def append(self, entry: OrderLogEntry) -> None:
-        """Fail while failures remain, else append."""
-        if self.failures:
-            self.failures -= 1
-            raise disk_full()
-        super().append(entry)
-
-
-class FlakyTradeLog(InMemoryTradeLog):
-    """An in-memory trade log whose next ``failures`` appends fail."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.failures = 0
-
-    def append(self, trades: tuple[Trade, ...], sequence: int) -> None:
-        """Fail while failures remain, else append."""
-        if self.failures:
-            self.failures -= 1
-            raise disk_full()
-        super().append(trades, sequence)
+        super().write(trades, sequence)
 
 
 def build_service(
@@ -108,7 +112,7 @@ def build_service(
     store = store if store is not None else FlakyPositionStore()
     log = log if log is not None else FlakyOrderLog()
     trades = trades if trades is not None else FlakyTradeLog()
-    return service_over(universes, store, log, trades, scope), store, log
+    return service_over(universes, store, log, trades, scope)[0], store, log
 
 
 def service_over(
@@ -118,7 +122,11 @@ def service_over(
     trade_log: TradeLog,
     scope: PositionScope = PositionScope.STRATEGY,
     clock: Clock | None = None,
-) -> OrderService:
-    """A service over the embedded store made of these three stores, not yet started."""
-    store = EmbeddedOrderStore(position_store, order_log, trade_log, scope)
-    return OrderService(FixedProfile(universes), store, clock or SteppingClock(), CountingIds(), scope)
+) -> tuple[OrderService, EmbeddedOrderStore]:
+    """A service over the embedded store made of these three stores, not yet started, and that store.
+
+    The store checkpoints only when a test calls checkpoint() (or closes it).
+    """
+    store = EmbeddedOrderStore(position_store, order_log, trade_log, scope, MANUAL_CHECKPOINTS)
+    service = OrderService(FixedProfile(universes), store, clock or SteppingClock(), CountingIds(), scope)
+    return service, store

@@ -22,7 +22,8 @@ from trading_orders.application.errors import (
     StorageUnavailable,
 )
 from trading_orders.application.order_service import PlacedOrder
-from trading_orders.domain.model import Order, OrderStatus, PositionChange, PositionScope, Side
+from trading_orders.application.ports import StoredPositions
+from trading_orders.domain.model import Order, OrderStatus, PositionScope, Side
 
 ONE_USER = {"U1": {"S": ["ACC", "INFY"]}}
 
@@ -41,51 +42,59 @@ def test_worked_example_through_the_service(scope: PositionScope) -> None:
     assert list(log.entries_after(0)) == entries
 
 
-def test_each_order_is_logged_and_the_store_stamped_with_its_sequence() -> None:
-    service, store, log = build_service(ONE_USER)
+def test_each_order_is_logged_and_a_checkpoint_snapshots_the_positions_with_its_sequence() -> None:
+    store, log = InMemoryPositionStore(), InMemoryOrderLog()
+    service, embedded = service_over(ONE_USER, store, log, InMemoryTradeLog())
     service.start()
     buy = service.place_order(Order("S", "ACC", Side.BUY)).entry
     rejected = service.place_order(Order("S", "ACC", Side.BUY)).entry
     assert (buy.sequence, rejected.sequence, log.last_sequence()) == (1, 2, 2)
+    assert store.load() == StoredPositions((), 0), "orders do not write positions; checkpoints do"
+    assert embedded.checkpoint()
     stored = store.load()
     assert [p.order_id for p in stored.positions] == [buy.decision.order_id]
-    assert stored.applied_sequence == 1, "a rejected order changes no position, so the store is not rewritten"
+    assert (stored.applied_sequence, stored.log_offset) == (2, 2)
     assert service.open_positions() == list(stored.positions)
+    assert not embedded.checkpoint(), "nothing new since the last snapshot"
 
 
-def test_start_replays_the_log_entries_the_store_has_not_applied() -> None:
-    first, store, log = build_service(ONE_USER)
+def test_start_replays_the_log_entries_after_the_snapshot() -> None:
+    store, log = InMemoryPositionStore(), InMemoryOrderLog()
+    first, embedded = service_over(ONE_USER, store, log, InMemoryTradeLog())
     first.start()
     first.place_order(Order("S", "ACC", Side.BUY))
-    applied = store.load()
+    embedded.checkpoint()
     first.place_order(Order("S", "INFY", Side.BUY))
     first.place_order(Order("S", "ACC", Side.SELL))
-    # A crash after the log append, before the store write: the store is two steps behind.
-    behind = InMemoryPositionStore()
-    behind.apply(PositionChange(opened=applied.positions), applied.applied_sequence)
-
-    second, _, _ = build_service(ONE_USER, store=behind, log=log)
+    # A crash before the next checkpoint: the snapshot is two orders behind.
+    second, restarted = service_over(ONE_USER, store, log, InMemoryTradeLog())
     report = second.start()
     assert report.replayed_orders == 2
     assert [(p.instrument, p.order_id) for p in second.open_positions()] == [("INFY", "o2")]
-    assert behind.load().applied_sequence == 3
+    restarted.close()
+    assert store.load().applied_sequence == 3, "closing takes a last snapshot"
 
 
 def test_a_store_ahead_of_the_log_refuses_to_start() -> None:
     service, store, _ = build_service(ONE_USER)
-    store.apply(PositionChange(), 5)
+    store.save(StoredPositions((), 5))
     with pytest.raises(CorruptStore, match="applied order-log sequence 5 but the order log ends at 0"):
         service.start()
 
 
-def test_positions_that_clash_under_a_new_scope_refuse_to_start() -> None:
+@pytest.mark.parametrize("snapshot", [True, False])
+def test_positions_that_clash_under_a_new_scope_refuse_to_start(snapshot: bool) -> None:
     universes = {"U1": {"S": ["ACC"], "T": ["ACC"]}}
-    first, store, log = build_service(universes, PositionScope.STRATEGY)
+    store, log = InMemoryPositionStore(), InMemoryOrderLog()
+    first, embedded = service_over(universes, store, log, InMemoryTradeLog(), PositionScope.STRATEGY)
     first.start()
     first.place_order(Order("S", "ACC", Side.BUY))
     first.place_order(Order("T", "ACC", Side.BUY))
+    if snapshot:
+        embedded.checkpoint()
     netting, _, _ = build_service(universes, PositionScope.USER, store=store, log=log)
-    with pytest.raises(StartupError, match=r"do not fit position scope 'user'.*start with the scope they were opened"):
+    # From the snapshot, or replaying the log when there is none: the same advice.
+    with pytest.raises(StartupError, match=r"position scope 'user'.*start with the scope the.* opened under"):
         netting.start()
 
 
@@ -102,15 +111,17 @@ def test_a_failed_log_append_records_nothing_and_the_order_can_be_retried() -> N
     assert retry.sequence == 1
 
 
-def test_a_failed_store_write_is_healed_from_the_portfolio_on_the_next_order() -> None:
+def test_a_failed_snapshot_keeps_the_previous_one_and_the_next_checkpoint_catches_up() -> None:
     store = FlakyPositionStore()
-    service, _, _ = build_service(ONE_USER, store=store)
+    service, embedded = service_over(ONE_USER, store, InMemoryOrderLog(), InMemoryTradeLog())
     service.start()
-    store.failures = 1
     buy = service.place_order(Order("S", "ACC", Side.BUY)).entry
-    assert buy.decision.status is OrderStatus.ACCEPTED, "the log has the order, so its answer stands"
-    assert store.load().positions == ()
-    service.place_order(Order("S", "ACC", Side.BUY))  # rejected, but it brings the store up to date
+    store.failures = 1
+    with pytest.raises(StorageUnavailable):
+        embedded.checkpoint()
+    assert store.load() == StoredPositions((), 0), "the previous snapshot stands"
+    service.place_order(Order("S", "ACC", Side.BUY))  # rejected
+    assert embedded.checkpoint()
     stored = store.load()
     assert stored.applied_sequence == 2
     assert [p.order_id for p in stored.positions] == [buy.decision.order_id]
@@ -145,14 +156,14 @@ def test_orders_before_start_are_refused() -> None:
 
 
 def test_a_retry_with_the_same_key_and_order_replays_the_recorded_answer() -> None:
-    service, store, log = build_service(ONE_USER)
+    service, _, log = build_service(ONE_USER)
     service.start()
     first = service.place_order(Order("S", "ACC", Side.BUY), idempotency_key="k-1")
     retry = service.place_order(Order("S", "ACC", Side.BUY), idempotency_key="k-1")
     assert (first.replayed, retry.replayed) == (False, True)
     assert retry.entry == first.entry
     assert retry.entry.decision.status is OrderStatus.ACCEPTED, "the recorded answer, not a new ALREADY_HOLDING"
-    assert log.last_sequence() == 1 and len(store.load().positions) == 1
+    assert log.last_sequence() == 1 and len(service.open_positions()) == 1
     other_key = service.place_order(Order("S", "ACC", Side.BUY), idempotency_key="k-2")
     assert other_key.entry.decision.status is OrderStatus.REJECTED and other_key.entry.sequence == 2
 
@@ -196,17 +207,20 @@ def test_concurrent_retries_of_one_key_are_decided_once() -> None:
 
 
 def test_a_failed_trade_write_keeps_the_answer_and_is_recorded_once_on_the_next_order() -> None:
-    trades = FlakyTradeLog()
-    service, store, _ = build_service(ONE_USER, trades=trades)
+    trades, store = FlakyTradeLog(), InMemoryPositionStore()
+    service, embedded = service_over(ONE_USER, store, InMemoryOrderLog(), trades)
     service.start()
     service.place_order(Order("S", "ACC", Side.BUY))
-    trades.failures = 1
+    trades.failures = 2  # the SELL's own attempt, and the checkpoint's retry
     sell = service.place_order(Order("S", "ACC", Side.SELL)).entry
     assert sell.decision.status is OrderStatus.ACCEPTED, "the log has the SELL, so its answer stands"
-    assert trades.trades == [] and store.load().applied_sequence == 1, "positions wait for the trades"
+    assert trades.trades == []
+    with pytest.raises(StorageUnavailable, match="trades up to order #2 are not written yet"):
+        embedded.checkpoint()
+    assert store.load().applied_sequence == 0, "no snapshot runs ahead of the trades"
     service.place_order(Order("S", "INFY", Side.BUY))
     assert [(sequence, t.buy_order_id, t.sell_order_id) for sequence, t in trades.trades] == [(2, "o1", "o2")]
-    assert store.load().applied_sequence == 3
+    assert embedded.checkpoint() and store.load().applied_sequence == 3
 
 
 def test_received_times_never_go_back_even_when_the_clock_does() -> None:
@@ -217,7 +231,7 @@ def test_received_times_never_go_back_even_when_the_clock_does() -> None:
         def now(self) -> datetime:
             return self.readings.pop(0)
 
-    service = service_over(
+    service, _ = service_over(
         ONE_USER, InMemoryPositionStore(), InMemoryOrderLog(), InMemoryTradeLog(), clock=SteppingBack()
     )
     service.start()

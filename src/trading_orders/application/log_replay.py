@@ -1,22 +1,21 @@
-"""Bringing trades and positions level with the order log, the source of truth."""
+"""Rebuilding the open positions, and the trades they made, from a snapshot and the order log after it."""
 
 from __future__ import annotations
 
 from trading_orders.application.errors import CorruptStore, StartupError
-from trading_orders.application.ports import OrderLog, PositionStore, TradeLog
-from trading_orders.domain.model import DomainError, PositionChange, PositionScope
+from trading_orders.application.ports import OrderLog, StoredPositions, TradeLog
+from trading_orders.domain.model import DomainError, PositionScope
 from trading_orders.domain.portfolio import ConflictingPositions, Portfolio
 
 
 def replay_log_tail(
-    position_store: PositionStore, order_log: OrderLog, trade_log: TradeLog, scope: PositionScope
+    stored: StoredPositions, order_log: OrderLog, trade_log: TradeLog, scope: PositionScope
 ) -> tuple[Portfolio, int]:
-    """Rebuild the portfolio from the position store and replay the log entries it has not applied.
+    """The portfolio of snapshot ``stored`` with the log entries after it applied, and how many there were.
 
-    Returns the portfolio and how many entries were replayed; the trade log
-    and position store are level with the order log afterwards.
+    Writes the trades of the replayed SELLs that the trade log lacks (a crash
+    can lose trades written after the last sync), and syncs them.
     """
-    stored = position_store.load()
     last_sequence = order_log.last_sequence()
     if stored.applied_sequence > last_sequence:
         raise CorruptStore(
@@ -31,29 +30,17 @@ def replay_log_tail(
             f"the stored positions do not fit position scope {scope.value!r}: {error}; "
             "start with the scope they were opened under"
         ) from error
-    replayed, last_replayed = 0, stored.applied_sequence
+    replayed = 0
     try:
         for entry in order_log.entries_after(stored.applied_sequence):
             change = portfolio.apply(entry.decision)
             if change.trades and entry.sequence > trade_log.last_sequence():
-                trade_log.append(change.trades, entry.sequence)
-            replayed, last_replayed = replayed + 1, entry.sequence
+                trade_log.write(change.trades, entry.sequence)
+            replayed += 1
     except DomainError as error:
-        raise CorruptStore(f"stored positions and the order log disagree: {error}") from error
-    if replayed:
-        # One write for the whole tail, after its trades: the net change
-        # between the stored positions and the replayed ones.
-        before, after = set(stored.positions), set(portfolio)
-        net = PositionChange(opened=tuple(p for p in portfolio if p not in before), closed=tuple(before - after))
-        position_store.apply(net, last_replayed)
+        raise CorruptStore(
+            f"stored positions and the order log disagree under position scope {scope.value!r}: {error}; "
+            "if the scope was changed, start with the scope the positions were opened under"
+        ) from error
+    trade_log.sync()
     return portfolio, replayed
-
-
-def record_derived(trade_log: TradeLog, position_store: PositionStore, change: PositionChange, sequence: int) -> None:
-    """Record what order ``sequence`` changed: its trades first, then the positions stamped with it."""
-    # Trades before positions: positions stamped with a sequence promise that
-    # everything up to it is recorded, so a replay never starts past a SELL
-    # whose trades are missing.
-    if change.trades and sequence > trade_log.last_sequence():
-        trade_log.append(change.trades, sequence)
-    position_store.apply(change, sequence)

@@ -38,21 +38,27 @@ class ProfileSource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class StoredPositions:
-    """The open positions a store holds and the last order-log sequence they include."""
+    """A snapshot of the open positions: those the order log implies up to ``applied_sequence``.
+
+    ``log_offset`` is where, in the order log's own terms, the entry after
+    ``applied_sequence`` starts; None when unknown (replay then reads the
+    log from its start).
+    """
 
     positions: tuple[Position, ...]
     applied_sequence: int
+    log_offset: int | None = None
 
 
 class PositionStore(Protocol):
-    """Keeps the open positions; a copy of what the order log implies, stamped with its sequence."""
+    """Keeps a snapshot of the open positions, stamped with the order-log sequence it includes."""
 
     def load(self) -> StoredPositions:
-        """Every stored open position and the sequence of the last order applied."""
+        """The latest snapshot (empty, at sequence 0, when none was saved)."""
         ...
 
-    def apply(self, change: PositionChange, sequence: int) -> None:
-        """Record ``change`` and ``sequence`` together, all or nothing; durable on return."""
+    def save(self, snapshot: StoredPositions) -> None:
+        """Replace the snapshot with ``snapshot``, all or nothing; durable on return."""
         ...
 
 
@@ -85,18 +91,51 @@ class TradeLogReader(Protocol):
 
 
 class OrderLog(OrderLogReader, Protocol):
-    """The order log, the source of truth: every order decided, in sequence order."""
+    """The order log, the source of truth: every order decided, in sequence order.
+
+    write() hands an entry over; sync() makes every entry written so far
+    durable at once, so orders that arrive while one sync runs share the next
+    (group commit). Readers see durable entries only.
+    """
+
+    def check(self, sequence: int = 0, offset: int | None = None) -> None:
+        """Check the entries after ``sequence`` (starting at ``offset``, or every entry); raises CorruptStore."""
+        ...
 
     def last_sequence(self) -> int:
-        """The sequence of the newest entry, 0 when the log is empty."""
+        """The sequence of the newest entry written, 0 when the log is empty."""
+        ...
+
+    def durable_sequence(self) -> int:
+        """The sequence of the newest entry known to be durable."""
+        ...
+
+    def end_offset(self) -> int:
+        """Where the entry after the newest one written will start (see StoredPositions.log_offset)."""
+        ...
+
+    def write(self, entry: OrderLogEntry) -> None:
+        """Add ``entry`` (its sequence one past the last), not yet durable; nothing kept on failure."""
+        ...
+
+    def sync(self) -> int:
+        """Make every entry written so far durable; returns the newest durable sequence."""
+        ...
+
+    def roll_back(self, error: BaseException) -> None:
+        """Drop the entries written after the newest durable one, which ``error`` put in doubt."""
         ...
 
     def append(self, entry: OrderLogEntry) -> None:
-        """Add ``entry`` (its sequence one past the last); durable on return, nothing kept on failure."""
+        """Write ``entry`` and make it durable; nothing kept on failure."""
+        ...
+
+    def index_through(self, sequence: int) -> None:
+        """Let the entries up to ``sequence`` leave memory for the log's on-disk index, if it has one."""
         ...
 
     def find_by_idempotency_key(self, key: str) -> OrderLogEntry | None:
-        """The entry recorded with idempotency key ``key``, if any."""
+        """The entry written with idempotency key ``key``, if any."""
         ...
 
     def reachable(self) -> bool:
@@ -111,8 +150,12 @@ class TradeLog(TradeLogReader, Protocol):
         """The sequence of the newest SELL with trades recorded, 0 when none."""
         ...
 
-    def append(self, trades: tuple[Trade, ...], sequence: int) -> None:
-        """Record the trades SELL ``sequence`` made, all or nothing; durable on return."""
+    def write(self, trades: tuple[Trade, ...], sequence: int) -> None:
+        """Record the trades SELL ``sequence`` made, all or nothing; durable after the next sync()."""
+        ...
+
+    def sync(self) -> None:
+        """Make every trade written so far durable."""
         ...
 
 
@@ -153,7 +196,10 @@ class OrderTransaction(Protocol):
         ...
 
     def record(self, decision: OrderDecision, change: PositionChange, idempotency_key: str | None) -> OrderLogEntry:
-        """Record the decision (the log entry with the next sequence), its trades and positions; durable on return."""
+        """Record the decision (the log entry with the next sequence), its trades and positions.
+
+        Durable once the transaction's block has exited without an error.
+        """
         ...
 
 
@@ -165,7 +211,11 @@ class OrderStore(Protocol):
         ...
 
     def transaction(self) -> AbstractContextManager[OrderTransaction]:
-        """A transaction for one order; nothing is kept unless record() returned inside it."""
+        """A transaction for one order; what it recorded or read is durable when its block exits.
+
+        Nothing is kept unless record() returned inside it; leaving the block
+        raises StorageUnavailable if what it recorded could not be made durable.
+        """
         ...
 
     def positions(

@@ -1,4 +1,4 @@
-"""An append-only file of JSON lines, each with a sequence: checked at open, fsync'd per append, never rewritten."""
+"""An append-only file of JSON lines, each with a sequence: written, then made durable in groups, never rewritten."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from trading_orders.adapters.storage.atomic_file import fsync_directory
 from trading_orders.adapters.storage.file_lock import ExclusiveFileLock
@@ -23,6 +23,20 @@ LineCheck = Callable[[int, dict[str, Any], int], int]
 _BLOCK = 64 * 1024
 
 
+def _last_newline_end(handle: BinaryIO, end: int) -> int:
+    """The offset just past the last newline before byte ``end`` (0 if none)."""
+    position = end
+    while position > 0:
+        start = max(0, position - _BLOCK)
+        handle.seek(start)
+        block = handle.read(position - start)
+        found = block.rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        position = start
+    return 0
+
+
 def line_offset(lines: JsonLinesFile, cursor: str) -> int:
     """The byte offset a cursor of ``lines`` names; raises InvalidCursor unless a line starts there."""
     try:
@@ -35,10 +49,20 @@ def line_offset(lines: JsonLinesFile, cursor: str) -> int:
 
 
 class JsonLinesFile:
-    """The file at ``path``: one JSON object per line, sequences rising, one writing process at a time."""
+    """The file at ``path``: one JSON object per line, sequences rising, one writing process at a time.
 
-    def __init__(self, path: Path, check_line: LineCheck, kind: str, *, read_only: bool = False) -> None:
-        """Open and check every line; a writer creates the file and cuts a torn last line left by a crash.
+    Opening costs only the last line: the lines before it are checked by
+    check(), from the start or from a place an earlier check vouched for.
+    write() hands a line to the OS; sync() makes every line written so far
+    durable, so many writes can share one fsync. Readers see the lines up to
+    ``visible_size``: what sync() made durable, or with ``visible_unsynced``
+    every line written.
+    """
+
+    def __init__(
+        self, path: Path, check_line: LineCheck, kind: str, *, read_only: bool = False, visible_unsynced: bool = False
+    ) -> None:
+        """Open the file and find its last line; a writer creates the file and cuts a torn last line a crash left.
 
         ``read_only`` takes no lock and changes nothing, so it can inspect the
         file of a running service; a torn last line is then only reported.
@@ -47,17 +71,21 @@ class JsonLinesFile:
         self._check_line = check_line
         self._kind = kind
         self._read_only = read_only
+        self._visible_unsynced = visible_unsynced
         self._lock: ExclusiveFileLock | None = None
         self._fd = -1
-        self.last_sequence = 0
-        self.size = 0  # bytes of complete, valid lines
+        # (bytes, sequence) of the complete lines written, and of those known
+        # to be on disk: each a tuple replaced whole, so a thread reading it
+        # never sees a size from one line and a sequence from another.
+        self._end: tuple[int, int] = (0, 0)
+        self._durable: tuple[int, int] = (0, 0)
         self.torn_tail = 0  # bytes of a last line a crash cut short, still in the file
-        # Set when a failed append could not be undone: the file's end is then
+        # Set when a failed write could not be undone: the file's end is then
         # unknown, and appending more could put a lost record behind a new one.
         self._broken: str | None = None
         if read_only:
             if path.exists():
-                self._scan()
+                self._find_end()
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = ExclusiveFileLock(path)
@@ -66,7 +94,7 @@ class JsonLinesFile:
             self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
             if created:
                 fsync_directory(path.parent)
-            self._scan()
+            self._find_end()
             if self.torn_tail:
                 self._truncate(self.size)
                 logger.warning(
@@ -80,32 +108,91 @@ class JsonLinesFile:
             self.close()
             raise
 
-    def _scan(self) -> None:
+    @property
+    def size(self) -> int:
+        """Bytes of the complete lines written."""
+        return self._end[0]
+
+    @property
+    def last_sequence(self) -> int:
+        """The sequence of the last complete line written, 0 when none."""
+        return self._end[1]
+
+    @property
+    def durable_size(self) -> int:
+        """Bytes of the lines known to be on disk."""
+        return self._durable[0]
+
+    @property
+    def durable_sequence(self) -> int:
+        """The sequence of the last line known to be on disk."""
+        return self._durable[1]
+
+    @property
+    def visible_size(self) -> int:
+        """Bytes of the lines readers may see."""
+        return self.size if self._visible_unsynced else self.durable_size
+
+    def _find_end(self) -> None:
         with open(self.path, "rb") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            complete = _last_newline_end(handle, end)
+            self.torn_tail = end - complete
+            if complete == 0:
+                return
+            start = _last_newline_end(handle, complete - 1)
+            handle.seek(start)
+            line = handle.read(complete - start)
+        try:
+            record = json.loads(line)
+            sequence = record["sequence"] if isinstance(record, dict) else None
+            if not isinstance(sequence, int) or sequence < 1:
+                raise ValueError(f"sequence {sequence!r} is not a positive whole number")
+        except (KeyError, TypeError, ValueError) as error:
+            raise CorruptStore(
+                f"{self.path}: the last line (byte {start}) is not a valid {self._kind} ({error}); "
+                "the service never rewrites this file: restore it from a backup, or repair that line by hand"
+            ) from error
+        self._end = self._durable = (complete, sequence)
+
+    def check(self, start: int = 0, previous_sequence: int = 0) -> None:
+        """Check every line from byte ``start`` (a line start after sequence ``previous_sequence``) to the end.
+
+        Raises CorruptStore naming the line (from the start) or its byte.
+        """
+        if not self.path.exists():
+            return
+        if not self.is_line_start(start):
+            raise CorruptStore(f"{self.path}: no line starts at byte {start}; the file was changed")
+        offset, sequence = start, previous_sequence
+        with open(self.path, "rb") as handle:
+            handle.seek(start)
             for number, line in enumerate(handle, start=1):
-                if not line.endswith(b"\n"):
-                    # Only the last line can lack its end, and only because a
-                    # crash cut its append short: it was never acknowledged.
-                    self.torn_tail = len(line)
-                    return
+                if offset >= self.size:
+                    break
+                where = f"line {number} (byte {offset})" if start == 0 else f"the line at byte {offset}"
                 try:
                     record = json.loads(line)
                     if not isinstance(record, dict):
                         raise ValueError(f"expected a JSON object, found {type(record).__name__}")
-                    self.last_sequence = self._check_line(self.size, record, self.last_sequence)
+                    sequence = self._check_line(offset, record, sequence)
                 except (DomainError, KeyError, TypeError, ValueError) as error:
                     raise CorruptStore(
-                        f"{self.path}: line {number} (byte {self.size}) is not a valid {self._kind} ({error}); "
+                        f"{self.path}: {where} is not a valid {self._kind} ({error}); "
                         "the service never rewrites this file: restore it from a backup, or repair that line by hand"
                     ) from error
-                self.size += len(line)
+                offset += len(line)
+        if sequence != self.last_sequence:
+            raise CorruptStore(
+                f"{self.path}: the lines end at sequence {sequence}, the last line says {self.last_sequence}"
+            )
 
     def _truncate(self, size: int) -> None:
         os.ftruncate(self._fd, size)
         os.fsync(self._fd)
 
-    def append(self, record: dict[str, Any], sequence: int) -> int:
-        """Append ``record`` as one line and fsync it; returns its byte offset. On failure nothing is kept."""
+    def write(self, record: dict[str, Any], sequence: int) -> int:
+        """Hand ``record`` to the OS as one line, not yet durable; returns its offset. On failure nothing is kept."""
         if self._read_only:
             raise PermissionError(f"{self.path} was opened read-only")
         if sequence <= self.last_sequence:
@@ -117,27 +204,65 @@ class JsonLinesFile:
             written = 0
             while written < len(line):
                 written += os.write(self._fd, line[written:])
-            os.fsync(self._fd)
         except OSError as error:
-            self._undo_append(error)
+            self.cut_back(self.size, error)
             raise StorageUnavailable(f"cannot append to {self.path}: {error.strerror or error}") from error
         offset = self.size
-        self.last_sequence = sequence
-        self.size += len(line)
+        self._end = (offset + len(line), sequence)
         return offset
 
-    def _undo_append(self, error: OSError) -> None:
+    def sync(self) -> int:
+        """Make every line written so far durable; returns the last durable sequence.
+
+        Raises StorageUnavailable if the disk refuses; the lines past the
+        durable end are then in doubt, and cut_back() should drop them.
+        """
+        if self._broken is not None:
+            raise StorageUnavailable(self._broken)
+        end = self._end
+        if end[0] != self._durable[0]:
+            try:
+                os.fsync(self._fd)
+            except OSError as error:
+                raise StorageUnavailable(f"cannot append to {self.path}: {error.strerror or error}") from error
+            self._durable = max(self._durable, end)
+        return self._durable[1]
+
+    def append(self, record: dict[str, Any], sequence: int) -> int:
+        """Append ``record`` as one line and fsync it; returns its byte offset. On failure nothing is kept."""
+        offset = self.write(record, sequence)
         try:
-            self._truncate(self.size)
+            self.sync()
+        except StorageUnavailable as error:
+            self.cut_back(offset, error)
+            raise
+        return offset
+
+    def cut_back(self, size: int, error: BaseException, last_sequence: int | None = None) -> None:
+        """Drop every line from byte ``size`` on, after ``error`` made them doubtful; broken if even that fails.
+
+        ``last_sequence`` is the sequence of the line that ends at ``size``, when the caller knows it.
+        """
+        try:
+            self._truncate(size)
         except OSError as undo_error:
             self._broken = (
                 f"{self.path} could not be cut back after a failed append ({undo_error.strerror or undo_error}); "
                 "restart the service so it can check the file"
             )
             logger.critical("%s; the append failed with: %s", self._broken, error)
+            return
+        if size < self.size:
+            sequence = self._sequence_before(size) if last_sequence is None else last_sequence
+            self._end = (size, sequence)
+            self._durable = min(self._durable, self._end)
+
+    def _sequence_before(self, offset: int) -> int:
+        previous = next(self.backward(offset, visible_only=False), None)
+        return 0 if previous is None else int(previous[1]["sequence"])
 
     def is_line_start(self, offset: int) -> bool:
-        """True when a line of the checked file starts at ``offset`` (or it is the file's end)."""
+        """True when a line of the file starts at ``offset`` (or the written lines end there)."""
         if not 0 <= offset <= self.size:
             return False
         if offset == 0:
@@ -148,31 +273,46 @@ class JsonLinesFile:
 
     def read_at(self, offset: int) -> dict[str, Any]:
         """The record whose line starts at byte ``offset``."""
+        return self.line_at(offset)[0]
+
+    def line_at(self, offset: int) -> tuple[dict[str, Any], int]:
+        """The record whose line starts at byte ``offset``, and the offset where its line ends."""
         with open(self.path, "rb") as handle:
             handle.seek(offset)
-            record: dict[str, Any] = json.loads(handle.readline())
-            return record
+            line = handle.readline()
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"expected a JSON object, found {type(record).__name__}")
+        except ValueError as error:
+            raise CorruptStore(
+                f"{self.path}: the line at byte {offset} is not a valid {self._kind} ({error})"
+            ) from error
+        return record, offset + len(line)
 
-    def forward(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """Every (offset, record), oldest first, up to what was complete when last checked or appended."""
+    def forward(self, start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(offset, record) oldest first from the line at byte ``start``, up to the visible end."""
         if not self.path.exists():
             return
-        offset = 0
+        offset, end = start, self.visible_size
         with open(self.path, "rb") as handle:
+            handle.seek(start)
             for line in handle:
-                if offset + len(line) > self.size:
-                    return  # a torn tail, or lines appended after a read-only open
+                if offset + len(line) > end:
+                    return  # not yet visible, a torn tail, or lines appended after a read-only open
                 yield offset, json.loads(line)
                 offset += len(line)
 
-    def backward(self, before: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    def backward(self, before: int | None = None, *, visible_only: bool = True) -> Iterator[tuple[int, dict[str, Any]]]:
         """(offset, record) newest first, starting with the line that ends at byte ``before`` (default: the end).
 
         Reads the file in blocks from the end, so a page costs the lines it
-        returns, however deep into the file it starts.
+        returns, however deep into the file it starts. The end is the visible
+        one unless ``visible_only`` is False.
         """
-        end = self.size if before is None else before
-        if not 0 <= end <= self.size:
+        limit = self.visible_size if visible_only else self.size
+        end = limit if before is None else before
+        if not 0 <= end <= limit:
             raise ValueError(f"offset {end} is outside {self.path}")
         with open(self.path, "rb") as handle:
             # buffer always ends at a line boundary: the start of the line

@@ -1,33 +1,108 @@
-"""The default order log: one JSON line per order, appended and fsync'd, never rewritten."""
+"""The default order log: one JSON line per order, appended, made durable in groups, never rewritten."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import sqlite3
+from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from trading_orders.adapters.storage.codec import entry_from_dict, entry_to_dict
 from trading_orders.adapters.storage.json_lines import JsonLinesFile, line_offset
+from trading_orders.adapters.storage.order_index import IndexRow, OrderIndex
+from trading_orders.application.errors import CorruptStore, StorageUnavailable
 from trading_orders.domain.model import OrderLogEntry
+
+logger = logging.getLogger(__name__)
 
 ORDER_LOG_FILE = "order_log.jsonl"
 
 
 class JsonLinesOrderLog:
-    """The order log in ``<directory>/order_log.jsonl``; one writing process at a time."""
+    """The order log in ``<directory>/order_log.jsonl``, indexed in ``order_index.sqlite3``; one writer.
+
+    Opening checks the lines the on-disk index does not cover yet (every
+    line when there is no index, or a read-only open) and keeps those
+    entries in memory until index_through() moves them to the index: memory
+    holds the entries since the last checkpoint, however long the log grows,
+    and a start-up reads only the log's tail.
+    """
 
     def __init__(self, directory: Path, *, read_only: bool = False) -> None:
-        """Open (or create) the log and check every line; see JsonLinesFile for torn lines and read-only use."""
-        self._offsets_by_key: dict[str, int] = {}
+        """Open (or create) the log and its index; see JsonLinesFile for torn lines and read-only use."""
         self._file = JsonLinesFile(directory / ORDER_LOG_FILE, self._check_line, "order-log entry", read_only=read_only)
+        try:
+            self._index = OrderIndex(directory, read_only=read_only)
+        except BaseException:
+            self._file.close()
+            raise
+        self._remembered_through = 0
+        # Entries past the index, oldest first, and their offsets by key and
+        # by order id. Written under the store's lock; index_through() drains
+        # them from the other end, which deque and dict allow across threads.
+        self._unindexed: deque[IndexRow] = deque()
+        self._offsets_by_key: dict[str, int] = {}
+        self._offsets_by_order: dict[str, int] = {}
+        try:
+            indexed = self._matching_index_end()
+            start, previous = indexed if indexed is not None else (0, 0)
+            self._remembered_through = previous
+            self._file.check(start, previous)
+        except BaseException:
+            self.close()
+            raise
 
     def _check_line(self, offset: int, record: dict[str, Any], previous: int) -> int:
         entry = entry_from_dict(record)
         if entry.sequence != previous + 1:
             raise ValueError(f"sequence {entry.sequence} follows {previous}")
-        if entry.idempotency_key is not None:
-            self._offsets_by_key[entry.idempotency_key] = offset
+        if entry.sequence > self._remembered_through:
+            self._remember((entry.sequence, offset, entry.decision.order_id, entry.idempotency_key))
         return entry.sequence
+
+    def _remember(self, row: IndexRow) -> None:
+        self._remembered_through = row[0]
+        self._unindexed.append(row)
+        self._offsets_by_order[row[2]] = row[1]
+        if row[3] is not None:
+            self._offsets_by_key[row[3]] = row[1]
+
+    def check(self, sequence: int = 0, offset: int | None = None) -> None:
+        """Check that entry ``sequence`` ends at byte ``offset`` (a snapshot's mark); with no offset, every line.
+
+        Raises CorruptStore naming the place.
+        """
+        if offset is None:
+            self._file.check()
+            return
+        if not sequence:
+            return
+        before = next(self._file.backward(offset, visible_only=False), None) if offset <= self._file.size else None
+        if before is None or before[1].get("sequence") != sequence:
+            raise CorruptStore(
+                f"{self._file.path}: the position snapshot was taken at sequence {sequence}, byte {offset}, "
+                "and the log does not hold that entry there: the log was truncated or replaced; restore it "
+                "from a backup (it is the source of truth), or move positions.json aside to rebuild it"
+            )
+
+    def _matching_index_end(self) -> tuple[int, int] | None:
+        """(offset after, sequence) of the newest indexed entry, if the index matches this log."""
+        last = self._index.last()
+        if last is None:
+            return None
+        sequence, offset = last
+        if sequence <= self._file.last_sequence and offset < self._file.size and self._file.is_line_start(offset):
+            try:
+                record, end = self._file.line_at(offset)
+            except CorruptStore:
+                record, end = {}, 0  # the log changed under the index: the full check below names the place
+            if record.get("sequence") == sequence:
+                return end, sequence
+        logger.warning("%s does not match %s; rebuilding it from the log", self._index.path, self._file.path)
+        self._index.clear()
+        return None
 
     @property
     def torn_tail(self) -> int:
@@ -35,45 +110,123 @@ class JsonLinesOrderLog:
         return self._file.torn_tail
 
     def last_sequence(self) -> int:
-        """The sequence of the newest entry, 0 when the log is empty."""
+        """The sequence of the newest entry written, 0 when the log is empty."""
         return self._file.last_sequence
+
+    def durable_sequence(self) -> int:
+        """The sequence of the newest entry known to be on disk."""
+        return self._file.durable_sequence
+
+    def end_offset(self) -> int:
+        """The byte offset just past the newest entry written: where the next one starts."""
+        return self._file.size
+
+    def write(self, entry: OrderLogEntry) -> None:
+        """Hand ``entry`` to the OS, not yet durable (see sync()); on failure nothing is kept."""
+        if entry.sequence != self._file.last_sequence + 1:
+            raise ValueError(f"order log is at sequence {self._file.last_sequence}, cannot append {entry.sequence}")
+        offset = self._file.write(entry_to_dict(entry), entry.sequence)
+        self._remember((entry.sequence, offset, entry.decision.order_id, entry.idempotency_key))
+
+    def sync(self) -> int:
+        """Make every entry written so far durable with one fsync; returns the newest durable sequence."""
+        return self._file.sync()
 
     def append(self, entry: OrderLogEntry) -> None:
         """Append ``entry`` and fsync it; on failure the file is cut back to where it was."""
-        if entry.sequence != self._file.last_sequence + 1:
-            raise ValueError(f"order log is at sequence {self._file.last_sequence}, cannot append {entry.sequence}")
-        offset = self._file.append(entry_to_dict(entry), entry.sequence)
-        if entry.idempotency_key is not None:
-            self._offsets_by_key[entry.idempotency_key] = offset
+        self.write(entry)
+        try:
+            self.sync()
+        except StorageUnavailable as error:
+            self.roll_back(error)
+            raise
+
+    def roll_back(self, error: BaseException) -> None:
+        """Drop the entries written since the last durable one, after ``error`` put them in doubt."""
+        durable_size, durable_sequence = self._file.durable_size, self._file.durable_sequence
+        self._file.cut_back(durable_size, error, durable_sequence)
+        self._remembered_through = min(self._remembered_through, durable_sequence)
+        while self._unindexed and self._unindexed[-1][0] > durable_sequence:
+            _, _, order_id, key = self._unindexed.pop()
+            self._offsets_by_order.pop(order_id, None)
+            if key is not None:
+                self._offsets_by_key.pop(key, None)
+
+    def index_through(self, sequence: int) -> None:
+        """Move the durable entries up to ``sequence`` from memory to the on-disk index."""
+        through = min(sequence, self._file.durable_sequence)
+        rows: list[IndexRow] = []
+        while self._unindexed and self._unindexed[0][0] <= through:
+            rows.append(self._unindexed.popleft())
+        if not rows:
+            return
+        try:
+            self._index.add(rows)
+        except sqlite3.Error as error:
+            self._unindexed.extendleft(reversed(rows))
+            raise StorageUnavailable(f"cannot write {self._index.path}: {error}") from error
+        # Only now, so a lookup finds each entry in memory or on disk throughout.
+        for _, _, order_id, key in rows:
+            self._offsets_by_order.pop(order_id, None)
+            if key is not None:
+                self._offsets_by_key.pop(key, None)
+
+    def unindexed(self) -> int:
+        """How many entries wait in memory for the on-disk index."""
+        return len(self._unindexed)
 
     def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
-        """The entries with a sequence above ``sequence``, oldest first."""
-        for _, record in self._file.forward():
-            if record["sequence"] > sequence:
-                yield entry_from_dict(record)
+        """The durable entries with a sequence above ``sequence``, oldest first, read from the first of them on."""
+        start = self._offset_of_sequence(sequence + 1) if sequence > 0 else 0
+        if start is None:
+            return
+        for _, record in self._file.forward(start):
+            yield entry_from_dict(record)
+
+    def _offset_of_sequence(self, sequence: int) -> int | None:
+        if self._unindexed and self._unindexed[0][0] <= sequence:
+            return next((row[1] for row in self._unindexed if row[0] == sequence), None)
+        found = self._lookup(self._index.offset_of_sequence, sequence)
+        if found is not None:
+            return found
+        # Not indexed (an index rebuilt with the tail still in memory): walk back from the end.
+        return next((offset for offset, record in self._file.backward() if record["sequence"] == sequence), None)
 
     def find_by_idempotency_key(self, key: str) -> OrderLogEntry | None:
-        """The entry recorded with idempotency key ``key``, if any; one seek and one line read."""
+        """The entry written with idempotency key ``key``, if any: from memory, else one index lookup."""
         offset = self._offsets_by_key.get(key)
+        if offset is None:
+            offset = self._lookup(self._index.offset_of_key, key)
         return None if offset is None else entry_from_dict(self._file.read_at(offset))
 
     def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, OrderLogEntry]]:
         """(cursor, entry) newest first; a cursor is the entry's byte offset, so any page costs what it reads."""
         before = None if cursor is None else line_offset(self._file, cursor)
+        if before is not None and before > self._file.visible_size:
+            before = self._file.visible_size
         for offset, record in self._file.backward(before):
             yield f"{offset:x}", entry_from_dict(record)
 
     def find_by_order_id(self, order_id: str) -> OrderLogEntry | None:
-        """The entry of order ``order_id``, searched newest first, so recent orders are found at once."""
-        for _, record in self._file.backward():
-            if record["order_id"] == order_id:
-                return entry_from_dict(record)
-        return None
+        """The durable entry of order ``order_id``: from memory, else one index lookup."""
+        offset = self._offsets_by_order.get(order_id)
+        if offset is None:
+            offset = self._lookup(self._index.offset_of_order, order_id)
+        if offset is None or offset >= self._file.visible_size:
+            return None
+        return entry_from_dict(self._file.read_at(offset))
+
+    def _lookup(self, query: Callable[[Any], int | None], value: str | int) -> int | None:
+        try:
+            return query(value)
+        except sqlite3.Error as error:
+            raise StorageUnavailable(f"cannot read {self._index.path}: {error}") from error
 
     def reachable(self) -> bool:
         """True while the log's file is still the one at its path and appends can be undone."""
         return self._file.reachable()
 
     def close(self) -> None:
-        """Close the file and release it for another process."""
+        """Close the file and its index and release them for another process."""
+        self._index.close()
         self._file.close()

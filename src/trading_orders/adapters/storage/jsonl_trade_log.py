@@ -28,15 +28,31 @@ class JsonLinesTradeLog:
     """Trades in ``<directory>/trades.jsonl``; one writing process at a time."""
 
     def __init__(self, directory: Path, *, read_only: bool = False) -> None:
-        """Open (or create) the trade log and check every line; see JsonLinesFile for torn lines."""
-        self._file = JsonLinesFile(directory / TRADE_LOG_FILE, _check_line, "trade-log line", read_only=read_only)
+        """Open (or create) the trade log, reading only its last line; see JsonLinesFile for torn lines."""
+        # Trades are written only for orders already durable in the order
+        # log, so readers may see them before this file's own fsync.
+        self._file = JsonLinesFile(
+            directory / TRADE_LOG_FILE, _check_line, "trade-log line", read_only=read_only, visible_unsynced=True
+        )
+
+    def check(self) -> None:
+        """Check every line; raises CorruptStore naming the first bad one."""
+        self._file.check()
 
     def last_sequence(self) -> int:
         """The sequence of the newest SELL with trades recorded, 0 when none."""
         return self._file.last_sequence
 
+    def write(self, trades: tuple[Trade, ...], sequence: int) -> None:
+        """Record the trades SELL ``sequence`` made in one line, not yet durable (see sync())."""
+        self._file.write({"sequence": sequence, "trades": [trade_to_dict(t) for t in trades]}, sequence)
+
+    def sync(self) -> None:
+        """Make every line written so far durable."""
+        self._file.sync()
+
     def append(self, trades: tuple[Trade, ...], sequence: int) -> None:
-        """Record the trades SELL ``sequence`` made in one line, so a crash keeps all of them or none."""
+        """Record the trades SELL ``sequence`` made in one line, so a crash keeps all of them or none; durable."""
         self._file.append({"sequence": sequence, "trades": [trade_to_dict(t) for t in trades]}, sequence)
 
     def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, Trade]]:
@@ -47,7 +63,7 @@ class JsonLinesTradeLog:
             if not index.isdigit():
                 raise InvalidCursor(f"cursor {cursor!r} was not handed out by this service")
             before = line_offset(self._file, line)
-            if before >= self._file.size:
+            if before >= self._file.visible_size:
                 raise InvalidCursor(f"cursor {cursor!r} was not handed out by this service")
             trades = self._file.read_at(before)["trades"]
             for position in range(min(int(index), len(trades)) - 1, -1, -1):

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from trading_orders.application.errors import InvalidCursor
 from trading_orders.application.ports import StoredPositions
-from trading_orders.domain.model import OrderLogEntry, Position, PositionChange, Trade
+from trading_orders.domain.model import OrderLogEntry, Trade
 
 
 class InMemoryPositionStore:
@@ -14,22 +14,15 @@ class InMemoryPositionStore:
 
     def __init__(self) -> None:
         """Start empty."""
-        self._positions: dict[Position, None] = {}
-        self._applied_sequence = 0
+        self._snapshot = StoredPositions((), 0)
 
     def load(self) -> StoredPositions:
-        """Every stored open position and the sequence of the last order applied."""
-        return StoredPositions(tuple(self._positions), self._applied_sequence)
+        """The latest snapshot."""
+        return self._snapshot
 
-    def apply(self, change: PositionChange, sequence: int) -> None:
-        """Record ``change`` and ``sequence`` together."""
-        missing = [p for p in change.closed if p not in self._positions]
-        if missing:
-            raise ValueError(f"cannot close {missing[0]}: it is not stored")
-        for position in change.closed:
-            del self._positions[position]
-        self._positions.update(dict.fromkeys(change.opened))
-        self._applied_sequence = sequence
+    def save(self, snapshot: StoredPositions) -> None:
+        """Keep ``snapshot`` as the latest."""
+        self._snapshot = snapshot
 
     def close(self) -> None:
         """Nothing to release."""
@@ -46,11 +39,14 @@ class InMemoryTradeLog:
         """The sequence of the newest SELL with trades recorded, 0 when none."""
         return self.trades[-1][0] if self.trades else 0
 
-    def append(self, trades: tuple[Trade, ...], sequence: int) -> None:
+    def write(self, trades: tuple[Trade, ...], sequence: int) -> None:
         """Record the trades SELL ``sequence`` made."""
         if sequence <= self.last_sequence():
             raise ValueError(f"trade log is at sequence {self.last_sequence()}, cannot append {sequence}")
         self.trades.extend((sequence, trade) for trade in trades)
+
+    def sync(self) -> None:
+        """Nothing to do: memory is as durable as it gets."""
 
     def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, Trade]]:
         """(cursor, trade) newest first; a cursor is the trade's index."""
@@ -78,9 +74,34 @@ class InMemoryOrderLog:
         self._entries: list[OrderLogEntry] = []
         self._by_key: dict[str, OrderLogEntry] = {}
 
+    def check(self, sequence: int = 0, offset: int | None = None) -> None:
+        """Nothing to check: entries were checked on their way in."""
+
     def last_sequence(self) -> int:
         """The sequence of the newest entry, 0 when the log is empty."""
         return self._entries[-1].sequence if self._entries else 0
+
+    def durable_sequence(self) -> int:
+        """The newest entry's sequence: written is as durable as memory gets."""
+        return self.last_sequence()
+
+    def end_offset(self) -> int:
+        """The index the next entry will take."""
+        return len(self._entries)
+
+    def write(self, entry: OrderLogEntry) -> None:
+        """Append ``entry``; its sequence must be one past the last."""
+        self.append(entry)
+
+    def sync(self) -> int:
+        """Nothing to do; returns the newest sequence."""
+        return self.last_sequence()
+
+    def roll_back(self, error: BaseException) -> None:
+        """Nothing to drop: every entry written is as durable as memory gets."""
+
+    def index_through(self, sequence: int) -> None:
+        """Nothing to move: this log is all memory."""
 
     def append(self, entry: OrderLogEntry) -> None:
         """Append ``entry``; its sequence must be one past the last."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from trading_orders.adapters.storage.codec import position_from_dict, position_t
 from trading_orders.adapters.storage.file_lock import ExclusiveFileLock
 from trading_orders.application.errors import CorruptStore, StorageUnavailable
 from trading_orders.application.ports import StoredPositions
-from trading_orders.domain.model import DomainError, Position, PositionChange
+from trading_orders.domain.model import DomainError, Position
 
 logger = logging.getLogger(__name__)
 
@@ -27,22 +26,19 @@ _META = "meta"
 
 
 class AtomicJSONStorage(Storage):
-    """A TinyDB storage that replaces its file atomically and can group writes into one.
+    """A TinyDB storage that replaces its file atomically.
 
     TinyDB's stock JSONStorage truncates and rewrites its file in place, so a
     crash mid-write leaves a torn file. This one writes a temporary file,
     fsyncs it, renames it over the old one and fsyncs the directory. It keeps
     the committed data in memory (the store is the file's only user), so reads
-    cost no I/O, and inside batch() the writes of several TinyDB operations are
-    held back and land as one atomic write, or not at all.
+    cost no I/O.
     """
 
     def __init__(self, path: Path) -> None:
         """Open ``path``; raises CorruptStore, naming the place, if it is not valid JSON."""
         self._path = path
         self._committed: dict[str, Any] | None = self._read_file()
-        self._pending: dict[str, Any] | None = None
-        self._batching = False
 
     def _read_file(self) -> dict[str, Any] | None:
         try:
@@ -65,37 +61,33 @@ class AtomicJSONStorage(Storage):
 
     def read(self) -> dict[str, dict[str, Any]] | None:
         """The data as of the last write, each table copied so TinyDB's edits stay private until written."""
-        source = self._pending if self._pending is not None else self._committed
-        if source is None:
+        if self._committed is None:
             return None
-        return {name: dict(table) for name, table in source.items()}
+        return {name: dict(table) for name, table in self._committed.items()}
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
-        """Write ``data`` atomically, or hold it for the end of the current batch."""
-        if self._batching:
-            self._pending = data
-            return
-        self._commit(data)
-
-    @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Group the writes inside into one atomic write at the end; an error discards them all."""
-        self._batching = True
-        try:
-            yield
-            if self._pending is not None:
-                self._commit(self._pending)
-        finally:
-            self._batching = False
-            self._pending = None
-
-    def _commit(self, data: dict[str, Any]) -> None:
-        encoded = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-        write_atomically(self._path, encoded)
+        """Replace the file with ``data`` atomically."""
+        write_atomically(self._path, b"".join(_encode(data)))
         self._committed = data
 
     def close(self) -> None:
         """Nothing to release: every write is complete when it returns."""
+
+
+def _encode(data: dict[str, dict[str, Any]]) -> Iterator[bytes]:
+    """``data`` as compact JSON, one document at a time.
+
+    One json.dumps of a large snapshot would hold the interpreter for its
+    whole length; document by document, request threads get their turns.
+    """
+    yield b"{"
+    for table_number, (table, documents) in enumerate(data.items()):
+        yield (b"," if table_number else b"") + json.dumps(table).encode() + b":{"
+        for number, (doc_id, document) in enumerate(documents.items()):
+            piece = json.dumps(str(doc_id)) + ":" + json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+            yield ((b"," if number else b"") + piece.encode())
+        yield b"}"
+    yield b"}"
 
 
 class TinyDBPositionStore:
@@ -127,57 +119,45 @@ class TinyDBPositionStore:
         self._storage = storage
         self._positions = self._db.table(_POSITIONS, cache_size=0)
         self._meta = self._db.table(_META, cache_size=0)
-        self._doc_ids: dict[Position, int] = {}
 
     def load(self) -> StoredPositions:
-        """Every stored open position and the sequence of the last order applied."""
+        """The latest snapshot: every position in it and the order-log sequence it includes."""
         positions: list[Position] = []
-        self._doc_ids = {}
         for document in self._positions.all():
             try:
-                position = position_from_dict(document)
+                positions.append(position_from_dict(document))
             except (DomainError, KeyError, TypeError, ValueError) as error:
                 raise CorruptStore(
                     f"{self._path}: position document {document.doc_id} is not a valid position ({error}); "
                     "move the file aside and restart to rebuild positions from the order log"
                 ) from error
-            self._doc_ids[position] = document.doc_id
-            positions.append(position)
         meta = self._meta.all()
         sequence = meta[0].get("applied_sequence", 0) if meta else 0
+        offset = meta[0].get("log_offset") if meta else None
         if not isinstance(sequence, int) or sequence < 0:
             raise CorruptStore(f"{self._path}: applied_sequence {sequence!r} is not a sequence number")
-        return StoredPositions(tuple(positions), sequence)
+        if offset is not None and (not isinstance(offset, int) or offset < 0):
+            raise CorruptStore(f"{self._path}: log_offset {offset!r} is not a byte offset")
+        return StoredPositions(tuple(positions), sequence, offset)
 
-    def apply(self, change: PositionChange, sequence: int) -> None:
-        """Record ``change`` and ``sequence`` in one atomic write."""
-        missing = [p for p in change.closed if p not in self._doc_ids]
-        if missing:
-            raise ValueError(f"cannot close {missing[0]}: it is not in {self._path}")
-        self._write(sequence, closed=change.closed, opened=change.opened)
-
-    def _write(
-        self,
-        sequence: int,
-        closed: tuple[Position, ...],
-        opened: tuple[Position, ...],
-    ) -> None:
+    def save(self, snapshot: StoredPositions) -> None:
+        """Replace the file with ``snapshot`` in one atomic write."""
         if self._read_only:
             raise PermissionError(f"{self._path} was opened read-only")
+        meta: dict[str, Any] = {"applied_sequence": snapshot.applied_sequence}
+        if snapshot.log_offset is not None:
+            meta["log_offset"] = snapshot.log_offset
+        # TinyDB's own layout (table -> document id -> document), written
+        # whole: inserting 100,000 documents one by one would cost more than
+        # the write.
+        data = {
+            _POSITIONS: {str(number): position_to_dict(p) for number, p in enumerate(snapshot.positions, start=1)},
+            _META: {"1": meta},
+        }
         try:
-            with self._storage.batch():
-                if closed:
-                    self._positions.remove(doc_ids=[self._doc_ids[p] for p in closed])
-                new_ids = self._positions.insert_multiple(position_to_dict(p) for p in opened)
-                # Only inserts and removes: TinyDB edits updated documents in
-                # place, which would leak into the committed copy on failure.
-                self._meta.truncate()
-                self._meta.insert({"applied_sequence": sequence})
+            self._storage.write(data)
         except OSError as error:
             raise StorageUnavailable(f"cannot write {self._path}: {error.strerror or error}") from error
-        for position in closed:
-            self._doc_ids.pop(position, None)
-        self._doc_ids.update(zip(opened, new_ids, strict=True))
 
     def close(self) -> None:
         """Release the file for another process."""

@@ -1,0 +1,171 @@
+"""The file store under concurrency: group commit, snapshots, an index on disk, and start-up from the tail."""
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.service.fakes import CountingIds, FixedProfile, SteppingClock, service_over
+from trading_orders.adapters.storage.embedded_store import CheckpointPolicy, EmbeddedOrderStore
+from trading_orders.adapters.storage.json_lines import JsonLinesFile
+from trading_orders.adapters.storage.jsonl_order_log import ORDER_LOG_FILE, JsonLinesOrderLog
+from trading_orders.adapters.storage.jsonl_trade_log import JsonLinesTradeLog
+from trading_orders.adapters.storage.tinydb_position_store import TinyDBPositionStore
+from trading_orders.application.order_service import OrderService
+from trading_orders.domain.model import Order, OrderLogEntry, PositionScope, Side
+
+INSTRUMENTS = [f"I{n:02d}" for n in range(40)]
+PROFILE = {"U1": {"S": INSTRUMENTS}, "U2": {"S": INSTRUMENTS[:20]}}
+
+
+class Opened:
+    """A started service over the real files in a directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.positions = TinyDBPositionStore(directory)
+        self.log = JsonLinesOrderLog(directory)
+        self.trades = JsonLinesTradeLog(directory)
+        self.service, self.store = service_over(PROFILE, self.positions, self.log, self.trades)
+        self.report = self.service.start()
+
+    def close(self) -> None:
+        self.store.close()
+        for opened in (self.trades, self.log, self.positions):
+            opened.close()
+
+
+@pytest.fixture
+def opened(tmp_path: Path) -> Iterator[Opened]:
+    store = Opened(tmp_path)
+    yield store
+    store.close()
+
+
+def place_concurrently(service: OrderService, orders: list[Order], threads: int) -> list[OrderLogEntry]:
+    answered: list[OrderLogEntry] = []
+    barrier = threading.Barrier(threads)
+
+    def place(share: list[tuple[int, Order]]) -> None:
+        barrier.wait()
+        for number, order in share:
+            answered.append(service.place_order(order, idempotency_key=f"key-{number}").entry)
+
+    numbered = list(enumerate(orders))
+    workers = [threading.Thread(target=place, args=(numbered[n::threads],)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return answered
+
+
+def test_orders_that_arrive_during_a_sync_share_the_next_one(
+    opened: Opened, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log_syncs = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(ORDER_LOG_FILE):
+            log_syncs.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    orders = [Order("S", INSTRUMENTS[n % 40], Side.BUY if n % 3 else Side.SELL) for n in range(600)]
+    answered = place_concurrently(opened.service, orders, threads=24)
+    assert len(answered) == 600
+    assert len(log_syncs) < 600, "some orders shared an fsync"
+    # Every answer is in the log, gapless and in the order decided.
+    logged = list(opened.log.entries_after(0))
+    assert sorted(e.sequence for e in answered) == [e.sequence for e in logged] == list(range(1, 601))
+    assert {e.sequence: e for e in answered} == {e.sequence: e for e in logged}
+    # And the positions are what a sequential replay of that log gives.
+    replayed, _ = service_over(PROFILE, *_fresh_stores(tmp_path / "replay"))
+    replayed.start()
+    for entry in logged:
+        replayed.place_order(entry.decision.order)
+    assert _keys(replayed) == _keys(opened.service)
+
+
+def _fresh_stores(directory: Path) -> tuple[TinyDBPositionStore, JsonLinesOrderLog, JsonLinesTradeLog]:
+    return TinyDBPositionStore(directory), JsonLinesOrderLog(directory), JsonLinesTradeLog(directory)
+
+
+def _keys(service: OrderService) -> set[tuple[str, str, str]]:
+    return {(p.user, p.strategy, p.instrument) for p in service.open_positions()}
+
+
+def test_a_checkpoint_moves_keys_and_order_ids_from_memory_to_the_index(opened: Opened, tmp_path: Path) -> None:
+    first = opened.service.place_order(Order("S", "I01", Side.BUY), idempotency_key="k-1").entry
+    for n in range(2, 40):
+        opened.service.place_order(Order("S", INSTRUMENTS[n], Side.BUY), idempotency_key=f"k-{n}")
+    assert opened.log.unindexed() == 39
+    assert opened.store.checkpoint()
+    assert opened.log.unindexed() == 0, "memory holds only the orders since the last checkpoint"
+    assert opened.log.find_by_idempotency_key("k-1") == first
+    assert opened.log.find_by_order_id(first.decision.order_id) == first
+    retry = opened.service.place_order(Order("S", "I01", Side.BUY), idempotency_key="k-1")
+    assert retry.replayed and retry.entry == first, "a retry of an indexed key is still answered from the log"
+
+
+def test_start_up_checks_and_replays_only_the_log_after_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Opened(tmp_path)
+    for n in range(30):
+        store.service.place_order(Order("S", INSTRUMENTS[n], Side.BUY))
+    store.store.checkpoint()
+    tail_start = (tmp_path / ORDER_LOG_FILE).stat().st_size
+    for n in range(30, 35):
+        store.service.place_order(Order("S", INSTRUMENTS[n], Side.BUY))
+    expected = store.service.open_positions()
+    # A crash: no last checkpoint, the files released as the process's death would.
+    for opened in (store.trades, store.log, store.positions):
+        opened.close()
+
+    checked_from: list[int] = []
+    real_check = JsonLinesFile.check
+
+    def recording_check(self: JsonLinesFile, start: int = 0, previous_sequence: int = 0) -> None:
+        checked_from.append(start)
+        real_check(self, start, previous_sequence)
+
+    monkeypatch.setattr(JsonLinesFile, "check", recording_check)
+    restarted = Opened(tmp_path)
+    assert checked_from == [tail_start], "only the lines after the indexed ones were read"
+    assert restarted.report.replayed_orders == 5
+    assert restarted.service.open_positions() == expected
+    restarted.close()
+
+
+def test_a_missing_index_is_rebuilt_from_the_log(tmp_path: Path) -> None:
+    store = Opened(tmp_path)
+    keyed = store.service.place_order(Order("S", "I00", Side.BUY), idempotency_key="keep").entry
+    store.close()
+    (tmp_path / "order_index.sqlite3").unlink()
+    restarted = Opened(tmp_path)
+    assert restarted.log.find_by_idempotency_key("keep") == keyed
+    restarted.close()
+
+
+def test_the_snapshot_is_taken_in_the_background_every_n_orders(tmp_path: Path) -> None:
+    positions, log, trades = _fresh_stores(tmp_path)
+    store = EmbeddedOrderStore(
+        positions, log, trades, PositionScope.STRATEGY, CheckpointPolicy(every_orders=10, every_seconds=3600)
+    )
+    service = OrderService(FixedProfile(PROFILE), store, SteppingClock(), CountingIds(), PositionScope.STRATEGY)
+    service.start()
+    for n in range(10):
+        service.place_order(Order("S", INSTRUMENTS[n], Side.BUY))
+    deadline = time.monotonic() + 10
+    while positions.load().applied_sequence < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    snapshot = positions.load()
+    assert snapshot.applied_sequence == 10 and len(snapshot.positions) == 10 + 10
+    assert snapshot.log_offset == (tmp_path / ORDER_LOG_FILE).stat().st_size
+    store.close()
+    for opened in (trades, log, positions):
+        opened.close()
