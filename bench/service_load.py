@@ -1,14 +1,21 @@
 """Orders per second and latency of the real service under load, beside the HTTP stack's own ceiling.
 
-    .venv/bin/python bench/service_load.py [--seconds 10] [--stores tinydb,sqlite]
+    .venv/bin/python bench/service_load.py [--seconds 10] [--history 1000000] [--quick]
 
-Starts the real service (one uvicorn worker) on loopback for each store, and a
-no-op endpoint of the same shape on the same settings, and drives each over
+Starts the real service (one uvicorn worker) on loopback, and a no-op
+endpoint of the same shape on the same settings, and drives each over
 keep-alive connections (4 and 64 of them) with a mixed BUY/SELL stream: with
 wrk (bench/orders.lua) where it is installed, else with an asyncio HTTP/1.1
-client, which saturates near 1,500 requests/s on 2 cores. Prints a table: orders/s, p50, p99 and p99.9 latency,
-the service's peak RSS, and orders/s as a share of the ceiling. Also times the
-pure domain core. Not part of make test.
+client, which saturates near 1,500 requests/s on 2 cores.
+
+The default store runs on data sets written by bench/preload.py: 100, 10,000
+and 100,000 open positions, each with an order log of 0 and of --history
+entries. For each it prints orders/s (and as a share of the ceiling), p50,
+p99 and p99.9 latency, the service's peak RSS, the start-up time on the data
+set, and the restart time after a kill -9 at the end of the load (crash
+recovery: replaying what the last snapshot lacks). SQLite runs on an empty
+store only. Also times the pure domain core. --quick runs only the empty data
+sets. Not part of make test.
 """
 
 import argparse
@@ -24,14 +31,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import preload
+
 from trading_orders.domain.model import Order, PositionScope, Side
 from trading_orders.domain.portfolio import Portfolio
 from trading_orders.domain.profile import Profile
 from trading_orders.tools.service_process import LOOPBACK, ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
-INSTRUMENTS = [f"SYM{n:03d}" for n in range(50)]
-PROFILE = {f"U{u}": {f"S{s}": INSTRUMENTS for s in range(5)} for u in range(3)}
+INSTRUMENTS = preload.INSTRUMENTS
 
 
 @dataclass
@@ -149,43 +157,114 @@ def domain_decisions_per_second(users: int, decisions: int = 100_000) -> float:
     return decisions / (time.perf_counter() - started)
 
 
+@dataclass
+class Scenario:
+    """A store and a data set to drive."""
+
+    store: str
+    holders: int  # PRE users, 100 positions each
+    history: int  # orders in the log before the run
+
+    @property
+    def label(self) -> str:
+        """How the table names it."""
+        return f"{self.store}, {self.holders * 100:,} positions, {self.history:,}-entry log"
+
+
+def started_within(service: ServiceProcess) -> float:
+    """Start ``service`` and return the seconds until /health answered."""
+    began = time.perf_counter()
+    service.start(timeout=120)
+    return time.perf_counter() - began
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    name: str
+    connections: int
+    run: Run
+    rss: float
+    start_up: float | None = None
+    restart: float | None = None
+
+
+def run_scenario(
+    scenario: Scenario, scratch: Path, past: preload.History | None, seconds: float, use_wrk: bool
+) -> list[Row]:
+    """Load, drive, kill and restart the service on one data set."""
+    data = scratch / "data"
+    shutil.rmtree(data, ignore_errors=True)
+    if scenario.store == "tinydb":
+        preload.write_data_set(data, scenario.holders, past)
+    (scratch / "profile.json").write_text(json.dumps(preload.profile(scenario.holders)))
+    environment = {
+        "TRADING_ORDERS_DATA_DIR": str(data),
+        "TRADING_ORDERS_PROFILE_PATH": str(scratch / "profile.json"),
+        "TRADING_ORDERS_LOG_DIR": str(scratch / "logs"),
+        "TRADING_ORDERS_LOG_LEVEL": "WARNING",
+        "TRADING_ORDERS_STORE": scenario.store,
+    }
+    rows = []
+    service = ServiceProcess(ROOT / "Scripts", environment, scratch / f"{scenario.store}.out")
+    start_up = started_within(service)
+    try:
+        for connections in (4, 64):
+            run, rss = measure(service, connections, seconds, use_wrk)
+            rows.append(Row(scenario.label, connections, run, rss, start_up))
+    finally:
+        service.kill()
+    restarted = ServiceProcess(ROOT / "Scripts", environment, scratch / f"{scenario.store}.restart.out")
+    rows[-1].restart = started_within(restarted)
+    restarted.stop()
+    shutil.rmtree(data, ignore_errors=True)
+    return rows
+
+
 def main() -> None:
     """Run every scenario and print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--stores", default="tinydb,sqlite")
+    parser.add_argument("--history", type=int, default=1_000_000, help="orders in the long log")
+    parser.add_argument("--quick", action="store_true", help="only the empty data sets")
     args = parser.parse_args()
     use_wrk = shutil.which("wrk") is not None
     print(f"load generator: {'wrk' if use_wrk else 'asyncio client'}", flush=True)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="trading-orders-load-") as scratch:
-        (Path(scratch) / "profile.json").write_text(json.dumps(PROFILE))
+    scenarios = [Scenario("tinydb", holders, 0) for holders in (1, 100, 1000)]
+    if not args.quick:
+        scenarios += [Scenario("tinydb", holders, args.history) for holders in (1, 100, 1000)]
+    scenarios.append(Scenario("sqlite", 1, 0))
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="trading-orders-load-") as temporary:
+        scratch = Path(temporary)
         ceiling: dict[int, float] = {}
-        noop = ServiceProcess(ROOT / "bench", {}, Path(scratch) / "noop.out", app="noop_app:app")
-        with noop:
+        with ServiceProcess(ROOT / "bench", {}, scratch / "noop.out", app="noop_app:app") as noop:
             for connections in (4, 64):
                 run, rss = measure(noop, connections, args.seconds, use_wrk)
                 ceiling[connections] = run.per_second
-                rows.append(("no-op ceiling", connections, run, rss))
-        for store in args.stores.split(","):
-            environment = {
-                "TRADING_ORDERS_DATA_DIR": str(Path(scratch) / store),
-                "TRADING_ORDERS_PROFILE_PATH": str(Path(scratch) / "profile.json"),
-                "TRADING_ORDERS_LOG_DIR": str(Path(scratch) / "logs"),
-                "TRADING_ORDERS_LOG_LEVEL": "WARNING",
-                "TRADING_ORDERS_STORE": store,
-            }
-            with ServiceProcess(ROOT / "Scripts", environment, Path(scratch) / f"{store}.out") as service:
-                for connections in (4, 64):
-                    run, rss = measure(service, connections, args.seconds, use_wrk)
-                    rows.append((store, connections, run, rss))
-    print("| service | connections | orders/s | share of ceiling | p50 ms | p99 ms | p99.9 ms | peak RSS MB | errors |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for name, connections, run, rss in rows:
-        share = run.per_second / ceiling[connections]
+                rows.append(Row("no-op ceiling", connections, run, rss))
+        past: preload.History | None = None
+        for scenario in scenarios:
+            if scenario.history and past is None:
+                print(f"writing a {args.history:,}-order history", flush=True)
+                past = preload.history(scratch, args.history, len(preload.PRE_INSTRUMENTS) + 1)
+            print(f"running {scenario.label}", flush=True)
+            rows += run_scenario(scenario, scratch, past if scenario.history else None, args.seconds, use_wrk)
+    print(
+        "| service | connections | orders/s | share of ceiling | p50 ms | p99 ms | p99.9 ms | peak RSS MB "
+        "| start-up s | restart after kill -9 s | errors |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        run = row.run
+        share = run.per_second / ceiling[row.connections]
+        start_up = "" if row.start_up is None else f"{row.start_up:.2f}"
+        restart = "" if row.restart is None else f"{row.restart:.2f}"
         print(
-            f"| {name} | {connections} | {run.per_second:,.0f} | {share:.0%} | {run.percentile(0.5):.2f} "
-            f"| {run.percentile(0.99):.2f} | {run.percentile(0.999):.2f} | {rss:.0f} | {run.errors} |"
+            f"| {row.name} | {row.connections} | {run.per_second:,.0f} | {share:.0%} | {run.percentile(0.5):.2f} "
+            f"| {run.percentile(0.99):.2f} | {run.percentile(0.999):.2f} | {row.rss:.0f} | {start_up} | {restart} "
+            f"| {run.errors} |"
         )
     print()
     print("| domain core | decisions/s |")
