@@ -1,8 +1,8 @@
 """The ceiling: an endpoint of the same shape as POST /create_order that decides and records nothing.
 
-It parses the same request model and answers a body of the same shape, on the
-same uvicorn settings, so the service's figures can be read as a share of
-what the HTTP stack alone can do.
+It parses the same request model and answers a body of the same shape from
+an async endpoint, as the service's is, on the same uvicorn settings, so the
+service's figures can be read as a share of what the HTTP stack alone can do.
 """
 
 from datetime import UTC, datetime
@@ -16,7 +16,7 @@ app = FastAPI()
 
 
 @app.post("/create_order", response_model=OrderAnswer)
-def create_order(body: CreateOrderRequest) -> OrderAnswer:
+async def create_order(body: CreateOrderRequest) -> OrderAnswer:
     """Answer an order without deciding or recording it."""
     return OrderAnswer(
         response=OrderStatus.ACCEPTED,

@@ -1,5 +1,7 @@
 """The file store under concurrency: group commit, snapshots, an index on disk, and start-up from the tail."""
 
+import asyncio
+import errno
 import os
 import threading
 import time
@@ -14,7 +16,8 @@ from trading_orders.adapters.storage.json_lines import JsonLinesFile
 from trading_orders.adapters.storage.jsonl_order_log import ORDER_LOG_FILE, JsonLinesOrderLog
 from trading_orders.adapters.storage.jsonl_trade_log import JsonLinesTradeLog
 from trading_orders.adapters.storage.tinydb_position_store import TinyDBPositionStore
-from trading_orders.application.order_service import OrderService
+from trading_orders.application.errors import StorageUnavailable
+from trading_orders.application.order_service import OrderService, PlacedOrder
 from trading_orders.domain.model import Order, OrderLogEntry, PositionScope, Side
 
 INSTRUMENTS = [f"I{n:02d}" for n in range(40)]
@@ -169,3 +172,61 @@ def test_the_snapshot_is_taken_in_the_background_every_n_orders(tmp_path: Path) 
     store.close()
     for opened in (trades, log, positions):
         opened.close()
+
+
+def test_orders_awaited_on_an_event_loop_are_decided_at_once_and_share_syncs(
+    opened: Opened, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log_syncs = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(ORDER_LOG_FILE):
+            log_syncs.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    orders = [Order("S", INSTRUMENTS[n % 40], Side.BUY if n % 3 else Side.SELL) for n in range(300)]
+
+    async def place_all() -> list[OrderLogEntry]:
+        placed = await asyncio.gather(*(opened.service.place_order_async(order) for order in orders))
+        return [p.entry for p in placed]
+
+    assert opened.service.decides_in_memory
+    answered = asyncio.run(place_all())
+    assert [e.sequence for e in answered] == list(range(1, 301)), "decided in the order they were placed"
+    assert list(opened.log.entries_after(0)) == answered, "and every one durable before its answer"
+    assert len(log_syncs) < 300
+
+
+def test_a_failed_sync_fails_every_order_awaiting_it_and_keeps_none_of_them(
+    opened: Opened, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = opened.service.place_order(Order("S", "I00", Side.BUY)).entry
+    before = (tmp_path / ORDER_LOG_FILE).read_bytes()
+    real_fsync = os.fsync
+    failures = {"left": 1}
+
+    def failing_fsync(fd: int) -> None:
+        if failures["left"] and os.readlink(f"/proc/self/fd/{fd}").endswith(ORDER_LOG_FILE):
+            failures["left"] -= 1
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+
+    async def place_all() -> list[object]:
+        orders = [Order("S", INSTRUMENTS[n], Side.BUY) for n in range(1, 11)]
+        return await asyncio.gather(*(opened.service.place_order_async(o) for o in orders), return_exceptions=True)
+
+    outcomes = asyncio.run(place_all())
+    failed = [o for o in outcomes if isinstance(o, StorageUnavailable)]
+    answered = [o.entry for o in outcomes if isinstance(o, PlacedOrder)]
+    assert failed and len(failed) + len(answered) == 10, outcomes
+    # The failed batch left no trace; orders decided after it got the sequences it never kept.
+    logged = list(opened.log.entries_after(0))
+    assert logged == [first, *answered]
+    assert [e.sequence for e in logged] == list(range(1, len(answered) + 2))
+    assert (tmp_path / ORDER_LOG_FILE).read_bytes().startswith(before)
+    held = {p.order_id for p in opened.service.open_positions()}
+    assert held == {e.decision.order_id for e in logged}, "no position of a failed order was kept"

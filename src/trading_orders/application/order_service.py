@@ -7,7 +7,15 @@ import time
 from dataclasses import dataclass
 
 from trading_orders.application.errors import IdempotencyKeyReused, ServiceNotStarted, StartupError, StorageUnavailable
-from trading_orders.application.ports import Clock, OrderIds, OrderMetrics, OrderStore, ProfileSource
+from trading_orders.application.ports import (
+    Clock,
+    InMemoryOrderStore,
+    OrderIds,
+    OrderMetrics,
+    OrderStore,
+    OrderTransaction,
+    ProfileSource,
+)
 from trading_orders.domain.model import Order, OrderLogEntry, Position, PositionScope
 from trading_orders.domain.portfolio import Portfolio
 from trading_orders.domain.profile import Profile
@@ -113,28 +121,60 @@ class OrderService:
         started = time.perf_counter()
         profile = self._ready()
         with self._store.transaction() as transaction:
-            if idempotency_key is not None:
-                # Inside the transaction, so a retry racing its first attempt
-                # waits for it and then finds its entry: never decided twice.
-                recorded = transaction.recorded(idempotency_key)
-                if recorded is not None:
-                    return _replay(recorded, order, idempotency_key)
-            runners = profile.runners_of(order.strategy)
-            portfolio = Portfolio(self._scope, transaction.held(runners, order.strategy, order.instrument))
-            now = self._clock.now()
-            last = transaction.last_received_at()
-            # Times only grow along the log, even if the wall clock steps back,
-            # so readers can stop at the first entry older than what they want.
-            if last is not None and now < last:
-                now = last
-            decision = portfolio.decide(order, profile, self._order_ids.next_id(), now)
-            entry = transaction.record(decision, portfolio.apply(decision), idempotency_key)
+            placed = self._decide(transaction, profile, order, idempotency_key)
+        return self._placed(placed, started)
+
+    @property
+    def decides_in_memory(self) -> bool:
+        """True when place_order_async() may run on an event loop: the store decides without blocking I/O."""
+        return isinstance(self._store, InMemoryOrderStore)
+
+    async def place_order_async(self, order: Order, idempotency_key: str | None = None) -> PlacedOrder:
+        """place_order() for an event loop: decided in memory at once, answered once durable.
+
+        Only for a store that decides in memory (see decides_in_memory); the
+        orders awaiting the disk meanwhile share one sync.
+        """
+        started = time.perf_counter()
+        profile = self._ready()
+        store = self._store
+        if not isinstance(store, InMemoryOrderStore):
+            raise TypeError(f"{type(store).__name__} does its I/O inside its transactions: use place_order()")
+        pending = store.pending_transaction()
+        with pending as transaction:
+            placed = self._decide(transaction, profile, order, idempotency_key)
+        await store.durable(pending.ticket)
+        return self._placed(placed, started)
+
+    def _decide(
+        self, transaction: OrderTransaction, profile: Profile, order: Order, idempotency_key: str | None
+    ) -> PlacedOrder:
+        if idempotency_key is not None:
+            # Inside the transaction, so a retry racing its first attempt
+            # waits for it and then finds its entry: never decided twice.
+            recorded = transaction.recorded(idempotency_key)
+            if recorded is not None:
+                return _replay(recorded, order, idempotency_key)
+        runners = profile.runners_of(order.strategy)
+        portfolio = Portfolio(self._scope, transaction.held(runners, order.strategy, order.instrument))
+        now = self._clock.now()
+        last = transaction.last_received_at()
+        # Times only grow along the log, even if the wall clock steps back,
+        # so readers can stop at the first entry older than what they want.
+        if last is not None and now < last:
+            now = last
+        decision = portfolio.decide(order, profile, self._order_ids.next_id(), now)
+        return PlacedOrder(transaction.record(decision, portfolio.apply(decision), idempotency_key))
+
+    def _placed(self, placed: PlacedOrder, started: float) -> PlacedOrder:
+        if placed.replayed:
+            return placed
         if self._metrics is not None:
-            self._metrics.order_recorded(entry, time.perf_counter() - started)
+            self._metrics.order_recorded(placed.entry, time.perf_counter() - started)
             state = self._store.state()
             self._metrics.state(state.open_positions, state.last_sequence)
-        _log_decision(entry)
-        return PlacedOrder(entry)
+        _log_decision(placed.entry)
+        return placed
 
     def profile(self) -> Profile:
         """The profile orders are decided against now."""

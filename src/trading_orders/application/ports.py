@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from trading_orders.domain.model import OrderDecision, OrderLogEntry, Position, PositionChange, Trade
 from trading_orders.domain.profile import Profile
@@ -226,4 +226,38 @@ class OrderStore(Protocol):
 
     def state(self) -> StoreState:
         """Where the store stands now."""
+        ...
+
+
+# Where an order's entry stands in a store's log: (sequence, epoch of the store's commits).
+DurabilityTicket = tuple[int, int]
+
+
+class PendingTransaction(Protocol):
+    """A transaction whose block exits without waiting for the disk; ``ticket`` says what to wait for."""
+
+    ticket: DurabilityTicket
+
+    def __enter__(self) -> OrderTransaction:
+        """Begin: take the store's lock."""
+        ...
+
+    def __exit__(self, *exc_info: object) -> None:
+        """End: note the ticket and release the lock, without waiting for the disk."""
+        ...
+
+
+@runtime_checkable
+class InMemoryOrderStore(OrderStore, Protocol):
+    """A store that decides orders in memory without blocking I/O, so an event loop can run its transactions.
+
+    Durability is awaited separately, and many orders share one sync.
+    """
+
+    def pending_transaction(self) -> PendingTransaction:
+        """A transaction for one order that does not wait for the disk when its block exits."""
+        ...
+
+    async def durable(self, ticket: DurabilityTicket) -> None:
+        """Return once what the transaction of ``ticket`` wrote or read is durable; raises StorageUnavailable."""
         ...

@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
 
 from trading_orders.adapters.http.middleware import ORDER_ID_STATE, ApiKeyGuard, RequestLog
 from trading_orders.adapters.http.schemas import (
@@ -212,7 +213,7 @@ def build_api(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]], 
 
 
 @inject
-def create_order(
+async def create_order(
     body: CreateOrderRequest,
     request: Request,
     response: Response,
@@ -220,7 +221,13 @@ def create_order(
     idempotency_key: IdempotencyKey = None,
 ) -> OrderAnswer:
     """Place an order and answer its decision once it is durable."""
-    placed = service.place_order(Order(body.strategy, body.instrument, body.side), idempotency_key)
+    order = Order(body.strategy, body.instrument, body.side)
+    if service.decides_in_memory:
+        # Decided on the event loop in microseconds; the wait for the disk is
+        # shared with every order that arrives meanwhile.
+        placed = await service.place_order_async(order, idempotency_key)
+    else:
+        placed = await run_in_threadpool(service.place_order, order, idempotency_key)
     setattr(request.state, ORDER_ID_STATE, placed.entry.decision.order_id)
     if placed.replayed:
         response.headers["Idempotent-Replayed"] = "true"

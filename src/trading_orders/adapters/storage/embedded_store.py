@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,7 +14,14 @@ from datetime import datetime
 
 from trading_orders.application.errors import ServiceNotStarted, StorageUnavailable
 from trading_orders.application.log_replay import replay_log_tail
-from trading_orders.application.ports import OrderLog, PositionStore, StoredPositions, StoreState, TradeLog
+from trading_orders.application.ports import (
+    DurabilityTicket,
+    OrderLog,
+    PositionStore,
+    StoredPositions,
+    StoreState,
+    TradeLog,
+)
 from trading_orders.domain.model import OrderDecision, OrderLogEntry, Position, PositionChange, PositionScope, Trade
 from trading_orders.domain.portfolio import Portfolio
 
@@ -82,6 +90,9 @@ class EmbeddedOrderStore:
         self._syncing = False
         self._epoch = 0
         self._rolled_back: dict[int, tuple[int, StorageUnavailable]] = {}
+        # Orders of event loops awaiting durability, settled by the committer thread.
+        self._awaiting: list[tuple[int, int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._committer: threading.Thread | None = None
         # Trades of SELLs written to the log, waiting for it to be durable.
         self._pending_trades: deque[tuple[int, tuple[Trade, ...]]] = deque()
         # Checkpoints.
@@ -116,6 +127,9 @@ class EmbeddedOrderStore:
         if self._checkpointer is None:
             self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="checkpoint", daemon=True)
             self._checkpointer.start()
+        if self._committer is None:
+            self._committer = threading.Thread(target=self._commit_loop, name="group-commit", daemon=True)
+            self._committer.start()
         if replayed:
             self._wake.set()
         return replayed
@@ -123,11 +137,73 @@ class EmbeddedOrderStore:
     @contextmanager
     def transaction(self) -> Iterator[EmbeddedOrderStore]:
         """Hold the store's lock for one order; on leaving, wait until what it wrote or read is durable."""
-        with self._lock:
-            self._ready()
+        self.begin()
+        try:
             yield self
-            sequence, epoch = self._order_log.last_sequence(), self._epoch
-        self._wait_durable(sequence, epoch)
+        except BaseException:
+            self.end()
+            raise
+        self._wait_durable(*self.end())
+
+    def begin(self) -> None:
+        """Take the store's lock for one transaction (see transaction() and pending_transaction())."""
+        self._lock.acquire()
+        try:
+            self._ready()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def end(self) -> DurabilityTicket:
+        """Release the lock begin() took; returns what the transaction must wait for to be durable."""
+        try:
+            return self._order_log.last_sequence(), self._epoch
+        finally:
+            self._lock.release()
+
+    def pending_transaction(self) -> PendingOrderTransaction:
+        """A transaction that does not wait for the disk on leaving; await durable(its ticket) for that."""
+        return PendingOrderTransaction(self)
+
+    async def durable(self, ticket: DurabilityTicket) -> None:
+        """Return once the entry of ``ticket`` is durable; the committer thread syncs for every order waiting."""
+        sequence, epoch = ticket
+        durable = self._order_log.durable_sequence() >= sequence
+        if epoch == self._epoch and durable and not self._trades_waiting(sequence):
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._commit:
+            self._awaiting.append((sequence, epoch, loop, future))
+            self._commit.notify_all()
+        await future
+
+    def _trades_waiting(self, sequence: int) -> bool:
+        return bool(self._pending_trades) and self._pending_trades[0][0] <= sequence
+
+    def _commit_loop(self) -> None:
+        """Make the awaited entries durable, a batch per sync: the orders that arrive meanwhile form the next."""
+        while True:
+            with self._commit:
+                while not self._awaiting and not self._stopping:
+                    self._commit.wait()
+                if not self._awaiting:
+                    return
+                batch, self._awaiting = self._awaiting, []
+            settled: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], StorageUnavailable | None]]]
+            settled = defaultdict(list)
+            for sequence, epoch, loop, future in batch:
+                try:
+                    # The first call syncs for the whole batch; the rest return at once.
+                    self._wait_durable(sequence, epoch)
+                    settled[loop].append((future, None))
+                except StorageUnavailable as error:
+                    settled[loop].append((future, error))
+            for loop, outcomes in settled.items():
+                try:
+                    loop.call_soon_threadsafe(_settle, outcomes)
+                except RuntimeError:
+                    logger.warning("an event loop closed with %d orders awaiting their answers", len(outcomes))
 
     def recorded(self, idempotency_key: str) -> OrderLogEntry | None:
         """The entry recorded with ``idempotency_key``, if any."""
@@ -165,8 +241,7 @@ class EmbeddedOrderStore:
                 if epoch != self._epoch:
                     self._raise_if_dropped(sequence, epoch)
                     return
-                trades_waiting = self._pending_trades and self._pending_trades[0][0] <= sequence
-                if self._order_log.durable_sequence() >= sequence and not trades_waiting:
+                if self._order_log.durable_sequence() >= sequence and not self._trades_waiting(sequence):
                     return
                 if not self._syncing:
                     break
@@ -286,9 +361,14 @@ class EmbeddedOrderStore:
                 logger.exception("checkpoint failed; orders go on, and the next checkpoint tries again")
 
     def close(self) -> None:
-        """Stop checkpointing after a last checkpoint, so the next start replays nothing."""
-        self._stopping = True
+        """Answer the orders still awaiting the disk, stop checkpointing after a last checkpoint."""
+        with self._commit:
+            self._stopping = True
+            self._commit.notify_all()
         self._wake.set()
+        if self._committer is not None:
+            self._committer.join()
+            self._committer = None
         if self._checkpointer is not None:
             self._checkpointer.join()
             self._checkpointer = None
@@ -301,3 +381,31 @@ class EmbeddedOrderStore:
         if self._portfolio is None:
             raise ServiceNotStarted("the order store has not been recovered")
         return self._portfolio
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[None], StorageUnavailable | None]]) -> None:
+    for future, error in outcomes:
+        if future.done():
+            continue  # the request was cancelled (its client went away)
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+
+class PendingOrderTransaction:
+    """A transaction of an EmbeddedOrderStore whose block exits without waiting for the disk."""
+
+    def __init__(self, store: EmbeddedOrderStore) -> None:
+        """Prepare a transaction on ``store``; the lock is taken on entering."""
+        self._store = store
+        self.ticket: DurabilityTicket = (0, 0)
+
+    def __enter__(self) -> EmbeddedOrderStore:
+        """Take the store's lock."""
+        self._store.begin()
+        return self._store
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Note what to wait for and release the lock."""
+        self.ticket = self._store.end()
