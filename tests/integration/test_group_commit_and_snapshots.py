@@ -47,6 +47,21 @@ def opened(tmp_path: Path) -> Iterator[Opened]:
     store.close()
 
 
+@pytest.fixture
+def log_syncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every fsync of the order log from now on, by file descriptor."""
+    syncs: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(ORDER_LOG_FILE):
+            syncs.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    return syncs
+
+
 def place_concurrently(service: OrderService, orders: list[Order], threads: int) -> list[OrderLogEntry]:
     answered: list[OrderLogEntry] = []
     barrier = threading.Barrier(threads)
@@ -66,17 +81,8 @@ def place_concurrently(service: OrderService, orders: list[Order], threads: int)
 
 
 def test_orders_that_arrive_during_a_sync_share_the_next_one(
-    opened: Opened, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    opened: Opened, tmp_path: Path, log_syncs: list[int]
 ) -> None:
-    log_syncs = []
-    real_fsync = os.fsync
-
-    def counting_fsync(fd: int) -> None:
-        if os.readlink(f"/proc/self/fd/{fd}").endswith(ORDER_LOG_FILE):
-            log_syncs.append(fd)
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", counting_fsync)
     orders = [Order("S", INSTRUMENTS[n % 40], Side.BUY if n % 3 else Side.SELL) for n in range(600)]
     answered = place_concurrently(opened.service, orders, threads=24)
     assert len(answered) == 600
@@ -175,17 +181,8 @@ def test_the_snapshot_is_taken_in_the_background_every_n_orders(tmp_path: Path) 
 
 
 def test_orders_awaited_on_an_event_loop_are_decided_at_once_and_share_syncs(
-    opened: Opened, monkeypatch: pytest.MonkeyPatch
+    opened: Opened, log_syncs: list[int]
 ) -> None:
-    log_syncs = []
-    real_fsync = os.fsync
-
-    def counting_fsync(fd: int) -> None:
-        if os.readlink(f"/proc/self/fd/{fd}").endswith(ORDER_LOG_FILE):
-            log_syncs.append(fd)
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", counting_fsync)
     orders = [Order("S", INSTRUMENTS[n % 40], Side.BUY if n % 3 else Side.SELL) for n in range(300)]
 
     async def place_all() -> list[OrderLogEntry]:
