@@ -176,10 +176,19 @@ class CrashLoop:
             problems.append("GET /positions lists two open positions for one key")
         if set(listed_rows) != expected:
             problems.append(f"GET /positions differs from a replay of the log: {sorted(set(listed_rows) ^ expected)}")
-        stored = json.loads((self._data / POSITIONS).read_bytes())
-        stored_rows = {(p["user"], p["strategy"], p["instrument"], p["order_id"]) for p in stored["positions"].values()}
-        if stored_rows != expected:
-            problems.append(f"{POSITIONS} differs from a replay of the log: {sorted(stored_rows ^ expected)}")
+        # positions.json is a snapshot: it must be exactly the log replayed up to the sequence it names.
+        stored = json.loads((self._data / POSITIONS).read_bytes()) if (self._data / POSITIONS).exists() else {}
+        applied = stored["meta"]["1"]["applied_sequence"] if stored.get("meta") else 0
+        if log and applied > log[-1]["sequence"]:
+            problems.append(f"{POSITIONS} applied sequence {applied}, beyond the log's end at {log[-1]['sequence']}")
+        at_snapshot, _, _ = _replay([entry for entry in log if entry["sequence"] <= applied])
+        stored_rows = {
+            (p["user"], p["strategy"], p["instrument"], p["order_id"]) for p in stored.get("positions", {}).values()
+        }
+        if stored_rows != at_snapshot:
+            problems.append(
+                f"{POSITIONS} differs from a replay of the log to #{applied}: {sorted(stored_rows ^ at_snapshot)}"
+            )
         trades_path = self._data / TRADES
         recorded_trades = [
             (t["user"], t["strategy"], t["instrument"], t["buy_order_id"], t["sell_order_id"])
@@ -188,9 +197,6 @@ class CrashLoop:
         ]
         if recorded_trades != expected_trades:
             problems.append(f"{TRADES} differs from the trades a replay of the log makes")
-        applied = stored["meta"]["1"]["applied_sequence"] if stored.get("meta") else 0
-        if log and applied != log[-1]["sequence"]:
-            problems.append(f"{POSITIONS} applied sequence {applied}, the log ends at {log[-1]['sequence']}")
         result.mismatches.extend(f"cycle {cycle}: {problem}" for problem in problems)
 
     def _retry_unanswered(

@@ -177,6 +177,8 @@ class JsonLinesOrderLog:
 
     def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
         """The durable entries with a sequence above ``sequence``, oldest first, read from the first of them on."""
+        if sequence >= self._file.durable_sequence:
+            return
         start = self._offset_of_sequence(sequence + 1) if sequence > 0 else 0
         if start is None:
             return
@@ -190,7 +192,10 @@ class JsonLinesOrderLog:
         if found is not None:
             return found
         # Not indexed (an index rebuilt with the tail still in memory): walk back from the end.
-        return next((offset for offset, record in self._file.backward() if record["sequence"] == sequence), None)
+        for offset, record in self._file.backward():
+            if record["sequence"] <= sequence:
+                return offset if record["sequence"] == sequence else None
+        return None
 
     def find_by_idempotency_key(self, key: str) -> OrderLogEntry | None:
         """The entry written with idempotency key ``key``, if any: from memory, else one index lookup."""

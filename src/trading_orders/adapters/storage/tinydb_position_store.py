@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,27 +66,11 @@ class AtomicJSONStorage(Storage):
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
         """Replace the file with ``data`` atomically."""
-        write_atomically(self._path, b"".join(_encode(data)))
+        write_atomically(self._path, json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
         self._committed = data
 
     def close(self) -> None:
         """Nothing to release: every write is complete when it returns."""
-
-
-def _encode(data: dict[str, dict[str, Any]]) -> Iterator[bytes]:
-    """``data`` as compact JSON, one document at a time.
-
-    One json.dumps of a large snapshot would hold the interpreter for its
-    whole length; document by document, request threads get their turns.
-    """
-    yield b"{"
-    for table_number, (table, documents) in enumerate(data.items()):
-        yield (b"," if table_number else b"") + json.dumps(table).encode() + b":{"
-        for number, (doc_id, document) in enumerate(documents.items()):
-            piece = json.dumps(str(doc_id)) + ":" + json.dumps(document, separators=(",", ":"), ensure_ascii=False)
-            yield ((b"," if number else b"") + piece.encode())
-        yield b"}"
-    yield b"}"
 
 
 class TinyDBPositionStore:
@@ -119,9 +102,15 @@ class TinyDBPositionStore:
         self._storage = storage
         self._positions = self._db.table(_POSITIONS, cache_size=0)
         self._meta = self._db.table(_META, cache_size=0)
+        # The last snapshot saved, and each of its positions as JSON: positions
+        # are immutable, so the next snapshot encodes only the new ones.
+        self._saved: StoredPositions | None = None
+        self._encoded: dict[Position, bytes] = {}
 
     def load(self) -> StoredPositions:
         """The latest snapshot: every position in it and the order-log sequence it includes."""
+        if self._saved is not None:
+            return self._saved
         positions: list[Position] = []
         for document in self._positions.all():
             try:
@@ -141,23 +130,31 @@ class TinyDBPositionStore:
         return StoredPositions(tuple(positions), sequence, offset)
 
     def save(self, snapshot: StoredPositions) -> None:
-        """Replace the file with ``snapshot`` in one atomic write."""
+        """Replace the file with ``snapshot`` in one atomic write, in TinyDB's layout."""
         if self._read_only:
             raise PermissionError(f"{self._path} was opened read-only")
         meta: dict[str, Any] = {"applied_sequence": snapshot.applied_sequence}
         if snapshot.log_offset is not None:
             meta["log_offset"] = snapshot.log_offset
-        # TinyDB's own layout (table -> document id -> document), written
-        # whole: inserting 100,000 documents one by one would cost more than
-        # the write.
-        data = {
-            _POSITIONS: {str(number): position_to_dict(p) for number, p in enumerate(snapshot.positions, start=1)},
-            _META: {"1": meta},
-        }
+        encoded: dict[Position, bytes] = {}
+        documents = []
+        for number, position in enumerate(snapshot.positions, start=1):
+            document = self._encoded.get(position)
+            if document is None:
+                document = json.dumps(position_to_dict(position), separators=(",", ":"), ensure_ascii=False).encode()
+            encoded[position] = document
+            documents.append(b'"%d":%b' % (number, document))
+        data = b'{"%b":{%b},"%b":{"1":%b}}' % (
+            _POSITIONS.encode(),
+            b",".join(documents),
+            _META.encode(),
+            json.dumps(meta, separators=(",", ":")).encode(),
+        )
         try:
-            self._storage.write(data)
+            write_atomically(self._path, data)
         except OSError as error:
             raise StorageUnavailable(f"cannot write {self._path}: {error.strerror or error}") from error
+        self._saved, self._encoded = snapshot, encoded
 
     def close(self) -> None:
         """Release the file for another process."""
