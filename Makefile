@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PROFILE := Jsons/user_profile.json
 PORT ?= 8080
 
-.PHONY: run test lint test-unit test-service test-integration test-e2e demo bench profiles clean
+.PHONY: run test lint test-unit test-service test-integration test-e2e demo bench profile profiles clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ test-e2e: $(INSTALLED)
 bench: $(INSTALLED)
 	$(BIN)/python bench/service_load.py
 	$(BIN)/python bench/order_log_pages.py
+
+# Where the time goes under load (needs wrk; installs the py-spy profiler into the venv).
+profile: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check py-spy
+	$(BIN)/python bench/profile_service.py
 
 demo: $(INSTALLED) $(PROFILE)
 	$(BIN)/python -m trading_orders.tools.demo --project-root .

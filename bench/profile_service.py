@@ -1,0 +1,101 @@
+"""Where the service's time goes under load: a py-spy profile of POST /create_order, summed by function.
+
+    .venv/bin/pip install py-spy     # a profiler, not a dependency of the project
+    .venv/bin/python bench/profile_service.py [--store tinydb] [--connections 64] [--seconds 8]
+
+Starts the real service on loopback (one uvicorn worker, 100 open positions),
+drives it with wrk (bench/orders.lua), samples it with py-spy meanwhile, and
+prints the share of busy samples (threads waiting on a lock, a queue or epoll
+left out) spent in each function and what it calls, then in each function
+alone.
+"""
+
+import argparse
+import collections
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import preload
+from service_load import ROOT
+
+from trading_orders.tools.service_process import ServiceProcess
+
+WAITING = ("Condition.wait", "Queue.get", "EpollSelector.select", "Event.wait", "_wait_for_tstate_lock")
+# Frames every sample of a thread starts with: they say nothing about the cost.
+SCAFFOLDING = ("threading.py", "runpy", "click", "uvicorn/main.py", "uvicorn/server.py", "asyncio/runners.py")
+
+
+def frame_name(frame: str) -> str:
+    """'function (file)' from py-spy's 'function (path:line)'."""
+    function, _, where = frame.partition(" (")
+    return f"{function} ({where.split(':')[0].split('/')[-1]})" if where else function
+
+
+def summarize(raw: Path, rows: int) -> str:
+    """The inclusive and self tables of a py-spy raw (collapsed stacks) file, as Markdown."""
+    inclusive: collections.Counter[str] = collections.Counter()
+    alone: collections.Counter[str] = collections.Counter()
+    busy = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if any(frame.startswith(WAITING) for frame in frames[-3:]):
+            continue
+        busy += int(count)
+        for name in {frame_name(f) for f in frames if not any(s in f for s in SCAFFOLDING)}:
+            inclusive[name] += int(count)
+        alone[frame_name(frames[-1])] += int(count)
+    lines = [f"{busy} busy samples", "", "| with what it calls | function |", "| --- | --- |"]
+    lines += [f"| {count / busy:.1%} | `{name}` |" for name, count in inclusive.most_common(rows)]
+    lines += ["", "| alone | function |", "| --- | --- |"]
+    lines += [f"| {count / busy:.1%} | `{name}` |" for name, count in alone.most_common(rows // 2)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Profile the service under wrk and print the tables."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", default="tinydb")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--rows", type=int, default=40)
+    args = parser.parse_args()
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(py_spy).exists() or shutil.which("wrk") is None:
+        sys.exit("needs py-spy (.venv/bin/pip install py-spy) and wrk (apt-get install wrk)")
+    with tempfile.TemporaryDirectory(prefix="trading-orders-profile-") as temporary:
+        scratch = Path(temporary)
+        (scratch / "profile.json").write_text(json.dumps(preload.profile(1)))
+        environment = {
+            "TRADING_ORDERS_DATA_DIR": str(scratch / "data"),
+            "TRADING_ORDERS_PROFILE_PATH": str(scratch / "profile.json"),
+            "TRADING_ORDERS_LOG_DIR": str(scratch / "logs"),
+            "TRADING_ORDERS_LOG_LEVEL": "WARNING",
+            "TRADING_ORDERS_STORE": args.store,
+        }
+        raw = scratch / "profile.txt"
+        with ServiceProcess(ROOT / "Scripts", environment, scratch / "service.out") as service:
+            # --nonblocking: sampling must not pause the process it measures.
+            sampler = subprocess.Popen(
+                [py_spy, "record", "-p", str(service.pid), "-d", str(args.seconds), "-r", "100",
+                 "--nonblocking", "-f", "raw", "-o", str(raw)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(0.5)
+            load = subprocess.run(
+                ["wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds + 1}s",
+                 "-s", str(ROOT / "bench" / "orders.lua"), f"{service.base_url}/create_order"],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            sampler.wait()
+        print(f"wrk: {load.stdout.strip().splitlines()[-1]}")
+        print(summarize(raw, args.rows))
+
+
+if __name__ == "__main__":
+    main()
