@@ -8,14 +8,14 @@ keep-alive connections (4 and 64 of them) with a mixed BUY/SELL stream: with
 wrk (bench/orders.lua) where it is installed, else with an asyncio HTTP/1.1
 client, which saturates near 1,500 requests/s on 2 cores.
 
-The default store runs on data sets written by bench/preload.py: 100, 10,000
-and 100,000 open positions, each with an order log of 0 and of --history
-entries. For each it prints orders/s (and as a share of the ceiling), p50,
+Each store (tinydb, sqlite, and postgres on a throwaway server with fsync on,
+where PostgreSQL is installed) runs on data sets written by bench/preload.py:
+100, 10,000 and 100,000 open positions, each with an order log of 0 and of
+--history entries. For each it prints orders/s (and as a share of the ceiling), p50,
 p99 and p99.9 latency, the service's peak RSS, the start-up time on the data
 set, and the restart time after a kill -9 at the end of the load (crash
-recovery: replaying what the last snapshot lacks). SQLite runs on an empty
-store only. Also times the pure domain core. --quick runs only the empty data
-sets. Not part of make test.
+recovery: replaying what the last snapshot lacks). Also times the pure domain
+core. --quick runs only the empty-log data sets. Not part of make test.
 """
 
 import argparse
@@ -36,6 +36,7 @@ import preload
 from trading_orders.domain.model import Order, PositionScope, Side
 from trading_orders.domain.portfolio import Portfolio
 from trading_orders.domain.profile import Profile
+from trading_orders.tools.postgres_server import PostgresUnavailable, ThrowawayPostgres
 from trading_orders.tools.service_process import LOOPBACK, ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,13 +192,16 @@ class Row:
 
 
 def run_scenario(
-    scenario: Scenario, scratch: Path, past: preload.History | None, seconds: float, use_wrk: bool
+    scenario: Scenario,
+    scratch: Path,
+    past: preload.History | None,
+    seconds: float,
+    use_wrk: bool,
+    postgres: ThrowawayPostgres | None,
 ) -> list[Row]:
     """Load, drive, kill and restart the service on one data set."""
     data = scratch / "data"
     shutil.rmtree(data, ignore_errors=True)
-    if scenario.store == "tinydb":
-        preload.write_data_set(data, scenario.holders, past)
     (scratch / "profile.json").write_text(json.dumps(preload.profile(scenario.holders)))
     environment = {
         "TRADING_ORDERS_DATA_DIR": str(data),
@@ -206,6 +210,16 @@ def run_scenario(
         "TRADING_ORDERS_LOG_LEVEL": "WARNING",
         "TRADING_ORDERS_STORE": scenario.store,
     }
+    if scenario.store == "tinydb":
+        preload.write_data_set(data, scenario.holders, past)
+    elif scenario.store == "sqlite":
+        data.mkdir()
+        preload.write_sqlite_data_set(data, scenario.holders, past)
+    else:
+        assert postgres is not None
+        url = postgres.new_database()
+        preload.write_postgres_data_set(url, scenario.holders, past)
+        environment["TRADING_ORDERS_DATABASE_URL"] = url
     rows = []
     service = ServiceProcess(ROOT / "Scripts", environment, scratch / f"{scenario.store}.out")
     start_up = started_within(service)
@@ -222,35 +236,52 @@ def run_scenario(
     return rows
 
 
+def start_postgres() -> ThrowawayPostgres | None:
+    """A throwaway PostgreSQL server with fsync on, or None (said why) where none can start."""
+    try:
+        return ThrowawayPostgres(durable=True).start()
+    except PostgresUnavailable as error:
+        print(f"postgres left out: {error}", flush=True)
+        return None
+
+
 def main() -> None:
     """Run every scenario and print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--history", type=int, default=1_000_000, help="orders in the long log")
-    parser.add_argument("--quick", action="store_true", help="only the empty data sets")
+    parser.add_argument("--quick", action="store_true", help="only the empty-log data sets")
+    parser.add_argument("--stores", default="tinydb,sqlite,postgres")
     args = parser.parse_args()
     use_wrk = shutil.which("wrk") is not None
     print(f"load generator: {'wrk' if use_wrk else 'asyncio client'}", flush=True)
-    scenarios = [Scenario("tinydb", holders, 0) for holders in (1, 100, 1000)]
-    if not args.quick:
-        scenarios += [Scenario("tinydb", holders, args.history) for holders in (1, 100, 1000)]
-    scenarios.append(Scenario("sqlite", 1, 0))
+    stores = args.stores.split(",")
+    postgres = start_postgres() if "postgres" in stores else None
+    if postgres is None and "postgres" in stores:
+        stores.remove("postgres")
+    histories = (0,) if args.quick else (0, args.history)
+    scenarios = [Scenario(s, h, n) for s in stores for n in histories for h in (1, 100, 1000)]
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="trading-orders-load-") as temporary:
-        scratch = Path(temporary)
-        ceiling: dict[int, float] = {}
-        with ServiceProcess(ROOT / "bench", {}, scratch / "noop.out", app="noop_app:app") as noop:
-            for connections in (4, 64):
-                run, rss = measure(noop, connections, args.seconds, use_wrk)
-                ceiling[connections] = run.per_second
-                rows.append(Row("no-op ceiling", connections, run, rss))
-        past: preload.History | None = None
-        for scenario in scenarios:
-            if scenario.history and past is None:
-                print(f"writing a {args.history:,}-order history", flush=True)
-                past = preload.history(scratch, args.history, len(preload.PRE_INSTRUMENTS) + 1)
-            print(f"running {scenario.label}", flush=True)
-            rows += run_scenario(scenario, scratch, past if scenario.history else None, args.seconds, use_wrk)
+    try:
+        with tempfile.TemporaryDirectory(prefix="trading-orders-load-") as temporary:
+            scratch = Path(temporary)
+            ceiling: dict[int, float] = {}
+            with ServiceProcess(ROOT / "bench", {}, scratch / "noop.out", app="noop_app:app") as noop:
+                for connections in (4, 64):
+                    run, rss = measure(noop, connections, args.seconds, use_wrk)
+                    ceiling[connections] = run.per_second
+                    rows.append(Row("no-op ceiling", connections, run, rss))
+            past: preload.History | None = None
+            for scenario in scenarios:
+                if scenario.history and past is None:
+                    print(f"writing a {args.history:,}-order history", flush=True)
+                    past = preload.history(scratch, args.history, len(preload.PRE_INSTRUMENTS) + 1)
+                print(f"running {scenario.label}", flush=True)
+                history = past if scenario.history else None
+                rows += run_scenario(scenario, scratch, history, args.seconds, use_wrk, postgres)
+    finally:
+        if postgres is not None:
+            postgres.stop()
     print(
         "| service | connections | orders/s | share of ceiling | p50 ms | p99 ms | p99.9 ms | peak RSS MB "
         "| start-up s | restart after kill -9 s | errors |"

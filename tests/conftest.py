@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.postgres_server import PostgresUnavailable, ThrowawayPostgres
+from trading_orders.tools.postgres_server import PostgresUnavailable, ThrowawayPostgres
 
 
 @pytest.fixture(scope="session")

@@ -170,9 +170,10 @@ class OrderService:
         if placed.replayed:
             return placed
         if self._metrics is not None:
+            # The open-position and log-length gauges are refreshed when metrics
+            # are read (refresh_metrics): counting positions in a SQL store per
+            # order would cost more than the order.
             self._metrics.order_recorded(placed.entry, time.perf_counter() - started)
-            state = self._store.state()
-            self._metrics.state(state.open_positions, state.last_sequence)
         _log_decision(placed.entry)
         return placed
 
@@ -204,6 +205,12 @@ class OrderService:
         """The open positions matching every filter given, in the order they were opened."""
         self._ready()
         return self._store.positions(user=user, strategy=strategy, instrument=instrument)
+
+    def refresh_metrics(self) -> None:
+        """Bring the open-positions and order-log-length gauges up to date, before metrics are read."""
+        if self._metrics is not None:
+            state = self._store.state()
+            self._metrics.state(state.open_positions, state.last_sequence)
 
     def health(self) -> Health:
         """Whether the service takes orders, its store is reachable, and where the log stands."""

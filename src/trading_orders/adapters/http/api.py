@@ -406,6 +406,8 @@ def health(response: Response, service: Annotated[OrderService, Depends(Provide[
 @inject
 def metrics(
     exporter: Annotated[PrometheusOrderMetrics, Depends(Provide[METRICS])],
+    service: Annotated[OrderService, Depends(Provide[ORDER_SERVICE])],
 ) -> PlainTextResponse:
     """Order and decision counts, decide-and-record latency, open positions and order-log length."""
+    service.refresh_metrics()
     return PlainTextResponse(exporter.render(), media_type=CONTENT_TYPE)

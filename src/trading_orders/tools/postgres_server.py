@@ -1,4 +1,6 @@
-"""A throwaway PostgreSQL server for the tests: started on a free loopback port, removed after."""
+"""A throwaway PostgreSQL server for the tests and the benchmark: started on a free loopback port, removed after."""
+
+from __future__ import annotations
 
 import glob
 import os
@@ -23,22 +25,29 @@ def _binary(name: str) -> str:
 
 
 class ThrowawayPostgres:
-    """initdb + pg_ctl in a temporary directory; as the postgres user when the tests run as root."""
+    """initdb + pg_ctl in a temporary directory; as the postgres user when the tests run as root.
 
-    def __init__(self) -> None:
+    ``durable`` keeps PostgreSQL's fsync on, as a benchmark needs; tests turn it off for speed.
+    """
+
+    def __init__(self, *, durable: bool = False) -> None:
+        """Prepare (not start) a server on a free loopback port."""
+        self._durable = durable
         self._directory = Path(tempfile.mkdtemp(prefix="trading-orders-pg-"))
         self.port = free_port()
         # initdb and pg_ctl refuse to run as root.
         self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
-    def start(self) -> "ThrowawayPostgres":
+    def start(self) -> ThrowawayPostgres:
         """Create the cluster and start it; raises PostgresUnavailable with the server's own words."""
         initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
         if self._as:
             shutil.chown(self._directory, "postgres")
         data = self._directory / "data"
         self._run([initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
-        options = f"-p {self.port} -k {self._directory} -c listen_addresses={LOOPBACK} -c fsync=off"
+        options = f"-p {self.port} -k {self._directory} -c listen_addresses={LOOPBACK}"
+        if not self._durable:
+            options += " -c fsync=off"
         self._run([pg_ctl, "-D", str(data), "-o", options, "-l", str(self._directory / "server.log"), "-w", "start"])
         return self
 
