@@ -2,6 +2,7 @@
 
 import asyncio
 import errno
+import json
 import os
 import threading
 import time
@@ -14,11 +15,11 @@ from tests.service.fakes import CountingIds, FixedProfile, SteppingClock, servic
 from trading_orders.adapters.storage.embedded_store import CheckpointPolicy, EmbeddedOrderStore
 from trading_orders.adapters.storage.json_lines import JsonLinesFile
 from trading_orders.adapters.storage.jsonl_order_log import ORDER_LOG_FILE, JsonLinesOrderLog
-from trading_orders.adapters.storage.jsonl_trade_log import JsonLinesTradeLog
+from trading_orders.adapters.storage.jsonl_trade_log import TRADE_LOG_FILE, JsonLinesTradeLog
 from trading_orders.adapters.storage.tinydb_position_store import TinyDBPositionStore
 from trading_orders.application.errors import StorageUnavailable
 from trading_orders.application.order_service import OrderService, PlacedOrder
-from trading_orders.domain.model import Order, OrderLogEntry, PositionScope, Side
+from trading_orders.domain.model import Order, OrderLogEntry, PositionScope, Side, Trade
 
 INSTRUMENTS = [f"I{n:02d}" for n in range(40)]
 PROFILE = {"U1": {"S": INSTRUMENTS}, "U2": {"S": INSTRUMENTS[:20]}}
@@ -227,3 +228,36 @@ def test_a_failed_sync_fails_every_order_awaiting_it_and_keeps_none_of_them(
     assert (tmp_path / ORDER_LOG_FILE).read_bytes().startswith(before)
     held = {p.order_id for p in opened.service.open_positions()}
     assert held == {e.decision.order_id for e in logged}, "no position of a failed order was kept"
+
+
+def test_trades_queued_by_a_failed_write_are_written_once_when_a_failed_sync_rebuilds(
+    opened: Opened, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened.service.place_order(Order("S", "I00", Side.BUY))
+    real_write = opened.trades.write
+    trade_failures = {"left": 1}
+
+    def trade_write_fails_once(trades: tuple[Trade, ...], sequence: int) -> None:
+        if trade_failures["left"]:
+            trade_failures["left"] -= 1
+            raise StorageUnavailable("no space left on device")
+        real_write(trades, sequence)
+
+    monkeypatch.setattr(opened.trades, "write", trade_write_fails_once)
+    sell = opened.service.place_order(Order("S", "I00", Side.SELL)).entry  # its trades stay queued
+    real_fsync = os.fsync
+    sync_failures = {"left": 1}
+
+    def fsync_fails_once(fd: int) -> None:
+        if sync_failures["left"] and os.readlink(f"/proc/self/fd/{fd}").endswith(ORDER_LOG_FILE):
+            sync_failures["left"] -= 1
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_fails_once)
+    with pytest.raises(StorageUnavailable):
+        opened.service.place_order(Order("S", "I01", Side.BUY))
+    retried = opened.service.place_order(Order("S", "I01", Side.BUY)).entry
+    assert retried.sequence == 3
+    lines = [json.loads(line) for line in (tmp_path / TRADE_LOG_FILE).read_text().splitlines()]
+    assert [line["sequence"] for line in lines] == [sell.sequence], "the SELL's trades, written once"

@@ -119,8 +119,7 @@ class EmbeddedOrderStore:
             stored = self._position_store.load()
             self._order_log.check(stored.applied_sequence, stored.log_offset)
             portfolio, replayed = replay_log_tail(stored, self._order_log, self._trade_log, self._scope)
-            newest = next(self._order_log.newest_first(), None)
-            self._last_received_at = newest[1].decision.received_at if newest else None
+            self._last_received_at = self._newest_received_at()
             self._portfolio = portfolio
             self._snapshot_sequence = stored.applied_sequence
             self._orders_since_snapshot = replayed
@@ -296,9 +295,15 @@ class EmbeddedOrderStore:
                 logger.critical("cannot rebuild positions after a failed sync (%s); restart the service", rebuild_error)
                 self._portfolio = None
                 return
+            # The replay wrote the trades the trade log lacked, queued ones included.
+            while self._pending_trades and self._pending_trades[0][0] <= self._trade_log.last_sequence():
+                self._pending_trades.popleft()
             self._portfolio = portfolio
-            newest = next(self._order_log.newest_first(), None)
-            self._last_received_at = newest[1].decision.received_at if newest else None
+            self._last_received_at = self._newest_received_at()
+
+    def _newest_received_at(self) -> datetime | None:
+        newest = next(self._order_log.newest_first(), None)
+        return newest[1].decision.received_at if newest else None
 
     def positions(
         self, user: str | None = None, strategy: str | None = None, instrument: str | None = None
