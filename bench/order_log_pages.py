@@ -19,8 +19,8 @@ from pathlib import Path
 import requests
 
 from trading_orders.adapters.storage.codec import entry_to_dict
-from trading_orders.adapters.storage.jsonl_order_log import ORDER_LOG_FILE, JsonLinesOrderLog
-from trading_orders.adapters.storage.jsonl_trade_log import JsonLinesTradeLog
+from trading_orders.adapters.storage.tinydb_store.order_log import ORDER_LOG_FILE, JsonLinesOrderLog
+from trading_orders.adapters.storage.tinydb_store.trade_log import JsonLinesTradeLog
 from trading_orders.application.order_history import HistoryFilter, OrderHistory
 from trading_orders.domain.model import (
     Order,

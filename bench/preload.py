@@ -21,13 +21,13 @@ from pathlib import Path
 import psycopg
 
 from trading_orders.adapters.storage.codec import entry_to_dict, format_time
-from trading_orders.adapters.storage.jsonl_order_log import ORDER_LOG_FILE
-from trading_orders.adapters.storage.order_index import IndexRow, OrderIndex
 from trading_orders.adapters.storage.postgres_store import PostgresOrderStore
 from trading_orders.adapters.storage.sql_order_store import holding_key
 from trading_orders.adapters.storage.sqlite_store import SQLITE_FILE, SqliteOrderStore
-from trading_orders.adapters.storage.tinydb_position_store import TinyDBPositionStore
-from trading_orders.application.ports import StoredPositions
+from trading_orders.adapters.storage.tinydb_store.order_index import IndexRow, OrderIndex
+from trading_orders.adapters.storage.tinydb_store.order_log import ORDER_LOG_FILE
+from trading_orders.adapters.storage.tinydb_store.parts import StoredPositions
+from trading_orders.adapters.storage.tinydb_store.position_snapshots import TinyDBPositionStore
 from trading_orders.domain.model import Order, OrderLogEntry, Position, PositionScope, Side, Trade
 from trading_orders.domain.portfolio import Portfolio
 from trading_orders.domain.profile import Profile

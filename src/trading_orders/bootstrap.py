@@ -37,8 +37,11 @@ def build_container(settings: Settings) -> Container:
     return container
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Recover the service's state and return the HTTP app that serves it; raises StartupError."""
+def create_app(settings: Settings, container: Container | None = None) -> FastAPI:
+    """Recover the service's state and return the HTTP app that serves it; raises StartupError.
+
+    ``container`` is one build_container(settings) made, perhaps with providers overridden (tests).
+    """
     configure_logging(settings.log_dir, settings.log_level)
     logger.info(
         "starting: store %s in %s, profile %s, position scope %s",
@@ -47,7 +50,8 @@ def create_app(settings: Settings) -> FastAPI:
         settings.profile_path,
         settings.position_scope.value,
     )
-    container = build_container(settings)
+    if container is None:
+        container = build_container(settings)
     try:
         container.order_service().start()
     except BaseException:
@@ -67,7 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
         container.shutdown_resources()
         logger.info("stopped")
 
-    container.wire(modules=[api])
+    container.wire(modules=api.ROUTE_MODULES)
     return api.build_api(lifespan, settings.api_key)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import os
 import shutil
@@ -16,13 +17,7 @@ import uvicorn
 from rich.console import Console
 from rich.progress import Progress
 
-from trading_orders.adapters.storage.jsonl_order_log import ORDER_LOG_FILE, JsonLinesOrderLog
-from trading_orders.adapters.storage.jsonl_trade_log import JsonLinesTradeLog
-from trading_orders.adapters.storage.memory import InMemoryTradeLog
-from trading_orders.adapters.storage.tinydb_position_store import POSITIONS_FILE, TinyDBPositionStore
 from trading_orders.application.errors import StartupError
-from trading_orders.application.log_replay import replay_log_tail
-from trading_orders.application.verification import verify
 from trading_orders.bootstrap import build_container, create_app_or_exit
 from trading_orders.domain.model import PositionScope
 from trading_orders.settings import Settings, StoreName
@@ -32,27 +27,24 @@ from trading_orders.tools.profile_generator import main as generate_profiles
 from trading_orders.tools.transfer import TransferError, export_orders, import_orders
 
 
-def run_verify(data_dir: Path, scope: PositionScope) -> int:
-    """Check that positions.json and order_log.jsonl in ``data_dir`` agree; 0 agree, 1 differ, 2 unreadable."""
+def run_verify(settings: Settings) -> int:
+    """Check that the TinyDB store's positions and order log agree; 0 agree, 1 differ, 2 unreadable."""
+    container = build_container(settings)
     try:
-        order_log = JsonLinesOrderLog(data_dir, read_only=True)
-        order_log.check()
-        JsonLinesTradeLog(data_dir, read_only=True).check()
-        store = TinyDBPositionStore(data_dir, read_only=True)
-        stored = store.load()
         with Progress(transient=True) as progress:
-            task = progress.add_task("replaying the order log", total=stored.applied_sequence)
-            report = verify(stored, order_log, scope, lambda sequence: progress.update(task, completed=sequence))
+            task = progress.add_task("replaying the order log")
+            checked = container.verification(replayed=lambda sequence: progress.update(task, completed=sequence))
     except StartupError as error:
         print(f"cannot verify: {error}", file=sys.stderr)
         return 2
+    report = checked.report
     print(
-        f"{data_dir / ORDER_LOG_FILE}: {report.orders_in_log} orders\n"
-        f"{data_dir / POSITIONS_FILE}: {report.open_positions} open positions, "
+        f"{checked.order_log_path}: {report.orders_in_log} orders\n"
+        f"{checked.positions_path}: {report.open_positions} open positions, "
         f"applied through sequence {report.applied_sequence}"
     )
-    if order_log.torn_tail:
-        print(f"note: the log ends in a torn line of {order_log.torn_tail} bytes; start-up drops it")
+    if checked.torn_tail:
+        print(f"note: the log ends in a torn line of {checked.torn_tail} bytes; start-up drops it")
     for note in report.notes:
         print(f"note: {note}")
     for problem in report.problems:
@@ -168,27 +160,17 @@ def main(argv: list[str] | None = None) -> int:
     if not data_dir.is_dir():
         print(f"cannot verify: {data_dir} is not a directory", file=sys.stderr)
         return 2
-    return run_verify(data_dir, scope)
+    return run_verify(chosen)
 
 
 def run_export(settings: Settings, output: Path) -> tuple[int, int]:
     """Export the configured store; the TinyDB files are read read-only, safe while the service runs."""
     if settings.store == "memory":
         raise TransferError("the memory store keeps nothing to export")
-    if settings.store == "tinydb":
-        order_log = JsonLinesOrderLog(settings.data_dir, read_only=True)
-        stored = TinyDBPositionStore(settings.data_dir, read_only=True).load()
-        order_log.check(stored.applied_sequence, stored.log_offset)
-        # The snapshot may be some orders behind the log: replay them in
-        # memory (their trades are already in the trade log or will be).
-        portfolio, _ = replay_log_tail(stored, order_log, InMemoryTradeLog(), settings.position_scope)
-        return order_log.last_sequence(), export_orders(order_log, portfolio, order_log.last_sequence(), output)
     container = build_container(settings)
     try:
-        store = container.order_store()
-        store.recover()
-        orders = store.state().last_sequence
-        return orders, export_orders(container.order_log_reader(), store.positions(), orders, output)
+        order_log, positions, orders = container.export_view()
+        return orders, export_orders(order_log, positions, orders, output)
     finally:
         container.shutdown_resources()
 
@@ -198,22 +180,14 @@ def run_import(settings: Settings, source: Path) -> tuple[int, int]:
     if settings.store == "memory":
         raise TransferError("the memory store would lose the import at once")
     if settings.store != "tinydb":
-        container = build_container(settings)
-        try:
-            return import_orders(source, container.order_store(), settings.position_scope)
-        finally:
-            container.shutdown_resources()
+        return _import_into(settings, source)
     target = settings.data_dir
     if target.exists() and any(target.iterdir()):
         raise TransferError(f"{target} is not empty: import only into a new data directory")
     building = target.with_name(f".{target.name}.importing")
     shutil.rmtree(building, ignore_errors=True)
     try:
-        container = build_container(dataclasses.replace(settings, data_dir=building))
-        try:
-            counts = import_orders(source, container.order_store(), settings.position_scope)
-        finally:
-            container.shutdown_resources()
+        counts = _import_into(dataclasses.replace(settings, data_dir=building), source)
         if target.exists():
             target.rmdir()
         os.replace(building, target)
@@ -221,6 +195,14 @@ def run_import(settings: Settings, source: Path) -> tuple[int, int]:
         shutil.rmtree(building, ignore_errors=True)
         raise
     return counts
+
+
+def _import_into(settings: Settings, source: Path) -> tuple[int, int]:
+    container = build_container(settings)
+    try:
+        return asyncio.run(import_orders(source, container.order_store()))
+    finally:
+        container.shutdown_resources()
 
 
 def _run_tool(name: str, arguments: list[str]) -> int:

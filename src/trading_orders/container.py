@@ -7,11 +7,18 @@ from dependency_injector import containers, providers
 from trading_orders.adapters.json_profile_source import JsonProfileSource
 from trading_orders.adapters.prometheus_metrics import PrometheusOrderMetrics
 from trading_orders.adapters.random_order_ids import RandomOrderIds
-from trading_orders.adapters.storage.embedded_store import CheckpointPolicy
-from trading_orders.adapters.storage.sql_order_store import SqlTradeReader
+from trading_orders.adapters.storage.postgres_store import open_postgres_store
+from trading_orders.adapters.storage.sql_order_store import SqlTradeReader, open_export_view
 from trading_orders.adapters.storage.sqlite_store import SqliteOrderStore
-from trading_orders.adapters.storage.store_resources import open_file_store, open_memory_store, open_postgres_store
+from trading_orders.adapters.storage.tinydb_store.checkpoints import CheckpointPolicy
+from trading_orders.adapters.storage.tinydb_store.resources import (
+    open_memory_store,
+    open_read_only_files,
+    open_tinydb_store,
+)
+from trading_orders.adapters.storage.tinydb_store.verification import verify_directory
 from trading_orders.adapters.system_clock import SystemClock
+from trading_orders.application.desk_overview import DeskOverview
 from trading_orders.application.order_history import OrderHistory
 from trading_orders.application.order_service import OrderService
 
@@ -31,33 +38,32 @@ class Container(containers.DeclarativeContainer):
         CheckpointPolicy, every_orders=config.snapshot_every_orders, every_seconds=config.snapshot_every_seconds
     )
     # Resources are opened on first use and closed by shutdown_resources(), so
-    # only the selected store ever takes its files' locks. Each embedded
-    # store owns its files, so it closes them after its last checkpoint.
-    file_store = providers.Resource(
-        open_file_store, directory=config.data_dir, scope=config.position_scope, policy=checkpoint_policy
+    # only the selected store ever takes its files' locks. The TinyDB store
+    # owns its files, so it closes them after its last checkpoint.
+    tinydb_store = providers.Resource(
+        open_tinydb_store, directory=config.data_dir, scope=config.position_scope, policy=checkpoint_policy
     )
     memory_store = providers.Resource(open_memory_store, scope=config.position_scope, policy=checkpoint_policy)
     sqlite_store = providers.Singleton(SqliteOrderStore, directory=config.data_dir, scope=config.position_scope)
     postgres_store = providers.Resource(open_postgres_store, url=config.database_url, scope=config.position_scope)
     order_store = providers.Selector(
-        config.store, tinydb=file_store, memory=memory_store, sqlite=sqlite_store, postgres=postgres_store
+        config.store, tinydb=tinydb_store, memory=memory_store, sqlite=sqlite_store, postgres=postgres_store
     )
 
     order_log_reader = providers.Selector(
         config.store,
-        tinydb=file_store.provided.order_log,
+        tinydb=tinydb_store.provided.order_log,
         memory=memory_store.provided.order_log,
         sqlite=sqlite_store,
         postgres=postgres_store,
     )
     trade_log_reader = providers.Selector(
         config.store,
-        tinydb=file_store.provided.trade_log,
+        tinydb=tinydb_store.provided.trade_log,
         memory=memory_store.provided.trade_log,
         sqlite=providers.Singleton(SqlTradeReader, sqlite_store),
         postgres=providers.Singleton(SqlTradeReader, postgres_store),
     )
-    order_history = providers.Singleton(OrderHistory, order_log=order_log_reader, trade_log=trade_log_reader)
 
     order_service = providers.Singleton(
         OrderService,
@@ -68,3 +74,15 @@ class Container(containers.DeclarativeContainer):
         scope=config.position_scope,
         metrics=metrics,
     )
+    order_history = providers.Singleton(OrderHistory, order_log=order_log_reader, trade_log=trade_log_reader)
+    desk_overview = providers.Singleton(DeskOverview, service=order_service, history=order_history)
+
+    # For the command line: what `export` reads (the TinyDB files read-only,
+    # safe beside a running service), and `verify` of the TinyDB files.
+    export_view = providers.Selector(
+        config.store,
+        tinydb=providers.Resource(open_read_only_files, directory=config.data_dir, scope=config.position_scope),
+        sqlite=providers.Resource(open_export_view, sqlite_store),
+        postgres=providers.Resource(open_export_view, postgres_store),
+    )
+    verification = providers.Factory(verify_directory, directory=config.data_dir, scope=config.position_scope)

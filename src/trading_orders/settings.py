@@ -60,7 +60,7 @@ class Settings:
     # Kept out of repr so they never land in a log line or a traceback.
     api_key: str | None = field(default=None, repr=False)
     database_url: str | None = field(default=None, repr=False)
-    # The embedded stores snapshot positions every so many orders or seconds.
+    # The TinyDB store snapshots positions every so many orders or seconds.
     snapshot_every_orders: int = 10_000
     snapshot_every_seconds: float = 10.0
 

@@ -3,18 +3,16 @@
 import errno
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
-import uvicorn
 
+from tests.integration.threaded_server import ThreadedServer
 from trading_orders.bootstrap import create_app
 from trading_orders.settings import Settings
-from trading_orders.tools.service_process import LOOPBACK, free_port
 
 PROFILE = {"U1": {"S1": ["ACC", "INFY", "TCS"]}}
 
@@ -54,7 +52,7 @@ class DiskFault:
 @pytest.fixture
 def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], str]]:
     """Start the real app under uvicorn in a thread on a free loopback port; returns its URL."""
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+    servers: list[ThreadedServer] = []
 
     def start() -> str:
         (tmp_path / "profile.json").write_text(json.dumps(PROFILE))
@@ -62,21 +60,13 @@ def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[
         monkeypatch.setenv("TRADING_ORDERS_PROFILE_PATH", str(tmp_path / "profile.json"))
         monkeypatch.setenv("TRADING_ORDERS_LOG_DIR", str(tmp_path / "logs"))
         monkeypatch.setenv("TRADING_ORDERS_SNAPSHOT_EVERY_ORDERS", "1")
-        app = create_app(Settings.from_environment(tmp_path))
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return f"http://{LOOPBACK}:{port}"
+        server = ThreadedServer(create_app(Settings.from_environment(tmp_path)))
+        servers.append(server)
+        return server.url
 
     yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(timeout=10)
+    for server in servers:
+        server.stop()
 
 
 def buy(url: str, instrument: str) -> requests.Response:

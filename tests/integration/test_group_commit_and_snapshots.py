@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.fakes import CountingIds, FixedProfile, SteppingClock, service_over
-from trading_orders.adapters.storage.embedded_store import CheckpointPolicy, EmbeddedOrderStore
-from trading_orders.adapters.storage.json_lines import JsonLinesFile
-from trading_orders.adapters.storage.jsonl_order_log import ORDER_LOG_FILE, JsonLinesOrderLog
-from trading_orders.adapters.storage.jsonl_trade_log import TRADE_LOG_FILE, JsonLinesTradeLog
-from trading_orders.adapters.storage.tinydb_position_store import TinyDBPositionStore
+from tests.service.fakes import CountingIds, FixedProfile, SteppingClock, place, service_over
+from trading_orders.adapters.storage.tinydb_store.checkpoints import CheckpointPolicy
+from trading_orders.adapters.storage.tinydb_store.json_lines import JsonLinesFile
+from trading_orders.adapters.storage.tinydb_store.order_log import ORDER_LOG_FILE, JsonLinesOrderLog
+from trading_orders.adapters.storage.tinydb_store.position_snapshots import TinyDBPositionStore
+from trading_orders.adapters.storage.tinydb_store.store import TinyDBOrderStore
+from trading_orders.adapters.storage.tinydb_store.trade_log import TRADE_LOG_FILE, JsonLinesTradeLog
 from trading_orders.application.errors import StorageUnavailable
 from trading_orders.application.order_service import OrderService, PlacedOrder
 from trading_orders.domain.model import Order, OrderLogEntry, PositionScope, Side, Trade
@@ -67,13 +68,13 @@ def place_concurrently(service: OrderService, orders: list[Order], threads: int)
     answered: list[OrderLogEntry] = []
     barrier = threading.Barrier(threads)
 
-    def place(share: list[tuple[int, Order]]) -> None:
+    def place_share(share: list[tuple[int, Order]]) -> None:
         barrier.wait()
         for number, order in share:
-            answered.append(service.place_order(order, idempotency_key=f"key-{number}").entry)
+            answered.append(place(service, order, idempotency_key=f"key-{number}").entry)
 
     numbered = list(enumerate(orders))
-    workers = [threading.Thread(target=place, args=(numbered[n::threads],)) for n in range(threads)]
+    workers = [threading.Thread(target=place_share, args=(numbered[n::threads],)) for n in range(threads)]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -96,7 +97,7 @@ def test_orders_that_arrive_during_a_sync_share_the_next_one(
     replayed, _ = service_over(PROFILE, *_fresh_stores(tmp_path / "replay"))
     replayed.start()
     for entry in logged:
-        replayed.place_order(entry.decision.order)
+        place(replayed, entry.decision.order)
     assert _keys(replayed) == _keys(opened.service)
 
 
@@ -109,15 +110,15 @@ def _keys(service: OrderService) -> set[tuple[str, str, str]]:
 
 
 def test_a_checkpoint_moves_keys_and_order_ids_from_memory_to_the_index(opened: Opened, tmp_path: Path) -> None:
-    first = opened.service.place_order(Order("S", "I01", Side.BUY), idempotency_key="k-1").entry
+    first = place(opened.service, Order("S", "I01", Side.BUY), idempotency_key="k-1").entry
     for n in range(2, 40):
-        opened.service.place_order(Order("S", INSTRUMENTS[n], Side.BUY), idempotency_key=f"k-{n}")
+        place(opened.service, Order("S", INSTRUMENTS[n], Side.BUY), idempotency_key=f"k-{n}")
     assert opened.log.unindexed() == 39
     assert opened.store.checkpoint()
     assert opened.log.unindexed() == 0, "memory holds only the orders since the last checkpoint"
     assert opened.log.find_by_idempotency_key("k-1") == first
     assert opened.log.find_by_order_id(first.decision.order_id) == first
-    retry = opened.service.place_order(Order("S", "I01", Side.BUY), idempotency_key="k-1")
+    retry = place(opened.service, Order("S", "I01", Side.BUY), idempotency_key="k-1")
     assert retry.replayed and retry.entry == first, "a retry of an indexed key is still answered from the log"
 
 
@@ -126,11 +127,11 @@ def test_start_up_checks_and_replays_only_the_log_after_the_last_checkpoint(
 ) -> None:
     store = Opened(tmp_path)
     for n in range(30):
-        store.service.place_order(Order("S", INSTRUMENTS[n], Side.BUY))
+        place(store.service, Order("S", INSTRUMENTS[n], Side.BUY))
     store.store.checkpoint()
     tail_start = (tmp_path / ORDER_LOG_FILE).stat().st_size
     for n in range(30, 35):
-        store.service.place_order(Order("S", INSTRUMENTS[n], Side.BUY))
+        place(store.service, Order("S", INSTRUMENTS[n], Side.BUY))
     expected = store.service.open_positions()
     # A crash: no last checkpoint, the files released as the process's death would.
     for opened in (store.trades, store.log, store.positions):
@@ -153,7 +154,7 @@ def test_start_up_checks_and_replays_only_the_log_after_the_last_checkpoint(
 
 def test_a_missing_index_is_rebuilt_from_the_log(tmp_path: Path) -> None:
     store = Opened(tmp_path)
-    keyed = store.service.place_order(Order("S", "I00", Side.BUY), idempotency_key="keep").entry
+    keyed = place(store.service, Order("S", "I00", Side.BUY), idempotency_key="keep").entry
     store.close()
     (tmp_path / "order_index.sqlite3").unlink()
     restarted = Opened(tmp_path)
@@ -163,13 +164,13 @@ def test_a_missing_index_is_rebuilt_from_the_log(tmp_path: Path) -> None:
 
 def test_the_snapshot_is_taken_in_the_background_every_n_orders(tmp_path: Path) -> None:
     positions, log, trades = _fresh_stores(tmp_path)
-    store = EmbeddedOrderStore(
+    store = TinyDBOrderStore(
         positions, log, trades, PositionScope.STRATEGY, CheckpointPolicy(every_orders=10, every_seconds=3600)
     )
     service = OrderService(FixedProfile(PROFILE), store, SteppingClock(), CountingIds(), PositionScope.STRATEGY)
     service.start()
     for n in range(10):
-        service.place_order(Order("S", INSTRUMENTS[n], Side.BUY))
+        place(service, Order("S", INSTRUMENTS[n], Side.BUY))
     deadline = time.monotonic() + 10
     while positions.load().applied_sequence < 10 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -187,10 +188,9 @@ def test_orders_awaited_on_an_event_loop_are_decided_at_once_and_share_syncs(
     orders = [Order("S", INSTRUMENTS[n % 40], Side.BUY if n % 3 else Side.SELL) for n in range(300)]
 
     async def place_all() -> list[OrderLogEntry]:
-        placed = await asyncio.gather(*(opened.service.place_order_async(order) for order in orders))
+        placed = await asyncio.gather(*(opened.service.place_order(order) for order in orders))
         return [p.entry for p in placed]
 
-    assert opened.service.decides_in_memory
     answered = asyncio.run(place_all())
     assert [e.sequence for e in answered] == list(range(1, 301)), "decided in the order they were placed"
     assert list(opened.log.entries_after(0)) == answered, "and every one durable before its answer"
@@ -200,7 +200,7 @@ def test_orders_awaited_on_an_event_loop_are_decided_at_once_and_share_syncs(
 def test_a_failed_sync_fails_every_order_awaiting_it_and_keeps_none_of_them(
     opened: Opened, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = opened.service.place_order(Order("S", "I00", Side.BUY)).entry
+    first = place(opened.service, Order("S", "I00", Side.BUY)).entry
     before = (tmp_path / ORDER_LOG_FILE).read_bytes()
     real_fsync = os.fsync
     failures = {"left": 1}
@@ -215,7 +215,7 @@ def test_a_failed_sync_fails_every_order_awaiting_it_and_keeps_none_of_them(
 
     async def place_all() -> list[object]:
         orders = [Order("S", INSTRUMENTS[n], Side.BUY) for n in range(1, 11)]
-        return await asyncio.gather(*(opened.service.place_order_async(o) for o in orders), return_exceptions=True)
+        return await asyncio.gather(*(opened.service.place_order(o) for o in orders), return_exceptions=True)
 
     outcomes = asyncio.run(place_all())
     failed = [o for o in outcomes if isinstance(o, StorageUnavailable)]
@@ -233,7 +233,7 @@ def test_a_failed_sync_fails_every_order_awaiting_it_and_keeps_none_of_them(
 def test_trades_queued_by_a_failed_write_are_written_once_when_a_failed_sync_rebuilds(
     opened: Opened, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    opened.service.place_order(Order("S", "I00", Side.BUY))
+    place(opened.service, Order("S", "I00", Side.BUY))
     real_write = opened.trades.write
     trade_failures = {"left": 1}
 
@@ -244,7 +244,7 @@ def test_trades_queued_by_a_failed_write_are_written_once_when_a_failed_sync_reb
         real_write(trades, sequence)
 
     monkeypatch.setattr(opened.trades, "write", trade_write_fails_once)
-    sell = opened.service.place_order(Order("S", "I00", Side.SELL)).entry  # its trades stay queued
+    sell = place(opened.service, Order("S", "I00", Side.SELL)).entry  # its trades stay queued
     real_fsync = os.fsync
     sync_failures = {"left": 1}
 
@@ -256,8 +256,8 @@ def test_trades_queued_by_a_failed_write_are_written_once_when_a_failed_sync_reb
 
     monkeypatch.setattr(os, "fsync", fsync_fails_once)
     with pytest.raises(StorageUnavailable):
-        opened.service.place_order(Order("S", "I01", Side.BUY))
-    retried = opened.service.place_order(Order("S", "I01", Side.BUY)).entry
+        place(opened.service, Order("S", "I01", Side.BUY))
+    retried = place(opened.service, Order("S", "I01", Side.BUY)).entry
     assert retried.sequence == 3
     lines = [json.loads(line) for line in (tmp_path / TRADE_LOG_FILE).read_text().splitlines()]
     assert [line["sequence"] for line in lines] == [sell.sequence], "the SELL's trades, written once"

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from trading_orders.adapters.storage import json_lines
-from trading_orders.adapters.storage.json_lines import JsonLinesFile
+from trading_orders.adapters.storage.tinydb_store import json_lines
+from trading_orders.adapters.storage.tinydb_store.json_lines import JsonLinesFile
 from trading_orders.application.errors import CorruptStore
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trading_orders.adapters.storage.jsonl_order_log import ORDER_LOG_FILE, JsonLinesOrderLog
+from trading_orders.adapters.storage.tinydb_store.order_log import ORDER_LOG_FILE, JsonLinesOrderLog
 from trading_orders.application.errors import CorruptStore, StorageUnavailable
 from trading_orders.domain.model import (
     Order,

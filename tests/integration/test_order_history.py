@@ -6,10 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.fakes import service_over
-from trading_orders.adapters.storage.jsonl_order_log import JsonLinesOrderLog
-from trading_orders.adapters.storage.jsonl_trade_log import JsonLinesTradeLog
-from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore, InMemoryTradeLog
+from tests.service.fakes import place, service_over
+from trading_orders.adapters.storage.tinydb_store.memory import (
+    InMemoryOrderLog,
+    InMemoryPositionStore,
+    InMemoryTradeLog,
+)
+from trading_orders.adapters.storage.tinydb_store.order_log import JsonLinesOrderLog
+from trading_orders.adapters.storage.tinydb_store.trade_log import JsonLinesTradeLog
 from trading_orders.application.errors import InvalidCursor
 from trading_orders.application.order_history import HistoryFilter, OrderHistory
 from trading_orders.application.order_service import OrderService
@@ -31,7 +35,7 @@ def desk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Order
     service.start()
     for number in range(30):
         strategy, instrument = [("S1", "ACC"), ("S1", "INFY"), ("S2", "TCS")][number % 3]
-        service.place_order(Order(strategy, instrument, Side.BUY if number % 2 == 0 else Side.SELL))
+        place(service, Order(strategy, instrument, Side.BUY if number % 2 == 0 else Side.SELL))
     yield service, OrderHistory(order_log, trade_log)
     order_log.close()
     trade_log.close()

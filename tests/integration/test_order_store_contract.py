@@ -1,5 +1,6 @@
 """One contract for every order store (memory, TinyDB files, SQLite), written once, run against each."""
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -7,18 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.fakes import CountingIds, FixedProfile, SteppingClock
-from tests.worked_example import EXPECTED, ORDERS, PROFILE
-from trading_orders.adapters.storage.embedded_store import EmbeddedOrderStore
-from trading_orders.adapters.storage.jsonl_order_log import JsonLinesOrderLog
-from trading_orders.adapters.storage.jsonl_trade_log import JsonLinesTradeLog
-from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore, InMemoryTradeLog
+from tests.service.fakes import CountingIds, FixedProfile, SteppingClock, place
+from tests.worked_example import EXPECTED, HOLLAND, ORDERS, PROFILE
 from trading_orders.adapters.storage.postgres_store import PostgresOrderStore
 from trading_orders.adapters.storage.sql_order_store import SqlTradeReader
 from trading_orders.adapters.storage.sqlite_store import SqliteOrderStore
-from trading_orders.adapters.storage.tinydb_position_store import TinyDBPositionStore
+from trading_orders.adapters.storage.tinydb_store.memory import (
+    InMemoryOrderLog,
+    InMemoryPositionStore,
+    InMemoryTradeLog,
+)
+from trading_orders.adapters.storage.tinydb_store.order_log import JsonLinesOrderLog
+from trading_orders.adapters.storage.tinydb_store.position_snapshots import TinyDBPositionStore
+from trading_orders.adapters.storage.tinydb_store.store import TinyDBOrderStore
+from trading_orders.adapters.storage.tinydb_store.trade_log import JsonLinesTradeLog
 from trading_orders.application.order_history import HistoryFilter, OrderHistory
-from trading_orders.application.order_service import OrderService
+from trading_orders.application.order_service import OrderService, PlacedOrder
 from trading_orders.application.ports import OrderStore
 from trading_orders.domain.model import Order, OrderStatus, PositionScope, Side
 
@@ -58,10 +63,10 @@ class OpenedStore:
             if not memory:
                 memory += [InMemoryPositionStore(), InMemoryOrderLog(), InMemoryTradeLog()]
             positions, log, trades = memory  # type: ignore[assignment]
-        embedded = EmbeddedOrderStore(positions, log, trades, scope)
-        self.store = embedded
+        tinydb = TinyDBOrderStore(positions, log, trades, scope)
+        self.store = tinydb
         self.history = OrderHistory(log, trades)
-        self.closers.insert(0, embedded.close)
+        self.closers.insert(0, tinydb.close)
 
     def close(self) -> None:
         for close in self.closers:
@@ -100,7 +105,7 @@ def test_the_worked_example(open_store: OpenStore, scope: PositionScope) -> None
     service, _ = open_store(scope)
     answers = []
     for strategy, instrument, side in ORDERS:
-        entry = service.place_order(Order(strategy, instrument, Side(side))).entry
+        entry = place(service, Order(strategy, instrument, Side(side))).entry
         answers.append(
             (
                 entry.decision.status.value,
@@ -113,7 +118,7 @@ def test_the_worked_example(open_store: OpenStore, scope: PositionScope) -> None
 def test_positions_trades_and_the_log_agree(open_store: OpenStore) -> None:
     service, store = open_store()
     for instrument, side in [("GRASIM", Side.BUY), ("EICHER", Side.BUY), ("GRASIM", Side.SELL)]:
-        service.place_order(Order("STRATEGY_A", instrument, side))
+        place(service, Order("STRATEGY_A", instrument, side))
     assert [(p.instrument, p.order_id) for p in service.open_positions()] == [("EICHER", "o2")]
     assert service.open_positions(instrument="GRASIM") == []
     (trade,) = store.history.trades(HistoryFilter(), limit=10).items
@@ -128,47 +133,72 @@ def test_positions_trades_and_the_log_agree(open_store: OpenStore) -> None:
 
 def test_an_idempotency_key_is_decided_once(open_store: OpenStore) -> None:
     service, store = open_store()
-    first = service.place_order(Order("STRATEGY_B", "MINDA", Side.BUY), idempotency_key="k")
-    again = service.place_order(Order("STRATEGY_B", "MINDA", Side.BUY), idempotency_key="k")
+    first = place(service, Order("STRATEGY_B", "MINDA", Side.BUY), idempotency_key="k")
+    again = place(service, Order("STRATEGY_B", "MINDA", Side.BUY), idempotency_key="k")
     assert again.replayed and again.entry == first.entry
     assert store.store.state().last_sequence == 1
 
 
-def test_nothing_is_kept_when_a_transaction_fails_before_it_records(open_store: OpenStore) -> None:
-    _, store = open_store()
-    with pytest.raises(RuntimeError), store.store.transaction():
-        raise RuntimeError("the decision failed")
+def newest_received_at(store: OrderStore) -> datetime | None:
+    async def read() -> datetime | None:
+        async with store.transaction("STRATEGY_B", "MINDA", [HOLLAND]) as transaction:
+            return transaction.last_received_at
+
+    return asyncio.run(read())
+
+
+def test_nothing_is_kept_when_a_transaction_fails_before_it_commits(open_store: OpenStore) -> None:
+    service, store = open_store()
+
+    async def fail_after_deciding() -> None:
+        async with store.store.transaction("STRATEGY_B", "MINDA", [HOLLAND]) as transaction:
+            buy = Order("STRATEGY_B", "MINDA", Side.BUY)
+            moment = datetime(2026, 11, 24, 9, 15, tzinfo=UTC)
+            transaction.portfolio.apply(transaction.portfolio.decide(buy, service.profile(), "x1", moment))
+            raise RuntimeError("the decision failed")
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(fail_after_deciding())
     assert store.store.state().last_sequence == 0
-    with store.store.transaction() as transaction:
-        assert transaction.last_received_at() is None
+    assert service.open_positions() == []
+    assert newest_received_at(store.store) is None
+    assert place(service, Order("STRATEGY_B", "MINDA", Side.BUY)).entry.decision.status is OrderStatus.ACCEPTED
 
 
 @pytest.mark.parametrize("open_store", DURABLE, indirect=True)
 def test_everything_survives_reopening(open_store: OpenStore) -> None:
     service, _ = open_store()
-    service.place_order(Order("STRATEGY_B", "MINDA", Side.BUY), idempotency_key="k")
+    place(service, Order("STRATEGY_B", "MINDA", Side.BUY), idempotency_key="k")
     before = service.open_positions()
     reopened, store = open_store()
     assert reopened.open_positions() == before
-    assert reopened.place_order(Order("STRATEGY_B", "MINDA", Side.BUY), idempotency_key="k").replayed
-    with store.store.transaction() as transaction:
-        assert transaction.last_received_at() == datetime(2026, 11, 24, 9, 15, 1, tzinfo=UTC)
+    assert place(reopened, Order("STRATEGY_B", "MINDA", Side.BUY), idempotency_key="k").replayed
+    assert newest_received_at(store.store) == datetime(2026, 11, 24, 9, 15, 1, tzinfo=UTC)
 
 
-def test_fifty_concurrent_buys_for_one_key_open_one_position(open_store: OpenStore) -> None:
+@pytest.mark.parametrize("from_threads", [True, False], ids=["threads", "one-event-loop"])
+def test_fifty_concurrent_buys_for_one_key_open_one_position(open_store: OpenStore, from_threads: bool) -> None:
     service, store = open_store()
-    barrier = threading.Barrier(50)
+    buy = Order("STRATEGY_B", "MINDA", Side.BUY)
     statuses: list[OrderStatus] = []
+    if from_threads:
+        barrier = threading.Barrier(50)
 
-    def buy() -> None:
-        barrier.wait()
-        statuses.append(service.place_order(Order("STRATEGY_B", "MINDA", Side.BUY)).entry.decision.status)
+        def place_one() -> None:
+            barrier.wait()
+            statuses.append(place(service, buy).entry.decision.status)
 
-    threads = [threading.Thread(target=buy) for _ in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+        threads = [threading.Thread(target=place_one) for _ in range(50)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    else:
+
+        async def place_all() -> list[PlacedOrder]:
+            return await asyncio.gather(*(service.place_order(buy) for _ in range(50)))
+
+        statuses = [placed.entry.decision.status for placed in asyncio.run(place_all())]
     assert statuses.count(OrderStatus.ACCEPTED) == 1
     assert len(service.open_positions()) == 1
     assert [e.sequence for e in store.history.orders(HistoryFilter(), limit=100).items] == list(range(50, 0, -1))

@@ -5,27 +5,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.service.fakes import service_over
-from trading_orders.adapters.storage.embedded_store import EmbeddedOrderStore
-from trading_orders.adapters.storage.jsonl_order_log import JsonLinesOrderLog
-from trading_orders.adapters.storage.jsonl_trade_log import TRADE_LOG_FILE, JsonLinesTradeLog
-from trading_orders.adapters.storage.tinydb_position_store import POSITIONS_FILE, TinyDBPositionStore
+from tests.service.fakes import place, service_over
+from trading_orders.adapters.storage.tinydb_store.order_log import JsonLinesOrderLog
+from trading_orders.adapters.storage.tinydb_store.position_snapshots import POSITIONS_FILE, TinyDBPositionStore
+from trading_orders.adapters.storage.tinydb_store.store import TinyDBOrderStore
+from trading_orders.adapters.storage.tinydb_store.trade_log import TRADE_LOG_FILE, JsonLinesTradeLog
 from trading_orders.application.order_service import OrderService
 from trading_orders.domain.model import Order, Side
 
 PROFILE = {"U1": {"S": ["ACC", "INFY", "TCS"]}, "U2": {"S": ["ACC"]}}
 
 
-def open_service(directory: Path) -> tuple[OrderService, EmbeddedOrderStore, Callable[[], None]]:
-    store, log, trades = TinyDBPositionStore(directory), JsonLinesOrderLog(directory), JsonLinesTradeLog(directory)
-    service, embedded = service_over(PROFILE, store, log, trades)
+def open_service(directory: Path) -> tuple[OrderService, TinyDBOrderStore, Callable[[], None]]:
+    snapshots, log, trades = TinyDBPositionStore(directory), JsonLinesOrderLog(directory), JsonLinesTradeLog(directory)
+    service, tinydb = service_over(PROFILE, snapshots, log, trades)
 
     def close() -> None:
-        embedded.close()
-        for opened in (store, log, trades):
+        tinydb.close()
+        for opened in (snapshots, log, trades):
             opened.close()
 
-    return service, embedded, close
+    return service, tinydb, close
 
 
 def trade_lines(directory: Path) -> list[dict[str, Any]]:
@@ -33,13 +33,13 @@ def trade_lines(directory: Path) -> list[dict[str, Any]]:
 
 
 def test_orders_after_the_last_snapshot_are_replayed_at_start_up(tmp_path: Path) -> None:
-    service, embedded, close = open_service(tmp_path)
+    service, tinydb, close = open_service(tmp_path)
     service.start()
-    service.place_order(Order("S", "ACC", Side.BUY))
-    assert embedded.checkpoint()
+    place(service, Order("S", "ACC", Side.BUY))
+    assert tinydb.checkpoint()
     snapshot = (tmp_path / POSITIONS_FILE).read_bytes()
-    service.place_order(Order("S", "INFY", Side.BUY))
-    service.place_order(Order("S", "ACC", Side.SELL))
+    place(service, Order("S", "INFY", Side.BUY))
+    place(service, Order("S", "ACC", Side.SELL))
     expected = service.open_positions()
     close()
     # As if the process died after the last two orders, before the next snapshot.
@@ -56,12 +56,12 @@ def test_orders_after_the_last_snapshot_are_replayed_at_start_up(tmp_path: Path)
 
 
 def test_trades_lost_with_a_crash_are_recorded_from_the_log(tmp_path: Path) -> None:
-    service, embedded, close = open_service(tmp_path)
+    service, tinydb, close = open_service(tmp_path)
     service.start()
-    service.place_order(Order("S", "ACC", Side.BUY))
-    assert embedded.checkpoint()
+    place(service, Order("S", "ACC", Side.BUY))
+    assert tinydb.checkpoint()
     snapshot = (tmp_path / POSITIONS_FILE).read_bytes()
-    service.place_order(Order("S", "ACC", Side.SELL))
+    place(service, Order("S", "ACC", Side.SELL))
     written = trade_lines(tmp_path)
     close()
     # As if the process died after the SELL was durable, before its trades were synced.
@@ -83,8 +83,8 @@ def test_a_lost_position_file_is_rebuilt_from_the_whole_log(tmp_path: Path) -> N
     service, _, close = open_service(tmp_path)
     service.start()
     for instrument in ("ACC", "INFY", "TCS"):
-        service.place_order(Order("S", instrument, Side.BUY))
-    service.place_order(Order("S", "INFY", Side.SELL))
+        place(service, Order("S", instrument, Side.BUY))
+    place(service, Order("S", "INFY", Side.SELL))
     expected = service.open_positions()
     close()
     (tmp_path / POSITIONS_FILE).unlink()

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from trading_orders.adapters.storage.embedded_store import CheckpointPolicy, EmbeddedOrderStore
-from trading_orders.adapters.storage.jsonl_order_log import JsonLinesOrderLog
-from trading_orders.adapters.storage.memory import InMemoryOrderLog
+from trading_orders.adapters.storage.tinydb_store.checkpoints import CheckpointPolicy
+from trading_orders.adapters.storage.tinydb_store.memory import InMemoryOrderLog
+from trading_orders.adapters.storage.tinydb_store.order_log import JsonLinesOrderLog
+from trading_orders.adapters.storage.tinydb_store.store import TinyDBOrderStore
 from trading_orders.bootstrap import build_container
 from trading_orders.domain.model import PositionScope
 from trading_orders.settings import ConfigurationError, Settings
@@ -92,7 +93,7 @@ def test_the_container_selects_the_store_by_configuration(
     container = build_container(Settings.from_environment(tmp_path))
     try:
         order_store = container.order_store()
-        assert isinstance(order_store, EmbeddedOrderStore)
+        assert isinstance(order_store, TinyDBOrderStore)
         assert isinstance(container.order_log_reader(), log_type)
         assert container.checkpoint_policy() == CheckpointPolicy(every_orders=250, every_seconds=10.0)
     finally:

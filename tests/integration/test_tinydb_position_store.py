@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from tinydb import TinyDB
 
-from trading_orders.adapters.storage import tinydb_position_store
-from trading_orders.adapters.storage.tinydb_position_store import POSITIONS_FILE, TinyDBPositionStore
+from trading_orders.adapters.storage.tinydb_store import position_snapshots as tinydb_position_store
+from trading_orders.adapters.storage.tinydb_store.parts import StoredPositions
+from trading_orders.adapters.storage.tinydb_store.position_snapshots import POSITIONS_FILE, TinyDBPositionStore
 from trading_orders.application.errors import CorruptStore, StorageUnavailable, StoreInUse
-from trading_orders.application.ports import StoredPositions
 from trading_orders.domain.model import Position
 
 T0 = datetime(2026, 11, 24, 9, 15, 0, 123456, tzinfo=UTC)
@@ -48,7 +48,7 @@ def test_store_survives_a_new_process(tmp_path: Path) -> None:
     store.close()
     script = (
         "import sys; from pathlib import Path\n"
-        "from trading_orders.adapters.storage.tinydb_position_store import TinyDBPositionStore\n"
+        "from trading_orders.adapters.storage.tinydb_store.position_snapshots import TinyDBPositionStore\n"
         "s = TinyDBPositionStore(Path(sys.argv[1])); stored = s.load()\n"
         "print(stored.applied_sequence, [(p.user, p.instrument, p.order_id, p.opened_at.isoformat()) "
         "for p in stored.positions])\n"
@@ -112,7 +112,7 @@ def test_a_second_owner_is_refused_while_the_first_holds_the_store(tmp_path: Pat
     store = TinyDBPositionStore(tmp_path)
     script = (
         "import sys; from pathlib import Path\n"
-        "from trading_orders.adapters.storage.tinydb_position_store import TinyDBPositionStore\n"
+        "from trading_orders.adapters.storage.tinydb_store.position_snapshots import TinyDBPositionStore\n"
         "TinyDBPositionStore(Path(sys.argv[1]))\n"
     )
     other = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True)

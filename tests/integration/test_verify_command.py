@@ -5,10 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.service.fakes import service_over
-from trading_orders.adapters.storage.jsonl_order_log import ORDER_LOG_FILE, JsonLinesOrderLog
-from trading_orders.adapters.storage.jsonl_trade_log import JsonLinesTradeLog
-from trading_orders.adapters.storage.tinydb_position_store import POSITIONS_FILE, TinyDBPositionStore
+from tests.service.fakes import place, service_over
+from trading_orders.adapters.storage.tinydb_store.order_log import ORDER_LOG_FILE, JsonLinesOrderLog
+from trading_orders.adapters.storage.tinydb_store.position_snapshots import POSITIONS_FILE, TinyDBPositionStore
+from trading_orders.adapters.storage.tinydb_store.trade_log import JsonLinesTradeLog
 from trading_orders.domain.model import Order, Side
 
 PROFILE = {"U1": {"S": ["ACC", "INFY", "TCS"]}}
@@ -16,11 +16,11 @@ PROFILE = {"U1": {"S": ["ACC", "INFY", "TCS"]}}
 
 def record_orders(directory: Path, orders: list[tuple[str, Side]]) -> None:
     store, log, trades = TinyDBPositionStore(directory), JsonLinesOrderLog(directory), JsonLinesTradeLog(directory)
-    service, embedded = service_over(PROFILE, store, log, trades)
+    service, tinydb = service_over(PROFILE, store, log, trades)
     service.start()
     for instrument, side in orders:
-        service.place_order(Order("S", instrument, side))
-    embedded.close()  # the last checkpoint: positions.json applied through the last order
+        place(service, Order("S", instrument, side))
+    tinydb.close()  # the last checkpoint: positions.json applied through the last order
     for opened in (store, log, trades):
         opened.close()
 

@@ -1,14 +1,21 @@
 """In-memory stand-ins for the ports, with switches that make them fail like a full disk."""
 
+import asyncio
 import errno
 from datetime import UTC, datetime, timedelta
 
-from trading_orders.adapters.storage.embedded_store import CheckpointPolicy, EmbeddedOrderStore
-from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore, InMemoryTradeLog
+from trading_orders.adapters.storage.tinydb_store.checkpoints import CheckpointPolicy
+from trading_orders.adapters.storage.tinydb_store.memory import (
+    InMemoryOrderLog,
+    InMemoryPositionStore,
+    InMemoryTradeLog,
+)
+from trading_orders.adapters.storage.tinydb_store.parts import OrderLog, PositionSnapshots, StoredPositions, TradeLog
+from trading_orders.adapters.storage.tinydb_store.store import TinyDBOrderStore
 from trading_orders.application.errors import StorageUnavailable
-from trading_orders.application.order_service import OrderService
-from trading_orders.application.ports import Clock, OrderLog, PositionStore, StoredPositions, TradeLog
-from trading_orders.domain.model import OrderLogEntry, PositionScope, Trade
+from trading_orders.application.order_service import OrderService, PlacedOrder
+from trading_orders.application.ports import Clock
+from trading_orders.domain.model import Order, OrderLogEntry, PositionScope, Trade
 from trading_orders.domain.profile import Profile
 
 
@@ -117,16 +124,21 @@ def build_service(
 
 def service_over(
     universes: dict[str, dict[str, list[str]]],
-    position_store: PositionStore,
+    position_store: PositionSnapshots,
     order_log: OrderLog,
     trade_log: TradeLog,
     scope: PositionScope = PositionScope.STRATEGY,
     clock: Clock | None = None,
-) -> tuple[OrderService, EmbeddedOrderStore]:
-    """A service over the embedded store made of these three stores, not yet started, and that store.
+) -> tuple[OrderService, TinyDBOrderStore]:
+    """A service over the TinyDB store made of these three parts, not yet started, and that store.
 
     The store checkpoints only when a test calls checkpoint() (or closes it).
     """
-    store = EmbeddedOrderStore(position_store, order_log, trade_log, scope, MANUAL_CHECKPOINTS)
+    store = TinyDBOrderStore(position_store, order_log, trade_log, scope, MANUAL_CHECKPOINTS)
     service = OrderService(FixedProfile(universes), store, clock or SteppingClock(), CountingIds(), scope)
     return service, store
+
+
+def place(service: OrderService, order: Order, idempotency_key: str | None = None) -> PlacedOrder:
+    """Place ``order`` from synchronous test code: on an event loop of its own, until it is durable."""
+    return asyncio.run(service.place_order(order, idempotency_key))

@@ -10,10 +10,16 @@ from tests.service.fakes import (
     FlakyPositionStore,
     FlakyTradeLog,
     build_service,
+    place,
     service_over,
 )
 from tests.worked_example import EXPECTED, ORDERS, PROFILE
-from trading_orders.adapters.storage.memory import InMemoryOrderLog, InMemoryPositionStore, InMemoryTradeLog
+from trading_orders.adapters.storage.tinydb_store.memory import (
+    InMemoryOrderLog,
+    InMemoryPositionStore,
+    InMemoryTradeLog,
+)
+from trading_orders.adapters.storage.tinydb_store.parts import StoredPositions
 from trading_orders.application.errors import (
     CorruptStore,
     IdempotencyKeyReused,
@@ -22,7 +28,6 @@ from trading_orders.application.errors import (
     StorageUnavailable,
 )
 from trading_orders.application.order_service import PlacedOrder
-from trading_orders.application.ports import StoredPositions
 from trading_orders.domain.model import Order, OrderStatus, PositionScope, Side
 
 ONE_USER = {"U1": {"S": ["ACC", "INFY"]}}
@@ -32,7 +37,7 @@ ONE_USER = {"U1": {"S": ["ACC", "INFY"]}}
 def test_worked_example_through_the_service(scope: PositionScope) -> None:
     service, _, log = build_service(PROFILE, scope)
     service.start()
-    entries = [service.place_order(Order(s, i, Side(p))).entry for s, i, p in ORDERS]
+    entries = [place(service, Order(s, i, Side(p))).entry for s, i, p in ORDERS]
     answers = [
         (e.decision.status.value, {d.user: d.reason.value if d.reason else None for d in e.decision.decisions})
         for e in entries
@@ -44,28 +49,28 @@ def test_worked_example_through_the_service(scope: PositionScope) -> None:
 
 def test_each_order_is_logged_and_a_checkpoint_snapshots_the_positions_with_its_sequence() -> None:
     store, log = InMemoryPositionStore(), InMemoryOrderLog()
-    service, embedded = service_over(ONE_USER, store, log, InMemoryTradeLog())
+    service, tinydb = service_over(ONE_USER, store, log, InMemoryTradeLog())
     service.start()
-    buy = service.place_order(Order("S", "ACC", Side.BUY)).entry
-    rejected = service.place_order(Order("S", "ACC", Side.BUY)).entry
+    buy = place(service, Order("S", "ACC", Side.BUY)).entry
+    rejected = place(service, Order("S", "ACC", Side.BUY)).entry
     assert (buy.sequence, rejected.sequence, log.last_sequence()) == (1, 2, 2)
     assert store.load() == StoredPositions((), 0), "orders do not write positions; checkpoints do"
-    assert embedded.checkpoint()
+    assert tinydb.checkpoint()
     stored = store.load()
     assert [p.order_id for p in stored.positions] == [buy.decision.order_id]
     assert (stored.applied_sequence, stored.log_offset) == (2, 2)
     assert service.open_positions() == list(stored.positions)
-    assert not embedded.checkpoint(), "nothing new since the last snapshot"
+    assert not tinydb.checkpoint(), "nothing new since the last snapshot"
 
 
 def test_start_replays_the_log_entries_after_the_snapshot() -> None:
     store, log = InMemoryPositionStore(), InMemoryOrderLog()
-    first, embedded = service_over(ONE_USER, store, log, InMemoryTradeLog())
+    first, tinydb = service_over(ONE_USER, store, log, InMemoryTradeLog())
     first.start()
-    first.place_order(Order("S", "ACC", Side.BUY))
-    embedded.checkpoint()
-    first.place_order(Order("S", "INFY", Side.BUY))
-    first.place_order(Order("S", "ACC", Side.SELL))
+    place(first, Order("S", "ACC", Side.BUY))
+    tinydb.checkpoint()
+    place(first, Order("S", "INFY", Side.BUY))
+    place(first, Order("S", "ACC", Side.SELL))
     # A crash before the next checkpoint: the snapshot is two orders behind.
     second, restarted = service_over(ONE_USER, store, log, InMemoryTradeLog())
     report = second.start()
@@ -86,12 +91,12 @@ def test_a_store_ahead_of_the_log_refuses_to_start() -> None:
 def test_positions_that_clash_under_a_new_scope_refuse_to_start(snapshot: bool) -> None:
     universes = {"U1": {"S": ["ACC"], "T": ["ACC"]}}
     store, log = InMemoryPositionStore(), InMemoryOrderLog()
-    first, embedded = service_over(universes, store, log, InMemoryTradeLog(), PositionScope.STRATEGY)
+    first, tinydb = service_over(universes, store, log, InMemoryTradeLog(), PositionScope.STRATEGY)
     first.start()
-    first.place_order(Order("S", "ACC", Side.BUY))
-    first.place_order(Order("T", "ACC", Side.BUY))
+    place(first, Order("S", "ACC", Side.BUY))
+    place(first, Order("T", "ACC", Side.BUY))
     if snapshot:
-        embedded.checkpoint()
+        tinydb.checkpoint()
     netting, _, _ = build_service(universes, PositionScope.USER, store=store, log=log)
     # From the snapshot, or replaying the log when there is none: the same advice.
     with pytest.raises(StartupError, match=r"position scope 'user'.*start with the scope the.* opened under"):
@@ -104,24 +109,24 @@ def test_a_failed_log_append_records_nothing_and_the_order_can_be_retried() -> N
     service.start()
     log.failures = 1
     with pytest.raises(StorageUnavailable):
-        service.place_order(Order("S", "ACC", Side.BUY))
+        place(service, Order("S", "ACC", Side.BUY))
     assert (log.last_sequence(), service.open_positions(), store.load().positions) == (0, [], ())
-    retry = service.place_order(Order("S", "ACC", Side.BUY)).entry
+    retry = place(service, Order("S", "ACC", Side.BUY)).entry
     assert retry.decision.status is OrderStatus.ACCEPTED
     assert retry.sequence == 1
 
 
 def test_a_failed_snapshot_keeps_the_previous_one_and_the_next_checkpoint_catches_up() -> None:
     store = FlakyPositionStore()
-    service, embedded = service_over(ONE_USER, store, InMemoryOrderLog(), InMemoryTradeLog())
+    service, tinydb = service_over(ONE_USER, store, InMemoryOrderLog(), InMemoryTradeLog())
     service.start()
-    buy = service.place_order(Order("S", "ACC", Side.BUY)).entry
+    buy = place(service, Order("S", "ACC", Side.BUY)).entry
     store.failures = 1
     with pytest.raises(StorageUnavailable):
-        embedded.checkpoint()
+        tinydb.checkpoint()
     assert store.load() == StoredPositions((), 0), "the previous snapshot stands"
-    service.place_order(Order("S", "ACC", Side.BUY))  # rejected
-    assert embedded.checkpoint()
+    place(service, Order("S", "ACC", Side.BUY))  # rejected
+    assert tinydb.checkpoint()
     stored = store.load()
     assert stored.applied_sequence == 2
     assert [p.order_id for p in stored.positions] == [buy.decision.order_id]
@@ -131,7 +136,7 @@ def test_positions_filter_by_user_strategy_and_instrument() -> None:
     service, _, _ = build_service({"U1": {"S": ["ACC", "INFY"], "T": ["ACC"]}, "U2": {"S": ["ACC"]}})
     service.start()
     for strategy, instrument in [("S", "ACC"), ("S", "INFY"), ("T", "ACC")]:
-        service.place_order(Order(strategy, instrument, Side.BUY))
+        place(service, Order(strategy, instrument, Side.BUY))
     keys = {(p.user, p.strategy, p.instrument) for p in service.open_positions()}
     assert keys == {("U1", "S", "ACC"), ("U2", "S", "ACC"), ("U1", "S", "INFY"), ("U1", "T", "ACC")}
     assert {p.user for p in service.open_positions(strategy="S", instrument="ACC")} == {"U1", "U2"}
@@ -142,7 +147,7 @@ def test_positions_filter_by_user_strategy_and_instrument() -> None:
 def test_positions_outside_the_profile_are_kept_and_reported() -> None:
     first, store, log = build_service(ONE_USER)
     first.start()
-    first.place_order(Order("S", "ACC", Side.BUY))
+    place(first, Order("S", "ACC", Side.BUY))
     second, _, _ = build_service({"U1": {"OTHER": ["ACC"]}}, store=store, log=log)
     report = second.start()
     assert [p.instrument for p in report.positions_outside_profile] == ["ACC"]
@@ -152,38 +157,38 @@ def test_positions_outside_the_profile_are_kept_and_reported() -> None:
 def test_orders_before_start_are_refused() -> None:
     service, _, _ = build_service(ONE_USER)
     with pytest.raises(ServiceNotStarted):
-        service.place_order(Order("S", "ACC", Side.BUY))
+        place(service, Order("S", "ACC", Side.BUY))
 
 
 def test_a_retry_with_the_same_key_and_order_replays_the_recorded_answer() -> None:
     service, _, log = build_service(ONE_USER)
     service.start()
-    first = service.place_order(Order("S", "ACC", Side.BUY), idempotency_key="k-1")
-    retry = service.place_order(Order("S", "ACC", Side.BUY), idempotency_key="k-1")
+    first = place(service, Order("S", "ACC", Side.BUY), idempotency_key="k-1")
+    retry = place(service, Order("S", "ACC", Side.BUY), idempotency_key="k-1")
     assert (first.replayed, retry.replayed) == (False, True)
     assert retry.entry == first.entry
     assert retry.entry.decision.status is OrderStatus.ACCEPTED, "the recorded answer, not a new ALREADY_HOLDING"
     assert log.last_sequence() == 1 and len(service.open_positions()) == 1
-    other_key = service.place_order(Order("S", "ACC", Side.BUY), idempotency_key="k-2")
+    other_key = place(service, Order("S", "ACC", Side.BUY), idempotency_key="k-2")
     assert other_key.entry.decision.status is OrderStatus.REJECTED and other_key.entry.sequence == 2
 
 
 def test_the_same_key_for_a_different_order_is_refused_and_changes_nothing() -> None:
     service, _, log = build_service(ONE_USER)
     service.start()
-    service.place_order(Order("S", "ACC", Side.BUY), idempotency_key="k-1")
+    place(service, Order("S", "ACC", Side.BUY), idempotency_key="k-1")
     with pytest.raises(IdempotencyKeyReused, match=r"'k-1' was first used for order o1 \(S ACC BUY\)"):
-        service.place_order(Order("S", "ACC", Side.SELL), idempotency_key="k-1")
+        place(service, Order("S", "ACC", Side.SELL), idempotency_key="k-1")
     assert log.last_sequence() == 1
 
 
 def test_idempotency_keys_survive_a_restart() -> None:
     first, store, log = build_service(ONE_USER)
     first.start()
-    original = first.place_order(Order("S", "INFY", Side.BUY), idempotency_key="k-9").entry
+    original = place(first, Order("S", "INFY", Side.BUY), idempotency_key="k-9").entry
     second, _, _ = build_service(ONE_USER, store=store, log=log)
     second.start()
-    assert second.place_order(Order("S", "INFY", Side.BUY), idempotency_key="k-9") == PlacedOrder(original, True)
+    assert place(second, Order("S", "INFY", Side.BUY), idempotency_key="k-9") == PlacedOrder(original, True)
 
 
 def test_concurrent_retries_of_one_key_are_decided_once() -> None:
@@ -194,7 +199,7 @@ def test_concurrent_retries_of_one_key_are_decided_once() -> None:
 
     def retry() -> None:
         barrier.wait()
-        placed.append(service.place_order(Order("S", "ACC", Side.BUY), idempotency_key="same"))
+        placed.append(place(service, Order("S", "ACC", Side.BUY), idempotency_key="same"))
 
     threads = [threading.Thread(target=retry) for _ in range(20)]
     for thread in threads:
@@ -208,19 +213,19 @@ def test_concurrent_retries_of_one_key_are_decided_once() -> None:
 
 def test_a_failed_trade_write_keeps_the_answer_and_is_recorded_once_on_the_next_order() -> None:
     trades, store = FlakyTradeLog(), InMemoryPositionStore()
-    service, embedded = service_over(ONE_USER, store, InMemoryOrderLog(), trades)
+    service, tinydb = service_over(ONE_USER, store, InMemoryOrderLog(), trades)
     service.start()
-    service.place_order(Order("S", "ACC", Side.BUY))
+    place(service, Order("S", "ACC", Side.BUY))
     trades.failures = 2  # the SELL's own attempt, and the checkpoint's retry
-    sell = service.place_order(Order("S", "ACC", Side.SELL)).entry
+    sell = place(service, Order("S", "ACC", Side.SELL)).entry
     assert sell.decision.status is OrderStatus.ACCEPTED, "the log has the SELL, so its answer stands"
     assert trades.trades == []
     with pytest.raises(StorageUnavailable, match="trades up to order #2 are not written yet"):
-        embedded.checkpoint()
+        tinydb.checkpoint()
     assert store.load().applied_sequence == 0, "no snapshot runs ahead of the trades"
-    service.place_order(Order("S", "INFY", Side.BUY))
+    place(service, Order("S", "INFY", Side.BUY))
     assert [(sequence, t.buy_order_id, t.sell_order_id) for sequence, t in trades.trades] == [(2, "o1", "o2")]
-    assert embedded.checkpoint() and store.load().applied_sequence == 3
+    assert tinydb.checkpoint() and store.load().applied_sequence == 3
 
 
 def test_received_times_never_go_back_even_when_the_clock_does() -> None:
@@ -235,5 +240,5 @@ def test_received_times_never_go_back_even_when_the_clock_does() -> None:
         ONE_USER, InMemoryPositionStore(), InMemoryOrderLog(), InMemoryTradeLog(), clock=SteppingBack()
     )
     service.start()
-    times = [service.place_order(Order("S", "ACC", Side.BUY)).entry.decision.received_at.second for _ in range(3)]
+    times = [place(service, Order("S", "ACC", Side.BUY)).entry.decision.received_at.second for _ in range(3)]
     assert times == [10, 10, 12]

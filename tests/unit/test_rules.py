@@ -170,3 +170,33 @@ def test_a_rejected_sell_makes_no_trade() -> None:
 def test_a_trade_cannot_sell_before_it_buys() -> None:
     with pytest.raises(DomainError, match="sold before it is bought"):
         Trade("U", "S", "ACC", "b", T0, "s", T0 - timedelta(seconds=1))
+
+
+@pytest.mark.parametrize("scope", list(PositionScope))
+def test_a_slice_decides_like_the_whole_and_its_change_merges_back(scope: PositionScope) -> None:
+    profile = Profile(PROFILE)
+    whole, reference = Portfolio(scope), Portfolio(scope)
+    for number, (strategy, instrument, side) in enumerate(ORDERS, start=1):
+        order = Order(strategy, instrument, Side(side))
+        part = whole.slice(profile.runners_of(strategy), strategy, instrument)
+        decision = part.decide(order, profile, f"order-{number}", T0)
+        assert decision == reference.decide(order, profile, f"order-{number}", T0)
+        part.apply(decision)
+        (applied,) = part.take_unsaved()
+        assert applied.decision == decision
+        whole.merge(applied.change)
+        reference.apply(decision)
+        assert list(whole) == list(reference)
+    assert part.take_unsaved() == [], "taken once"
+
+
+def test_a_slice_holds_only_the_positions_its_order_can_meet() -> None:
+    profile = Profile({"U1": {"S": ["ACC", "INFY"], "T": ["ACC"]}, "U2": {"S": ["ACC"]}})
+    whole = Portfolio(PositionScope.STRATEGY)
+    for strategy, instrument in [("S", "ACC"), ("S", "INFY"), ("T", "ACC")]:
+        whole.apply(whole.decide(Order(strategy, instrument, Side.BUY), profile, f"{strategy}{instrument}", T0))
+    part = whole.slice(["U1", "U2"], "S", "ACC")
+    assert sorted((p.user, p.strategy, p.instrument) for p in part) == [("U1", "S", "ACC"), ("U2", "S", "ACC")]
+    netting = Portfolio(PositionScope.USER, [p for p in whole if p.user == "U1" and p.strategy == "S"])
+    met = [(p.strategy, p.instrument) for p in netting.slice(["U1", "U2"], "T", "INFY")]
+    assert met == [("S", "INFY")], "netting: the user's position whichever strategy opened it"

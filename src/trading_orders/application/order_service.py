@@ -5,19 +5,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from trading_orders.application.errors import IdempotencyKeyReused, ServiceNotStarted, StartupError, StorageUnavailable
-from trading_orders.application.ports import (
-    Clock,
-    InMemoryOrderStore,
-    OrderIds,
-    OrderMetrics,
-    OrderStore,
-    OrderTransaction,
-    ProfileSource,
-)
+from trading_orders.application.ports import Clock, OrderIds, OrderMetrics, OrderStore, OrderTransaction, ProfileSource
 from trading_orders.domain.model import Order, OrderLogEntry, Position, PositionScope
-from trading_orders.domain.portfolio import Portfolio
 from trading_orders.domain.profile import Profile
 
 logger = logging.getLogger(__name__)
@@ -54,11 +46,9 @@ class PlacedOrder:
 class OrderService:
     """Decides orders against the profile and the positions they could meet, and records them durably.
 
-    Each order runs in one store transaction: look its idempotency key up,
-    read only the positions it could meet (the users who run its strategy,
-    its instrument), decide on them, and record the decision. The store makes
-    the transactions of concurrent orders serial, so no two orders see the
-    same position as free.
+    Each order runs in one store transaction over the positions it could meet
+    (its strategy and instrument). The store makes the transactions of orders
+    that could meet the same position serial, so no two see it as free.
     """
 
     def __init__(
@@ -111,71 +101,43 @@ class OrderService:
         )
         return report
 
-    def place_order(self, order: Order, idempotency_key: str | None = None) -> PlacedOrder:
+    async def place_order(self, order: Order, idempotency_key: str | None = None) -> PlacedOrder:
         """Decide ``order`` for every user who runs its strategy; returns once it is durable.
 
-        An order with an ``idempotency_key`` already in the log is not decided
-        again: its recorded entry is returned, marked replayed. The same key
-        with a different order raises IdempotencyKeyReused.
+        One store transaction: it hands out the positions the order can meet,
+        the domain decides and applies once, the transaction saves what
+        changed. An order with an ``idempotency_key`` already in the log is
+        not decided again: its recorded entry is returned, marked replayed
+        (looked up inside the transaction, so a retry racing its first attempt
+        waits for it). The same key with a different order raises
+        IdempotencyKeyReused.
         """
         started = time.perf_counter()
         profile = self._ready()
-        with self._store.transaction() as transaction:
-            placed = self._decide(transaction, profile, order, idempotency_key)
-        return self._placed(placed, started)
-
-    @property
-    def decides_in_memory(self) -> bool:
-        """True when place_order_async() may run on an event loop: the store decides without blocking I/O."""
-        return isinstance(self._store, InMemoryOrderStore)
-
-    async def place_order_async(self, order: Order, idempotency_key: str | None = None) -> PlacedOrder:
-        """place_order() for an event loop: decided in memory at once, answered once durable.
-
-        Only for a store that decides in memory (see decides_in_memory); the
-        orders awaiting the disk meanwhile share one sync.
-        """
-        started = time.perf_counter()
-        profile = self._ready()
-        store = self._store
-        if not isinstance(store, InMemoryOrderStore):
-            raise TypeError(f"{type(store).__name__} does its I/O inside its transactions: use place_order()")
-        pending = store.pending_transaction()
-        with pending as transaction:
-            placed = self._decide(transaction, profile, order, idempotency_key)
-        await store.durable(pending.ticket)
-        return self._placed(placed, started)
-
-    def _decide(
-        self, transaction: OrderTransaction, profile: Profile, order: Order, idempotency_key: str | None
-    ) -> PlacedOrder:
-        if idempotency_key is not None:
-            # Inside the transaction, so a retry racing its first attempt
-            # waits for it and then finds its entry: never decided twice.
-            recorded = transaction.recorded(idempotency_key)
-            if recorded is not None:
-                return _replay(recorded, order, idempotency_key)
         runners = profile.runners_of(order.strategy)
-        portfolio = Portfolio(self._scope, transaction.held(runners, order.strategy, order.instrument))
+        async with self._store.transaction(order.strategy, order.instrument, runners, idempotency_key) as transaction:
+            if transaction.recorded is not None:
+                return _replay(transaction.recorded, order, idempotency_key)
+            portfolio = transaction.portfolio
+            portfolio.apply(portfolio.decide(order, profile, self._order_ids.next_id(), self._received_at(transaction)))
+            entry = await transaction.commit()
+        return self._placed(entry, started)
+
+    def _received_at(self, transaction: OrderTransaction) -> datetime:
         now = self._clock.now()
-        last = transaction.last_received_at()
+        last = transaction.last_received_at
         # Times only grow along the log, even if the wall clock steps back,
         # so readers can stop at the first entry older than what they want.
-        if last is not None and now < last:
-            now = last
-        decision = portfolio.decide(order, profile, self._order_ids.next_id(), now)
-        return PlacedOrder(transaction.record(decision, portfolio.apply(decision), idempotency_key))
+        return last if last is not None and now < last else now
 
-    def _placed(self, placed: PlacedOrder, started: float) -> PlacedOrder:
-        if placed.replayed:
-            return placed
+    def _placed(self, entry: OrderLogEntry, started: float) -> PlacedOrder:
         if self._metrics is not None:
             # The open-position and log-length gauges are refreshed when metrics
             # are read (refresh_metrics): counting positions in a SQL store per
             # order would cost more than the order.
-            self._metrics.order_recorded(placed.entry, time.perf_counter() - started)
-        _log_decision(placed.entry)
-        return placed
+            self._metrics.order_recorded(entry, time.perf_counter() - started)
+        _log_decision(entry)
+        return PlacedOrder(entry)
 
     def profile(self) -> Profile:
         """The profile orders are decided against now."""
@@ -232,7 +194,7 @@ def _outside(profile: Profile, positions: list[Position]) -> tuple[Position, ...
     return tuple(p for p in positions if p.strategy not in profile.users.get(p.user, {}))
 
 
-def _replay(recorded: OrderLogEntry, order: Order, key: str) -> PlacedOrder:
+def _replay(recorded: OrderLogEntry, order: Order, key: str | None) -> PlacedOrder:
     if recorded.decision.order != order:
         first = recorded.decision.order
         raise IdempotencyKeyReused(

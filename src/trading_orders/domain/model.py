@@ -181,6 +181,14 @@ class PositionChange:
 
 
 @dataclass(frozen=True, slots=True)
+class AppliedDecision:
+    """A decision applied to a portfolio, with the positions it opened and closed: what a store must save."""
+
+    decision: OrderDecision
+    change: PositionChange
+
+
+@dataclass(frozen=True, slots=True)
 class OrderLogEntry:
     """One order as the order log keeps it: its decision, its place in the log, and the client's retry key."""
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from trading_orders.domain.model import (
+    AppliedDecision,
     DomainError,
     Order,
     OrderDecision,
@@ -29,7 +30,7 @@ class ConflictingPositions(DomainError):
 
 
 class Portfolio:
-    """Every open position, keyed by the position scope; decides orders and applies decisions."""
+    """Open positions, keyed by the position scope; decides orders and applies decisions."""
 
     __slots__ = ("_positions", "_scope")
 
@@ -84,6 +85,18 @@ class Portfolio:
             return _decision(user, RejectReason.NO_OPEN_POSITION)
         return _decision(user, None)
 
+    def slice(self, users: Iterable[str], strategy: str, instrument: str) -> PortfolioSlice:
+        """The positions an order in ``strategy`` for ``instrument`` can meet for ``users``, as one order's slice."""
+        held = [p for user in users if (p := self.held(user, strategy, instrument)) is not None]
+        return PortfolioSlice(self._scope, held)
+
+    def merge(self, change: PositionChange) -> None:
+        """Open and close what ``change`` says: a decision applied to a slice of this portfolio, now saved."""
+        for position in change.closed:
+            del self._positions[self._key(position.user, position.strategy, position.instrument)]
+        for position in change.opened:
+            self._positions[self._key(position.user, position.strategy, position.instrument)] = position
+
     def apply(self, decision: OrderDecision) -> PositionChange:
         """Open or close the positions an accepted decision calls for; returns what changed."""
         order = decision.order
@@ -118,6 +131,32 @@ class Portfolio:
         if self._scope is PositionScope.USER:
             return (user, instrument)
         return (user, strategy, instrument)
+
+
+class PortfolioSlice(Portfolio):
+    """The positions one order can meet, as its store transaction hands them out.
+
+    It remembers what apply() changed until the store takes it to save it
+    (take_unsaved), so no caller hands a change back by hand.
+    """
+
+    __slots__ = ("_unsaved",)
+
+    def __init__(self, scope: PositionScope, positions: Iterable[Position] = ()) -> None:
+        """Hold ``positions`` under ``scope``, with nothing applied yet."""
+        super().__init__(scope, positions)
+        self._unsaved: list[AppliedDecision] = []
+
+    def apply(self, decision: OrderDecision) -> PositionChange:
+        """Apply ``decision`` as Portfolio.apply does, and remember it until take_unsaved()."""
+        change = super().apply(decision)
+        self._unsaved.append(AppliedDecision(decision, change))
+        return change
+
+    def take_unsaved(self) -> list[AppliedDecision]:
+        """The decisions applied since the last call, oldest first, with what each changed; forgets them."""
+        unsaved, self._unsaved = self._unsaved, []
+        return unsaved
 
 
 @functools.lru_cache(maxsize=65_536)

@@ -12,8 +12,7 @@ from rich.progress import Progress
 from trading_orders.adapters.storage.codec import entry_from_dict, entry_to_dict, position_to_dict
 from trading_orders.application.errors import StartupError, StorageUnavailable
 from trading_orders.application.ports import OrderLogReader, OrderStore
-from trading_orders.domain.model import DomainError, Position, PositionScope
-from trading_orders.domain.portfolio import Portfolio
+from trading_orders.domain.model import DomainError, OrderLogEntry, Position
 
 PositionRow = tuple[str, str, str, str]
 
@@ -38,16 +37,17 @@ def export_orders(order_log: OrderLogReader, positions: Iterable[Position], orde
     return written
 
 
-def import_orders(source: Path, store: OrderStore, scope: PositionScope) -> tuple[int, int]:
+async def import_orders(source: Path, store: OrderStore) -> tuple[int, int]:
     """Record every exported order in the empty ``store`` through its own transactions; returns the counts.
 
-    Each order gets the sequence it had, and the open positions it leaves
-    must equal the export's, or the import stops saying where they part.
+    Each order is applied, as decided then, to the positions its transaction
+    hands out; it gets the sequence it had, and the open positions the
+    import leaves must equal the export's, or the import stops saying where
+    they part.
     """
     store.recover()
     if store.state().last_sequence:
         raise TransferError("the target store already holds orders: import only into an empty store")
-    portfolio = Portfolio(scope)
     exported: set[PositionRow] = set()
     orders = 0
     with source.open(encoding="utf-8") as handle, Progress(transient=True) as progress:
@@ -60,9 +60,7 @@ def import_orders(source: Path, store: OrderStore, scope: PositionScope) -> tupl
                     exported.add(tuple(record[k] for k in ("user", "strategy", "instrument", "order_id")))
                 elif kind == "order":
                     entry = entry_from_dict(record)
-                    change = portfolio.apply(entry.decision)
-                    with store.transaction() as transaction:
-                        recorded = transaction.record(entry.decision, change, entry.idempotency_key)
+                    recorded = await _record(store, entry)
                     if recorded.sequence != entry.sequence:
                         raise ValueError(f"recorded as sequence {recorded.sequence}, exported as {entry.sequence}")
                     orders += 1
@@ -83,3 +81,10 @@ def import_orders(source: Path, store: OrderStore, scope: PositionScope) -> tupl
             "the export does not hold together"
         )
     return orders, len(rebuilt)
+
+
+async def _record(store: OrderStore, entry: OrderLogEntry) -> OrderLogEntry:
+    order, users = entry.decision.order, [d.user for d in entry.decision.decisions]
+    async with store.transaction(order.strategy, order.instrument, users, entry.idempotency_key) as transaction:
+        transaction.portfolio.apply(entry.decision)
+        return await transaction.commit()

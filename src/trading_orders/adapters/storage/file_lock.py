@@ -23,7 +23,7 @@ class ExclusiveFileLock:
             os.close(self._fd)
             self._fd = None
             raise StoreInUse(
-                f"{path} is in use by another process (pid {holder}); the embedded stores serve one "
+                f"{path} is in use by another process (pid {holder}); the TinyDB store serves one "
                 "process: stop the other one, or use one worker"
             ) from None
         os.ftruncate(self._fd, 0)

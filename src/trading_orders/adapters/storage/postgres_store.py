@@ -106,6 +106,15 @@ class PostgresOrderStore(SqlOrderStore):
         self._pool.close()
 
 
+def open_postgres_store(url: str, scope: PositionScope) -> Iterator[PostgresOrderStore]:
+    """The PostgreSQL store at ``url``, its connection pool closed when the resource is shut down."""
+    store = PostgresOrderStore(url, scope)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 def _without_password(url: str) -> str:
     # The database's address goes into messages and logs; its password never does.
     try:

@@ -5,17 +5,22 @@ Statements use ``?`` placeholders; each database's ``Sql`` turns them into its o
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
+import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack
 from datetime import datetime
+from types import TracebackType
 from typing import Any, Protocol
 
 from trading_orders.adapters.storage.codec import entry_from_dict, entry_to_dict, format_time, parse_time
 from trading_orders.application.errors import InvalidCursor, StartupError
 from trading_orders.application.ports import StoreState
-from trading_orders.domain.model import OrderDecision, OrderLogEntry, Position, PositionChange, PositionScope, Trade
+from trading_orders.domain.model import AppliedDecision, OrderLogEntry, Position, PositionScope, Trade
+from trading_orders.domain.portfolio import PortfolioSlice
 
 _BATCH = 200
 
@@ -39,83 +44,156 @@ def holding_key(scope: PositionScope, user: str, strategy: str, instrument: str)
 
 
 class SqlOrderTransaction:
-    """One order's reads and writes inside a database transaction."""
+    """One order's unit of work inside a database transaction, its blocking calls on a worker thread.
 
-    def __init__(self, sql: Sql, scope: PositionScope) -> None:
-        """Work on ``sql``, inside a transaction its store opened."""
-        self._sql = sql
-        self._scope = scope
+    Orders of one process take the store's writer lock in turn before they
+    open their database transaction: a transaction waiting for the
+    database's own lock would otherwise hold a worker thread that the
+    transaction ahead of it needs to commit. Across processes the database's
+    locks serialize them.
+    """
 
-    def recorded(self, idempotency_key: str) -> OrderLogEntry | None:
-        """The entry recorded with ``idempotency_key``, if any."""
-        rows = self._sql.rows("SELECT entry FROM orders WHERE idempotency_key = ?", (idempotency_key,))
-        return entry_from_dict(json.loads(rows[0][0])) if rows else None
+    def __init__(
+        self, store: SqlOrderStore, strategy: str, instrument: str, users: Collection[str], key: str | None
+    ) -> None:
+        """Prepare a transaction on ``store``; nothing is opened until it is entered."""
+        self._store = store
+        self._what = strategy, instrument, tuple(users)
+        self._key = key
+        self._work = ExitStack()
+        self._sql: Sql | None = None
+        self._writer: asyncio.Lock | None = None
+        # Handed out on entering.
+        self.recorded: OrderLogEntry | None
+        self.portfolio: PortfolioSlice
+        self.last_received_at: datetime | None
 
-    def held(self, users: Iterable[str], strategy: str, instrument: str) -> list[Position]:
-        """The open positions an order in ``strategy`` for ``instrument`` could meet for these users."""
-        keys = [holding_key(self._scope, user, strategy, instrument) for user in users]
-        if not keys:
-            return []
-        rows = self._sql.rows(
-            "SELECT username, strategy, instrument, order_id, opened_at FROM positions "
-            f"WHERE holding_key IN ({', '.join('?' * len(keys))})",
-            keys,
-        )
-        return [_position(row) for row in rows]
+    async def __aenter__(self) -> SqlOrderTransaction:
+        """Open the database transaction and read what the order needs."""
+        writer = self._store._writer_lock()
+        await writer.acquire()
+        try:
+            await asyncio.to_thread(self._begin)
+        except BaseException:
+            writer.release()
+            raise
+        self._writer = writer
+        return self
 
-    def last_received_at(self) -> datetime | None:
-        """When the newest recorded order was received."""
-        rows = self._sql.rows("SELECT received_at FROM orders ORDER BY sequence DESC LIMIT 1")
-        return parse_time(rows[0][0]) if rows else None
+    def _begin(self) -> None:
+        sql = self._sql = self._work.enter_context(self._store._writing())
+        try:
+            strategy, instrument, users = self._what
+            self.recorded = _recorded(sql, self._key) if self._key is not None else None
+            self.portfolio = PortfolioSlice(
+                self._store.scope, _held(sql, self._store.scope, users, strategy, instrument)
+            )
+            rows = sql.rows("SELECT received_at FROM orders ORDER BY sequence DESC LIMIT 1")
+            self.last_received_at = parse_time(rows[0][0]) if rows else None
+        except BaseException:
+            if not self._work.__exit__(*sys.exc_info()):
+                raise
 
-    def record(self, decision: OrderDecision, change: PositionChange, idempotency_key: str | None) -> OrderLogEntry:
-        """Insert the order with the next sequence, its trades, and its position changes."""
-        sequence = self._sql.rows("SELECT COALESCE(MAX(sequence), 0) + 1 FROM orders")[0][0]
-        entry = OrderLogEntry(sequence, decision, idempotency_key)
-        self._sql.run(
-            "INSERT INTO orders (sequence, order_id, received_at, idempotency_key, entry) VALUES (?, ?, ?, ?, ?)",
+    async def commit(self) -> OrderLogEntry:
+        """Insert the order with the next sequence, its trades and position changes; returns once committed."""
+        (applied,) = self.portfolio.take_unsaved()
+        writer, self._writer = self._writer, None
+        try:
+            return await asyncio.to_thread(self._save, applied)
+        finally:
+            if writer is not None:
+                writer.release()
+
+    def _save(self, applied: AppliedDecision) -> OrderLogEntry:
+        try:
+            assert self._sql is not None, "entered before it commits"
+            entry = _insert(self._sql, self._store.scope, applied, self._key)
+        except BaseException:
+            if not self._work.__exit__(*sys.exc_info()):
+                raise
+            raise
+        self._work.close()
+        return entry
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        """Without commit(): end the database transaction, keeping nothing it did not commit."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        try:
+            await asyncio.to_thread(self._work.__exit__, kind, error, traceback)
+        finally:
+            writer.release()
+
+
+def _recorded(sql: Sql, idempotency_key: str) -> OrderLogEntry | None:
+    rows = sql.rows("SELECT entry FROM orders WHERE idempotency_key = ?", (idempotency_key,))
+    return entry_from_dict(json.loads(rows[0][0])) if rows else None
+
+
+def _held(sql: Sql, scope: PositionScope, users: Sequence[str], strategy: str, instrument: str) -> list[Position]:
+    keys = [holding_key(scope, user, strategy, instrument) for user in users]
+    if not keys:
+        return []
+    rows = sql.rows(
+        "SELECT username, strategy, instrument, order_id, opened_at FROM positions "
+        f"WHERE holding_key IN ({', '.join('?' * len(keys))})",
+        keys,
+    )
+    return [_position(row) for row in rows]
+
+
+def _insert(sql: Sql, scope: PositionScope, applied: AppliedDecision, idempotency_key: str | None) -> OrderLogEntry:
+    """Insert the order with the next sequence, its trades, and its position changes."""
+    decision, change = applied.decision, applied.change
+    sequence = sql.rows("SELECT COALESCE(MAX(sequence), 0) + 1 FROM orders")[0][0]
+    entry = OrderLogEntry(sequence, decision, idempotency_key)
+    sql.run(
+        "INSERT INTO orders (sequence, order_id, received_at, idempotency_key, entry) VALUES (?, ?, ?, ?, ?)",
+        (
+            sequence,
+            decision.order_id,
+            format_time(decision.received_at),
+            idempotency_key,
+            json.dumps(entry_to_dict(entry), separators=(",", ":")),
+        ),
+    )
+    for trade in change.trades:
+        sql.run(
+            "INSERT INTO trades (sequence, username, strategy, instrument, buy_order_id, bought_at, "
+            "sell_order_id, sold_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 sequence,
-                decision.order_id,
-                format_time(decision.received_at),
-                idempotency_key,
-                json.dumps(entry_to_dict(entry), separators=(",", ":")),
+                trade.user,
+                trade.strategy,
+                trade.instrument,
+                trade.buy_order_id,
+                format_time(trade.bought_at),
+                trade.sell_order_id,
+                format_time(trade.sold_at),
             ),
         )
-        for trade in change.trades:
-            self._sql.run(
-                "INSERT INTO trades (sequence, username, strategy, instrument, buy_order_id, bought_at, "
-                "sell_order_id, sold_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    sequence,
-                    trade.user,
-                    trade.strategy,
-                    trade.instrument,
-                    trade.buy_order_id,
-                    format_time(trade.bought_at),
-                    trade.sell_order_id,
-                    format_time(trade.sold_at),
-                ),
-            )
-        for position in change.closed:
-            self._sql.run(
-                "DELETE FROM positions WHERE holding_key = ? AND order_id = ?",
-                (_key_of(self._scope, position), position.order_id),
-            )
-        for position in change.opened:
-            self._sql.run(
-                "INSERT INTO positions (holding_key, username, strategy, instrument, order_id, opened_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    _key_of(self._scope, position),
-                    position.user,
-                    position.strategy,
-                    position.instrument,
-                    position.order_id,
-                    format_time(position.opened_at),
-                ),
-            )
-        return entry
+    for position in change.closed:
+        sql.run(
+            "DELETE FROM positions WHERE holding_key = ? AND order_id = ?",
+            (_key_of(scope, position), position.order_id),
+        )
+    for position in change.opened:
+        sql.run(
+            "INSERT INTO positions (holding_key, username, strategy, instrument, order_id, opened_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                _key_of(scope, position),
+                position.user,
+                position.strategy,
+                position.instrument,
+                position.order_id,
+                format_time(position.opened_at),
+            ),
+        )
+    return entry
 
 
 class SqlOrderStore(ABC):
@@ -127,8 +205,17 @@ class SqlOrderStore(ABC):
 
     def __init__(self, scope: PositionScope, where: str) -> None:
         """Hold positions under ``scope``; ``where`` names the database in messages."""
-        self._scope = scope
+        self.scope = scope
         self.where = where
+        self._writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+    def _writer_lock(self) -> asyncio.Lock:
+        """The writer lock of the running event loop (an asyncio lock serves one loop)."""
+        loop = asyncio.get_running_loop()
+        lock = self._writers.get(loop)
+        if lock is None:
+            lock = self._writers[loop] = asyncio.Lock()
+        return lock
 
     @abstractmethod
     def _reading(self) -> AbstractContextManager[Sql]:
@@ -148,23 +235,23 @@ class SqlOrderStore(ABC):
         with self._writing() as sql:
             stored = sql.rows("SELECT value FROM meta WHERE name = 'position_scope'")
             held = sql.rows("SELECT COUNT(*) FROM positions")[0][0]
-            if stored and stored[0][0] != self._scope.value and held:
+            if stored and stored[0][0] != self.scope.value and held:
                 raise StartupError(
                     f"{self.where} holds {held} positions opened under position scope {stored[0][0]!r}; "
-                    f"start with that scope, not {self._scope.value!r}"
+                    f"start with that scope, not {self.scope.value!r}"
                 )
             sql.run(
                 "INSERT INTO meta (name, value) VALUES ('position_scope', ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                (self._scope.value,),
+                (self.scope.value,),
             )
         return 0
 
-    @contextmanager
-    def transaction(self) -> Iterator[SqlOrderTransaction]:
-        """One order's transaction; nothing is kept if it ends in an error."""
-        with self._writing() as sql:
-            yield SqlOrderTransaction(sql, self._scope)
+    def transaction(
+        self, strategy: str, instrument: str, users: Collection[str], idempotency_key: str | None = None
+    ) -> SqlOrderTransaction:
+        """One order's unit of work: a database transaction; nothing is kept unless it commits."""
+        return SqlOrderTransaction(self, strategy, instrument, users, idempotency_key)
 
     def positions(
         self, user: str | None = None, strategy: str | None = None, instrument: str | None = None
@@ -243,6 +330,12 @@ class SqlOrderStore(ABC):
             if len(rows) < _BATCH:
                 return
             before = rows[-1][0]
+
+
+def open_export_view(store: SqlOrderStore) -> Iterator[tuple[SqlOrderStore, list[Position], int]]:
+    """The store as an export reads it: its order log, its open positions, and the log's length."""
+    store.recover()
+    yield store, store.positions(), store.state().last_sequence
 
 
 class SqlTradeReader:

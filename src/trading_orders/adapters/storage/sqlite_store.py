@@ -63,19 +63,27 @@ class SqliteOrderStore(SqlOrderStore):
         self.path = directory / SQLITE_FILE
         super().__init__(scope, str(self.path))
         self._local = threading.local()
+        # Writers: a transaction may begin on one worker thread and commit on
+        # another, so its connection is shared across threads (never by two
+        # transactions at once) and kept for the next one.
+        self._idle_writers: list[sqlite3.Connection] = []
+        self._idle_lock = threading.Lock()
+
+    def _connect(self, *, shared: bool) -> sqlite3.Connection:
+        try:
+            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=not shared)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as error:
+            raise StorageUnavailable(f"cannot open {self.path}: {error}") from error
+        return connection
 
     def _connection(self) -> sqlite3.Connection:
-        # One connection per thread: sqlite3 connections are not shared.
+        # Readers: one connection per thread, as sqlite3 connections are not shared by default.
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            try:
-                connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.execute("PRAGMA synchronous=FULL")
-                connection.execute("PRAGMA foreign_keys=ON")
-            except sqlite3.Error as error:
-                raise StorageUnavailable(f"cannot open {self.path}: {error}") from error
-            self._local.connection = connection
+            connection = self._local.connection = self._connect(shared=False)
         return connection
 
     @contextmanager
@@ -84,7 +92,19 @@ class SqliteOrderStore(SqlOrderStore):
 
     @contextmanager
     def _writing(self) -> Iterator[_SqliteSql]:
-        connection = self._connection()
+        with self._idle_lock:
+            connection = self._idle_writers.pop() if self._idle_writers else None
+        if connection is None:
+            connection = self._connect(shared=True)
+        try:
+            with self._transaction(connection) as sql:
+                yield sql
+        finally:
+            with self._idle_lock:
+                self._idle_writers.append(connection)
+
+    @contextmanager
+    def _transaction(self, connection: sqlite3.Connection) -> Iterator[_SqliteSql]:
         try:
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as error:
@@ -111,7 +131,11 @@ class SqliteOrderStore(SqlOrderStore):
                 logger.info("%s: schema migrated to version %d", self.path, number)
 
     def close(self) -> None:
-        """Close this thread's connection."""
+        """Close the writers' connections and this thread's reader."""
+        with self._idle_lock:
+            writers, self._idle_writers = self._idle_writers, []
+        for writer in writers:
+            writer.close()
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is not None:
             connection.close()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from trading_orders.adapters.storage.tinydb_store.parts import StoredPositions
 from trading_orders.application.errors import InvalidCursor
-from trading_orders.application.ports import StoredPositions
 from trading_orders.domain.model import OrderLogEntry, Trade
 
 
 class InMemoryPositionStore:
-    """Open positions in a dict; same contract as the file store, without durability."""
+    """Open positions in a dict; same contract as the TinyDB files, without durability."""
 
     def __init__(self) -> None:
         """Start empty."""

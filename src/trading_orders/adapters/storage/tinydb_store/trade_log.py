@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from trading_orders.adapters.storage.codec import trade_from_dict, trade_to_dict
-from trading_orders.adapters.storage.json_lines import JsonLinesFile, line_offset
+from trading_orders.adapters.storage.tinydb_store.json_lines import JsonLinesFile, line_offset
 from trading_orders.application.errors import InvalidCursor
 from trading_orders.domain.model import Trade
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from trading_orders.application.ports import OrderLog, StoredPositions
+from trading_orders.adapters.storage.tinydb_store.order_log import ORDER_LOG_FILE, JsonLinesOrderLog
+from trading_orders.adapters.storage.tinydb_store.parts import OrderLog, StoredPositions
+from trading_orders.adapters.storage.tinydb_store.position_snapshots import POSITIONS_FILE, TinyDBPositionStore
+from trading_orders.adapters.storage.tinydb_store.trade_log import JsonLinesTradeLog
 from trading_orders.domain.model import DomainError, Position, PositionScope
 from trading_orders.domain.portfolio import Portfolio
 
@@ -24,6 +28,36 @@ class VerificationReport:
     def agree(self) -> bool:
         """True when the store is exactly what the log implies up to the sequence it applied."""
         return not self.problems
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryVerification:
+    """verify's findings on a data directory, with the files it read."""
+
+    report: VerificationReport
+    order_log_path: Path
+    positions_path: Path
+    torn_tail: int
+
+
+def verify_directory(
+    directory: Path, scope: PositionScope, replayed: Callable[[int], None] | None = None
+) -> DirectoryVerification:
+    """Check the files in ``directory`` read-only (safe beside a running service); raises StartupError if unreadable.
+
+    ``replayed`` is told each sequence as it is replayed, for a progress display.
+    """
+    order_log = JsonLinesOrderLog(directory, read_only=True)
+    try:
+        order_log.check()
+        JsonLinesTradeLog(directory, read_only=True).check()
+        stored = TinyDBPositionStore(directory, read_only=True).load()
+        report = verify(stored, order_log, scope, replayed)
+        return DirectoryVerification(
+            report, directory / ORDER_LOG_FILE, directory / POSITIONS_FILE, order_log.torn_tail
+        )
+    finally:
+        order_log.close()
 
 
 def verify(

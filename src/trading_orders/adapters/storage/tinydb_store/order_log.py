@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from trading_orders.adapters.storage.codec import entry_from_dict, entry_to_dict
-from trading_orders.adapters.storage.json_lines import JsonLinesFile, line_offset
-from trading_orders.adapters.storage.order_index import IndexRow, OrderIndex
+from trading_orders.adapters.storage.tinydb_store.json_lines import JsonLinesFile, line_offset
+from trading_orders.adapters.storage.tinydb_store.order_index import IndexRow, OrderIndex
 from trading_orders.application.errors import CorruptStore, StorageUnavailable
 from trading_orders.domain.model import OrderLogEntry
 

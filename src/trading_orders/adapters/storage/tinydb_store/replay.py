@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from trading_orders.adapters.storage.tinydb_store.parts import OrderLog, StoredPositions, TradeLog
 from trading_orders.application.errors import CorruptStore, StartupError
-from trading_orders.application.ports import OrderLog, StoredPositions, TradeLog
 from trading_orders.domain.model import DomainError, PositionScope
 from trading_orders.domain.portfolio import ConflictingPositions, Portfolio
 

@@ -1,0 +1,56 @@
+"""Operations: health and metrics."""
+
+# No `from __future__ import annotations` here: dependency-injector reads the
+# Provide markers from the evaluated signatures of the endpoints.
+
+from typing import Annotated
+
+from dependency_injector.wiring import Provide, inject
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import PlainTextResponse
+
+from trading_orders.adapters.http.schemas import HealthAnswer
+from trading_orders.adapters.prometheus_metrics import CONTENT_TYPE, PrometheusOrderMetrics
+from trading_orders.application.order_service import OrderService
+from trading_orders.container import Container
+
+router = APIRouter()
+
+
+@router.get(
+    "/health",
+    response_model=HealthAnswer,
+    summary="Is the service taking orders?",
+    responses={503: {"model": HealthAnswer, "description": "The order log cannot take orders."}},
+)
+@inject
+def health(
+    response: Response, service: Annotated[OrderService, Depends(Provide[Container.order_service])]
+) -> HealthAnswer:
+    """Answers ok once the service has recovered its state and its order log can take orders."""
+    state = service.health()
+    ok = state.ready and state.store_reachable
+    if not ok:
+        response.status_code = 503
+    return HealthAnswer(
+        status="ok" if ok else "unavailable",
+        store_reachable=state.store_reachable,
+        last_sequence=state.last_sequence,
+        open_positions=state.open_positions,
+    )
+
+
+@router.get(
+    "/metrics",
+    summary="Metrics in the Prometheus text format",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text exposition."}},
+)
+@inject
+def metrics(
+    exporter: Annotated[PrometheusOrderMetrics, Depends(Provide[Container.metrics])],
+    service: Annotated[OrderService, Depends(Provide[Container.order_service])],
+) -> PlainTextResponse:
+    """Order and decision counts, decide-and-record latency, open positions and order-log length."""
+    service.refresh_metrics()
+    return PlainTextResponse(exporter.render(), media_type=CONTENT_TYPE)

@@ -1,0 +1,99 @@
+"""Orders: place one, read the order log."""
+
+# No `from __future__ import annotations` here: dependency-injector reads the
+# Provide markers from the evaluated signatures of the endpoints.
+
+import dataclasses
+from typing import Annotated
+
+from dependency_injector.wiring import Provide, inject
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from trading_orders.adapters.http.injection import AwaitedProvide
+from trading_orders.adapters.http.middleware import ORDER_ID_STATE
+from trading_orders.adapters.http.parameters import HistoryQuery, IdempotencyKey
+from trading_orders.adapters.http.schemas import (
+    NAME_MAX_LENGTH,
+    CreateOrderRequest,
+    ErrorAnswer,
+    LoggedOrderBody,
+    OrderAnswer,
+    OrdersPage,
+    ValidationErrorAnswer,
+)
+from trading_orders.application.order_history import OrderHistory
+from trading_orders.application.order_service import OrderService
+from trading_orders.container import Container
+from trading_orders.domain.model import Order, OrderStatus
+
+# An order is under 300 bytes; anything near this limit is not an order.
+MAX_BODY_BYTES = 16 * 1024
+
+router = APIRouter()
+
+
+@router.post(
+    "/create_order",
+    response_model=OrderAnswer,
+    summary="Place an order",
+    description=(
+        "Decides the order for every user who runs its strategy. The answer is sent only once the "
+        f"order is durable on disk. STRATEGY and INSTRUMENT are 1-{NAME_MAX_LENGTH} characters."
+    ),
+    responses={
+        400: {"model": ErrorAnswer, "description": "The body cannot be read (it is not UTF-8)."},
+        413: {"model": ErrorAnswer, "description": f"The body is over {MAX_BODY_BYTES} bytes."},
+        415: {"model": ErrorAnswer, "description": "The body is not sent as application/json."},
+        422: {
+            "model": ValidationErrorAnswer,
+            "description": "The body or a header is malformed, or the Idempotency-Key names another order; "
+            "the message names the field.",
+        },
+        503: {"model": ErrorAnswer, "description": "The order could not be recorded; nothing was kept."},
+    },
+)
+@inject
+async def create_order(
+    body: CreateOrderRequest,
+    request: Request,
+    response: Response,
+    service: Annotated[OrderService, Depends(AwaitedProvide[Container.order_service])],
+    idempotency_key: IdempotencyKey = None,
+) -> OrderAnswer:
+    """Place an order and answer its decision once it is durable."""
+    placed = await service.place_order(Order(body.strategy, body.instrument, body.side), idempotency_key)
+    setattr(request.state, ORDER_ID_STATE, placed.entry.decision.order_id)
+    if placed.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return OrderAnswer.from_entry(placed.entry)
+
+
+@router.get("/orders", response_model=OrdersPage, summary="The order log, newest first")
+@inject
+def list_orders(
+    query: Annotated[HistoryQuery, Depends()],
+    history: Annotated[OrderHistory, Depends(Provide[Container.order_history])],
+    status: Annotated[OrderStatus | None, Query(description="ACCEPTED or REJECTED.")] = None,
+) -> OrdersPage:
+    """The order log newest first, filtered; user keeps orders that had a decision for that user."""
+    page = history.orders(dataclasses.replace(query.filter, status=status), query.limit, query.cursor)
+    return OrdersPage(orders=[LoggedOrderBody.from_logged(e) for e in page.items], next_cursor=page.next_cursor)
+
+
+@router.get(
+    "/orders/{order_id}",
+    response_model=LoggedOrderBody,
+    summary="One order from the log",
+    responses={404: {"model": ErrorAnswer, "description": "No order has this id."}},
+)
+@inject
+def get_order(
+    order_id: Annotated[str, Path(min_length=1, max_length=64)],
+    history: Annotated[OrderHistory, Depends(Provide[Container.order_history])],
+) -> LoggedOrderBody | JSONResponse:
+    """One order with its per-user decisions, or 404."""
+    entry = history.order(order_id)
+    if entry is None:
+        return JSONResponse(status_code=404, content={"detail": f"no order has id {order_id!r}"})
+    return LoggedOrderBody.from_logged(entry)

@@ -1,0 +1,104 @@
+"""The profile: users, strategies, and reloading it without a restart."""
+
+# No `from __future__ import annotations` here: dependency-injector reads the
+# Provide markers from the evaluated signatures of the endpoints.
+
+import logging
+from typing import Annotated
+
+from dependency_injector.wiring import Provide, inject
+from fastapi import APIRouter, Depends, Path
+from fastapi.responses import JSONResponse
+
+from trading_orders.adapters.http.schemas import (
+    ErrorAnswer,
+    LoggedOrderBody,
+    PositionBody,
+    ReloadAnswer,
+    StrategiesAnswer,
+    StrategySummary,
+    UserDetail,
+    UsersAnswer,
+    UserSummary,
+)
+from trading_orders.application import desk_overview
+from trading_orders.application.desk_overview import DeskOverview
+from trading_orders.application.errors import ProfileUnavailable
+from trading_orders.application.order_service import OrderService
+from trading_orders.container import Container
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+
+def _summary(summary: desk_overview.UserSummary) -> UserSummary:
+    return UserSummary(user=summary.user, strategies=summary.strategies, open_positions=summary.open_positions)
+
+
+@router.get("/users", response_model=UsersAnswer, summary="Users with strategies and open positions")
+@inject
+def list_users(overview: Annotated[DeskOverview, Depends(Provide[Container.desk_overview])]) -> UsersAnswer:
+    """Every user with their strategies, universes and open-position count."""
+    return UsersAnswer(users=[_summary(s) for s in overview.users()])
+
+
+@router.get(
+    "/users/{user}",
+    response_model=UserDetail,
+    summary="One user's profile, positions and recent orders",
+    responses={404: {"model": ErrorAnswer, "description": "No user has this name."}},
+)
+@inject
+def get_user(
+    user: Annotated[str, Path(min_length=1, max_length=200)],
+    overview: Annotated[DeskOverview, Depends(Provide[Container.desk_overview])],
+) -> UserDetail | JSONResponse:
+    """One user's profile, open positions and latest 20 orders with a decision for them, or 404."""
+    detail = overview.user(user)
+    if detail is None:
+        return JSONResponse(status_code=404, content={"detail": f"no user is named {user!r}"})
+    return UserDetail(
+        **_summary(detail.summary).model_dump(),
+        positions=[PositionBody.from_position(p) for p in detail.positions],
+        recent_orders=[LoggedOrderBody.from_logged(e) for e in detail.recent_orders],
+    )
+
+
+@router.get("/strategies", response_model=StrategiesAnswer, summary="Strategies with users and universe")
+@inject
+def list_strategies(
+    overview: Annotated[DeskOverview, Depends(Provide[Container.desk_overview])],
+) -> StrategiesAnswer:
+    """Every strategy with the users who run it and its universe."""
+    return StrategiesAnswer(
+        strategies=[
+            StrategySummary(strategy=s.strategy, users=s.users, universe=s.universe) for s in overview.strategies()
+        ]
+    )
+
+
+@router.post(
+    "/admin/reload-profile",
+    response_model=ReloadAnswer,
+    summary="Re-read the profile file",
+    description="The new profile is checked first; on any error the old one stays and the answer says why.",
+    responses={422: {"model": ReloadAnswer, "description": "The file is invalid; the old profile stays."}},
+)
+@inject
+def reload_profile(
+    service: Annotated[OrderService, Depends(Provide[Container.order_service])],
+) -> ReloadAnswer | JSONResponse:
+    """Re-read the profile file; on error keep the old one and say why."""
+    try:
+        outside = service.reload_profile()
+    except ProfileUnavailable as error:
+        logger.warning("profile reload refused, the old profile stays: %s", error)
+        refused = ReloadAnswer(reloaded=False, detail=f"{error}; the previous profile stays in use")
+        return JSONResponse(status_code=422, content=refused.model_dump())
+    profile = service.profile()
+    return ReloadAnswer(
+        reloaded=True,
+        detail=f"{len(profile.users)} users, {len(profile.strategies)} strategies",
+        positions_outside_profile=[PositionBody.from_position(p) for p in outside],
+    )

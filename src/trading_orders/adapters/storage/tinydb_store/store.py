@@ -1,0 +1,276 @@
+"""The TinyDB store: an order log, a trade log and TinyDB position snapshots, served by one process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Collection
+from datetime import datetime
+from types import TracebackType
+
+from trading_orders.adapters.storage.tinydb_store.checkpoints import Checkpointer, CheckpointPolicy
+from trading_orders.adapters.storage.tinydb_store.group_commit import GroupCommit, Ticket
+from trading_orders.adapters.storage.tinydb_store.parts import OrderLog, PositionSnapshots, StoredPositions, TradeLog
+from trading_orders.adapters.storage.tinydb_store.replay import replay_log_tail
+from trading_orders.adapters.storage.tinydb_store.trade_queue import TradeQueue
+from trading_orders.application.errors import ServiceNotStarted, StorageUnavailable
+from trading_orders.application.ports import StoreState
+from trading_orders.domain.model import OrderLogEntry, Position, PositionScope
+from trading_orders.domain.portfolio import Portfolio, PortfolioSlice
+
+logger = logging.getLogger(__name__)
+
+
+class TinyDBOrderStore:
+    """Orders decided one at a time in memory, made durable in groups, over files this process alone owns.
+
+    The order log is the source of truth and the commit point. An order's
+    transaction holds the store's lock from handing out its slice of the
+    portfolio until its entry is written to the log, which takes
+    microseconds; the fsync happens after the lock is released, and every
+    order written meanwhile shares the next one (group commit). Each commit
+    returns only once its own entry is durable, so no answer runs ahead of
+    the disk; decisions stay serialized and in log order.
+
+    Trades are written once their SELL is durable. The positions are written
+    as a snapshot stamped with the log sequence it contains, every so many
+    orders or seconds, by a background thread: the cost of an order does not
+    grow with the number of open positions. recover() loads the snapshot and
+    replays the log after it.
+    """
+
+    def __init__(
+        self,
+        snapshots: PositionSnapshots,
+        order_log: OrderLog,
+        trade_log: TradeLog,
+        scope: PositionScope,
+        policy: CheckpointPolicy | None = None,
+    ) -> None:
+        """Serve orders over these three parts, holding positions under ``scope``."""
+        self._snapshots = snapshots
+        self._order_log = order_log
+        self._trade_log = trade_log
+        self._scope = scope
+        # One lock serializes every decision: the check "already holding?" and
+        # the write that opens the position must not interleave with another
+        # order's, or two BUYs could both pass.
+        self._lock = threading.Lock()
+        self._portfolio: Portfolio | None = None
+        self._last_received_at: datetime | None = None
+        self._snapshot_sequence = 0
+        self._trades = TradeQueue()
+        self._commits = GroupCommit(self._flush, self._is_durable, self._roll_back)
+        self._checkpoints = Checkpointer(policy or CheckpointPolicy(), self.checkpoint)
+
+    @property
+    def order_log(self) -> OrderLog:
+        """The order log this store writes, for the read side."""
+        return self._order_log
+
+    @property
+    def trade_log(self) -> TradeLog:
+        """The trade log this store writes, for the read side."""
+        return self._trade_log
+
+    def recover(self) -> int:
+        """Load the snapshot, replay the log after it, and start committing and checkpointing; returns the replayed."""
+        with self._lock:
+            stored = self._snapshots.load()
+            self._order_log.check(stored.applied_sequence, stored.log_offset)
+            portfolio, replayed = replay_log_tail(stored, self._order_log, self._trade_log, self._scope)
+            self._last_received_at = self._newest_received_at()
+            self._portfolio = portfolio
+            self._snapshot_sequence = stored.applied_sequence
+            self._checkpoints.restart_count()
+            self._checkpoints.count(replayed)
+        self._checkpoints.start()
+        self._commits.start()
+        return replayed
+
+    def transaction(
+        self, strategy: str, instrument: str, users: Collection[str], idempotency_key: str | None = None
+    ) -> TinyDBOrderTransaction:
+        """One order's unit of work over the positions it can meet (see TinyDBOrderTransaction)."""
+        return TinyDBOrderTransaction(self, strategy, instrument, users, idempotency_key)
+
+    def _begin(self, strategy: str, instrument: str, users: Collection[str], key: str | None) -> _Handout:
+        """Take the lock and hand out what an order needs; the lock stays taken until _record or _release."""
+        self._lock.acquire()
+        try:
+            portfolio = self._ready()
+            recorded = self._order_log.find_by_idempotency_key(key) if key is not None else None
+            return recorded, portfolio.slice(users, strategy, instrument), self._last_received_at
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _record(self, portfolio: PortfolioSlice, idempotency_key: str | None) -> tuple[OrderLogEntry, Ticket]:
+        """Write what was applied to ``portfolio`` and merge it into the store's; releases the lock."""
+        try:
+            (applied,) = portfolio.take_unsaved()
+            full = self._ready()
+            entry = OrderLogEntry(self._order_log.last_sequence() + 1, applied.decision, idempotency_key)
+            # Written first: a write that fails leaves the positions as they were.
+            self._order_log.write(entry)
+            full.merge(applied.change)
+            self._last_received_at = applied.decision.received_at
+            if applied.change.trades:
+                self._trades.add(entry.sequence, applied.change.trades)
+            self._checkpoints.count()
+            return entry, (entry.sequence, self._commits.epoch)
+        finally:
+            self._lock.release()
+
+    def _release(self) -> Ticket:
+        """Release the lock _begin took without recording; returns what the transaction read, to wait for."""
+        try:
+            return self._order_log.last_sequence(), self._commits.epoch
+        finally:
+            self._lock.release()
+
+    async def _durable(self, ticket: Ticket) -> None:
+        await self._commits.durable(ticket)
+
+    def _flush(self) -> None:
+        self._order_log.sync()
+        self._trades.write_through(self._trade_log, self._order_log.durable_sequence())
+
+    def _is_durable(self, sequence: int) -> bool:
+        return self._order_log.durable_sequence() >= sequence and not self._trades.waiting_through(sequence)
+
+    def _roll_back(self, error: StorageUnavailable) -> None:
+        """Drop every entry the failed flush could not vouch for, and rebuild the portfolio without them."""
+        with self._lock:
+            survived = self._order_log.durable_sequence()
+            self._commits.end_epoch(survived, error)
+            self._order_log.roll_back(error)
+            self._trades.drop_after(survived)
+            logger.error("the order log could not be synced (%s); orders after #%d were dropped", error, survived)
+            try:
+                stored = self._snapshots.load()
+                portfolio, _ = replay_log_tail(stored, self._order_log, self._trade_log, self._scope)
+            except StorageUnavailable as rebuild_error:
+                logger.critical("cannot rebuild positions after a failed sync (%s); restart the service", rebuild_error)
+                self._portfolio = None
+                return
+            # The replay wrote the trades the trade log lacked, queued ones included.
+            self._trades.drop_through(self._trade_log.last_sequence())
+            self._portfolio = portfolio
+            self._last_received_at = self._newest_received_at()
+
+    def _newest_received_at(self) -> datetime | None:
+        newest = next(self._order_log.newest_first(), None)
+        return newest[1].decision.received_at if newest else None
+
+    def positions(
+        self, user: str | None = None, strategy: str | None = None, instrument: str | None = None
+    ) -> list[Position]:
+        """The open positions matching every filter given, in the order they were opened; all durable."""
+        with self._lock:
+            found = [
+                p
+                for p in self._ready()
+                if (user is None or p.user == user)
+                and (strategy is None or p.strategy == strategy)
+                and (instrument is None or p.instrument == instrument)
+            ]
+            ticket = self._order_log.last_sequence(), self._commits.epoch
+        self._commits.wait(ticket)
+        return found
+
+    def state(self) -> StoreState:
+        """The durable log's length, the open positions, and whether the log can take appends."""
+        # No lock: each figure is one attribute read, and a health check or a
+        # metrics update must not queue behind orders.
+        portfolio = self._portfolio
+        held = len(portfolio) if portfolio is not None else 0
+        return StoreState(self._order_log.durable_sequence(), held, self._order_log.reachable())
+
+    def checkpoint(self) -> bool:
+        """Snapshot the open positions and index the log up to the newest durable order; False if nothing new."""
+        with self._lock:
+            if self._portfolio is None or self._order_log.last_sequence() == self._snapshot_sequence:
+                return False
+            positions = tuple(self._portfolio)
+            sequence, offset = self._order_log.last_sequence(), self._order_log.end_offset()
+            ticket = sequence, self._commits.epoch
+            self._checkpoints.restart_count()
+        self._commits.wait(ticket)
+        if self._trades.waiting_through(sequence):
+            raise StorageUnavailable(f"trades up to order #{sequence} are not written yet")
+        # Trades, then the index, then positions: a snapshot promises that
+        # everything up to its sequence is on disk, so a replay never starts
+        # past a SELL whose trades or index rows are missing.
+        self._trade_log.sync()
+        self._order_log.index_through(sequence)
+        self._snapshots.save(StoredPositions(positions, sequence, offset))
+        self._snapshot_sequence = sequence
+        return True
+
+    def close(self) -> None:
+        """Answer the orders still awaiting the disk, stop checkpointing after a last checkpoint."""
+        self._commits.stop()
+        self._checkpoints.stop()
+        try:
+            self.checkpoint()
+        except (StorageUnavailable, ServiceNotStarted) as error:
+            logger.error("last checkpoint failed (%s); the next start replays the log after the previous one", error)
+
+    def _ready(self) -> Portfolio:
+        if self._portfolio is None:
+            raise ServiceNotStarted("the order store has not been recovered")
+        return self._portfolio
+
+
+# What _begin hands out: the entry recorded with the key, the slice, the newest received time.
+_Handout = tuple[OrderLogEntry | None, PortfolioSlice, datetime | None]
+
+
+class TinyDBOrderTransaction:
+    """One order's unit of work on a TinyDBOrderStore.
+
+    Entering takes the store's lock and hands out a slice of the portfolio;
+    commit() writes the entry, merges the slice's change, releases the lock
+    and waits for the disk with every other order waiting. The lock is a
+    thread lock held on the event loop: the block must not await anything
+    before commit(), which takes microseconds.
+    """
+
+    def __init__(
+        self, store: TinyDBOrderStore, strategy: str, instrument: str, users: Collection[str], key: str | None
+    ) -> None:
+        """Prepare a transaction on ``store``; nothing is taken until it is entered."""
+        self._store = store
+        self._what = strategy, instrument, users
+        self._key = key
+        self._open = False
+        # Handed out on entering.
+        self.recorded: OrderLogEntry | None
+        self.portfolio: PortfolioSlice
+        self.last_received_at: datetime | None
+
+    async def __aenter__(self) -> TinyDBOrderTransaction:
+        """Take the store's lock and hand out what the order needs."""
+        self.recorded, self.portfolio, self.last_received_at = self._store._begin(*self._what, self._key)
+        self._open = True
+        return self
+
+    async def commit(self) -> OrderLogEntry:
+        """Record the decision applied to ``portfolio``; returns once its entry is durable."""
+        self._open = False
+        entry, ticket = self._store._record(self.portfolio, self._key)
+        await self._store._durable(ticket)
+        return entry
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        """Without commit(): release the lock, and on a clean exit wait until what the block read is durable."""
+        if not self._open:
+            return
+        self._open = False
+        ticket = self._store._release()
+        if kind is None:
+            # A retry answered from the log must not run ahead of the entry it found.
+            await self._store._durable(ticket)
