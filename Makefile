@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PROFILE := Jsons/user_profile.json
 PORT ?= 8080
+SCOPE ?= strategy
+EXAMPLE_PROFILE := Jsons/worked_example_profile.json
 
-.PHONY: run test lint test-unit test-service test-integration test-e2e demo bench profile profiles clean
+.PHONY: run example test lint test-unit test-service test-integration test-e2e demo bench profile profiles clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +27,12 @@ profiles: $(INSTALLED)
 # serve also exits 0 after draining on SIGTERM or Ctrl-C.
 run: $(INSTALLED) $(PROFILE)
 	$(BIN)/python -m trading_orders serve --host 0.0.0.0 --port $(PORT)
+
+# The README's worked example: the brief's profile, an empty in-memory store on every start,
+# so its four orders answer as the README prints them. `make example SCOPE=user` for netting.
+example: $(INSTALLED)
+	TRADING_ORDERS_PROFILE_PATH=$(EXAMPLE_PROFILE) TRADING_ORDERS_STORE=memory \
+		$(BIN)/python -m trading_orders serve --port $(PORT) --scope $(SCOPE)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
