@@ -1,6 +1,7 @@
 """One contract for every order store (memory, TinyDB files, SQLite), written once, run against each."""
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -202,3 +203,23 @@ def test_fifty_concurrent_buys_for_one_key_open_one_position(open_store: OpenSto
     assert statuses.count(OrderStatus.ACCEPTED) == 1
     assert len(service.open_positions()) == 1
     assert [e.sequence for e in store.history.orders(HistoryFilter(), limit=100).items] == list(range(50, 0, -1))
+
+
+@pytest.mark.parametrize("pause", [0, 1, 2, 3])
+def test_an_order_cancelled_midway_never_blocks_the_next(open_store: OpenStore, pause: int) -> None:
+    service, store = open_store()
+
+    async def cancel_one_then_place() -> PlacedOrder:
+        cancelled = asyncio.create_task(service.place_order(Order("STRATEGY_B", "MINDA", Side.BUY)))
+        for _ in range(pause):  # cancel it at a different step of its transaction each time
+            await asyncio.sleep(0)
+        cancelled.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await cancelled
+        return await asyncio.wait_for(service.place_order(Order("STRATEGY_A", "GRASIM", Side.BUY)), timeout=10)
+
+    placed = asyncio.run(cancel_one_then_place())
+    assert placed.entry.decision.status is OrderStatus.ACCEPTED
+    # The cancelled BUY was recorded whole or not at all.
+    assert store.store.state().last_sequence == placed.entry.sequence
+    assert len(service.open_positions()) == placed.entry.sequence

@@ -10,11 +10,11 @@ import json
 import sys
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from trading_orders.adapters.storage.codec import entry_from_dict, entry_to_dict, format_time, parse_time
 from trading_orders.application.errors import InvalidCursor, StartupError
@@ -23,6 +23,8 @@ from trading_orders.domain.model import AppliedDecision, OrderLogEntry, Position
 from trading_orders.domain.portfolio import PortfolioSlice
 
 _BATCH = 200
+
+Done = TypeVar("Done")
 
 
 class Sql(Protocol):
@@ -63,6 +65,7 @@ class SqlOrderTransaction:
         self._work = ExitStack()
         self._sql: Sql | None = None
         self._writer: asyncio.Lock | None = None
+        self._committed = False
         # Handed out on entering.
         self.recorded: OrderLogEntry | None
         self.portfolio: PortfolioSlice
@@ -70,15 +73,36 @@ class SqlOrderTransaction:
 
     async def __aenter__(self) -> SqlOrderTransaction:
         """Open the database transaction and read what the order needs."""
-        writer = self._store._writer_lock()
-        await writer.acquire()
+        self._writer = self._store._writer_lock()
+        await self._writer.acquire()
         try:
-            await asyncio.to_thread(self._begin)
+            await self._in_thread(self._begin)
+        except asyncio.CancelledError:
+            raise  # _end_abandoned lets the next order in
         except BaseException:
-            writer.release()
+            self._release_writer()
             raise
-        self._writer = writer
         return self
+
+    async def _in_thread(self, work: Callable[..., Done], *args: object) -> Done:
+        """Run ``work`` on a worker thread; if the order is cancelled meanwhile, end its transaction after it."""
+        task = asyncio.ensure_future(asyncio.to_thread(work, *args))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._end_abandoned)
+            raise
+
+    def _end_abandoned(self, _: asyncio.Future[Any]) -> None:
+        # The thread went on after its order was cancelled: close what is left
+        # of the transaction (nothing, once it committed) before the next order.
+        ending = asyncio.ensure_future(asyncio.to_thread(self._work.close))
+        ending.add_done_callback(lambda _: self._release_writer())
+
+    def _release_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.release()
 
     def _begin(self) -> None:
         sql = self._sql = self._work.enter_context(self._store._writing())
@@ -97,12 +121,16 @@ class SqlOrderTransaction:
     async def commit(self) -> OrderLogEntry:
         """Insert the order with the next sequence, its trades and position changes; returns once committed."""
         (applied,) = self.portfolio.take_unsaved()
-        writer, self._writer = self._writer, None
+        self._committed = True
         try:
-            return await asyncio.to_thread(self._save, applied)
-        finally:
-            if writer is not None:
-                writer.release()
+            entry = await self._in_thread(self._save, applied)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self._release_writer()
+            raise
+        self._release_writer()
+        return entry
 
     def _save(self, applied: AppliedDecision) -> OrderLogEntry:
         try:
@@ -119,13 +147,16 @@ class SqlOrderTransaction:
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         """Without commit(): end the database transaction, keeping nothing it did not commit."""
-        writer, self._writer = self._writer, None
-        if writer is None:
+        if self._committed or self._writer is None:
             return
         try:
-            await asyncio.to_thread(self._work.__exit__, kind, error, traceback)
-        finally:
-            writer.release()
+            await self._in_thread(self._work.__exit__, kind, error, traceback)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self._release_writer()
+            raise
+        self._release_writer()
 
 
 def _recorded(sql: Sql, idempotency_key: str) -> OrderLogEntry | None:
