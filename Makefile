@@ -49,16 +49,16 @@ test-e2e: $(INSTALLED)
 
 # Benchmarks print tables and are not part of make test.
 bench: $(INSTALLED)
-	$(BIN)/python bench/service_load.py
-	$(BIN)/python bench/order_log_pages.py
+	$(BIN)/python -m tests.bench.service_load
+	$(BIN)/python -m tests.bench.order_log_pages
 
 # Where the time goes under load (needs wrk; installs the py-spy profiler into the venv).
 profile: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check py-spy
-	$(BIN)/python bench/profile_service.py
+	$(BIN)/python -m tests.bench.profile_service
 
 demo: $(INSTALLED) $(PROFILE)
-	$(BIN)/python -m trading_orders.tools.demo --project-root .
+	$(BIN)/python -m tests.support.demo --project-root .
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis .import_linter_cache src/*.egg-info

@@ -12,9 +12,9 @@ import pytest
 import requests
 import uvicorn
 
+from tests.support.service_process import LOOPBACK, free_port
 from trading_orders.bootstrap import create_app
 from trading_orders.settings import Settings
-from trading_orders.tools.service_process import LOOPBACK, free_port
 
 PROFILE = {"U1": {"S1": ["ACC", "INFY", "TCS"]}}
 
