@@ -2,15 +2,23 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Two stamps: running needs the package only; tests and lint need the dev extras too.
 INSTALLED := $(VENV)/.installed
+INSTALLED_DEV := $(VENV)/.installed-dev
 PROFILE := Jsons/user_profile.json
 PORT ?= 8080
 
 .PHONY: run test lint test-unit test-service test-integration test-e2e demo bench profile profiles clean
 
-$(INSTALLED): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+
+$(INSTALLED): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(INSTALLED_DEV): $(INSTALLED)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
@@ -26,7 +34,7 @@ profiles: $(INSTALLED)
 run: $(INSTALLED) $(PROFILE)
 	$(BIN)/python -m trading_orders serve --host 0.0.0.0 --port $(PORT)
 
-lint: $(INSTALLED)
+lint: $(INSTALLED_DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -35,16 +43,16 @@ lint: $(INSTALLED)
 test: lint $(PROFILE)
 	$(BIN)/pytest
 
-test-unit: $(INSTALLED)
+test-unit: $(INSTALLED_DEV)
 	$(BIN)/pytest tests/unit
 
-test-service: $(INSTALLED)
+test-service: $(INSTALLED_DEV)
 	$(BIN)/pytest tests/service
 
-test-integration: $(INSTALLED)
+test-integration: $(INSTALLED_DEV)
 	$(BIN)/pytest tests/integration
 
-test-e2e: $(INSTALLED)
+test-e2e: $(INSTALLED_DEV)
 	$(BIN)/pytest tests/e2e
 
 # Benchmarks print tables and are not part of make test.
