@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Two stamps: running needs the package only; tests and lint need the dev extras too.
 INSTALLED := $(VENV)/.installed
+INSTALLED_DEV := $(VENV)/.installed-dev
 PROFILE := Jsons/user_profile.json
 PORT ?= 8080
 SCOPE ?= strategy
@@ -10,9 +12,15 @@ EXAMPLE_PROFILE := Jsons/worked_example_profile.json
 
 .PHONY: run example test lint test-unit test-service test-integration test-e2e demo bench profile profiles clean
 
-$(INSTALLED): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+
+$(INSTALLED): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(INSTALLED_DEV): $(INSTALLED)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
@@ -34,7 +42,7 @@ example: $(INSTALLED)
 	TRADING_ORDERS_PROFILE_PATH=$(EXAMPLE_PROFILE) TRADING_ORDERS_STORE=memory \
 		$(BIN)/python -m trading_orders serve --port $(PORT) --scope $(SCOPE)
 
-lint: $(INSTALLED)
+lint: $(INSTALLED_DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -43,30 +51,30 @@ lint: $(INSTALLED)
 test: lint $(PROFILE)
 	$(BIN)/pytest
 
-test-unit: $(INSTALLED)
+test-unit: $(INSTALLED_DEV)
 	$(BIN)/pytest tests/unit
 
-test-service: $(INSTALLED)
+test-service: $(INSTALLED_DEV)
 	$(BIN)/pytest tests/service
 
-test-integration: $(INSTALLED)
+test-integration: $(INSTALLED_DEV)
 	$(BIN)/pytest tests/integration
 
-test-e2e: $(INSTALLED)
+test-e2e: $(INSTALLED_DEV)
 	$(BIN)/pytest tests/e2e
 
 # Benchmarks print tables and are not part of make test.
 bench: $(INSTALLED)
-	$(BIN)/python bench/service_load.py
-	$(BIN)/python bench/order_log_pages.py
+	$(BIN)/python -m tests.bench.service_load
+	$(BIN)/python -m tests.bench.order_log_pages
 
 # Where the time goes under load (needs wrk; installs the py-spy profiler into the venv).
 profile: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check py-spy
-	$(BIN)/python bench/profile_service.py
+	$(BIN)/python -m tests.bench.profile_service
 
 demo: $(INSTALLED) $(PROFILE)
-	$(BIN)/python -m trading_orders.tools.demo --project-root .
+	$(BIN)/python -m tests.support.demo --project-root .
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis .import_linter_cache src/*.egg-info

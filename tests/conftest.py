@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from trading_orders.tools.postgres_server import PostgresUnavailable, ThrowawayPostgres
+from tests.support.postgres_server import PostgresUnavailable, ThrowawayPostgres
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from trading_orders.tools.service_process import ServiceProcess
+from tests.support.service_process import ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "Scripts"

@@ -48,6 +48,20 @@ def test_positions_orders_and_trades_print_tables_or_json(service_factory: Servi
         assert "orders (0)" in rejected.stdout
 
 
+def test_the_orders_table_shows_the_reason_of_an_order_with_no_decisions(service_factory: ServiceFactory) -> None:
+    with service_factory(PROFILE) as service:
+        place(service.base_url, "ACC", "BUY")
+        body = {"STRATEGY": "S9", "INSTRUMENT": "ACC", "POSITION": "BUY"}
+        requests.post(f"{service.base_url}/create_order", json=body, timeout=5).raise_for_status()
+        table = cli("orders", "--url", service.base_url)
+    assert table.returncode == 0, table.stderr
+    rows = [line for line in table.stdout.splitlines() if " S9 " in line or " S1 " in line]
+    assert len(rows) == 2, table.stdout
+    unknown, accepted = rows
+    assert "REJECTED" in unknown and "UNKNOWN_STRATEGY" in unknown
+    assert "U1: ACCEPTED, U2: ACCEPTED" in accepted
+
+
 def test_a_read_command_without_a_service_says_so(tmp_path: Path) -> None:
     result = cli("positions", "--url", "http://127.0.0.1:9")
     assert result.returncode == 1 and "cannot reach the service at http://127.0.0.1:9" in result.stderr

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from tests.e2e.conftest import SCRIPTS
-from trading_orders.tools.crash_loop import CrashLoop
+from tests.support.crash_loop import CrashLoop
 
 
 def test_twenty_kill_9_cycles_lose_and_double_nothing(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import ServiceFactory
-from trading_orders.tools.service_process import ServiceProcess
+from tests.support.service_process import ServiceProcess
 
 PROFILE = {"U1": {"S1": ["ACC"]}}
 JSON = {"Content-Type": "application/json"}

@@ -38,8 +38,8 @@ def test_metrics_count_orders_and_decisions_and_time_them(service_factory: Servi
         assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
         lines = set(answer.text.splitlines())
         for expected in [
-            'trading_orders_orders_total{status="ACCEPTED"} 2.0',
-            'trading_orders_orders_total{status="REJECTED"} 1.0',
+            'trading_orders_orders_total{reason="",status="ACCEPTED"} 2.0',
+            'trading_orders_orders_total{reason="",status="REJECTED"} 1.0',
             'trading_orders_decisions_total{reason="",status="ACCEPTED"} 4.0',
             'trading_orders_decisions_total{reason="NO_OPEN_POSITION",status="REJECTED"} 1.0',
             'trading_orders_decisions_total{reason="INSTRUMENT_NOT_IN_STRATEGY",status="REJECTED"} 1.0',

@@ -1,11 +1,14 @@
 """The brief's scripts against a running service: our producer, and the original's assumptions."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.e2e.conftest import SCRIPTS, ServiceFactory
+import pytest
+
+from tests.e2e.conftest import ROOT, SCRIPTS, ServiceFactory
 from tests.worked_example import PROFILE
 
 
@@ -31,6 +34,36 @@ def test_the_producer_counts_errors_when_no_service_answers(tmp_path: Path) -> N
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stdout.splitlines()[-1] == "sent 2: 0 accepted, 0 rejected, 2 errors"
+
+
+@pytest.mark.parametrize(
+    ("command", "cwd"),
+    [(["Order_Producer.py"], SCRIPTS), (["-m", "trading_orders", "produce"], ROOT)],
+    ids=["Order_Producer.py", "trading-orders produce"],
+)
+def test_ctrl_c_stops_the_producer_with_a_one_line_summary_and_status_130(
+    service_factory: ServiceFactory, tmp_path: Path, command: list[str], cwd: Path
+) -> None:
+    profile = tmp_path / "user_profile.json"
+    with service_factory(PROFILE) as service:
+        producer = subprocess.Popen(
+            [sys.executable, *command, "--count", "1000", "--interval", "0.05", "--seed", "3",
+             "--profile", str(profile), "--url", f"{service.base_url}/create_order"],
+            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert producer.stdout is not None
+        answered = [producer.stdout.readline() for _ in range(3)]
+        assert all(" -> " in line for line in answered), answered
+        producer.send_signal(signal.SIGINT)
+        stdout, stderr = producer.communicate(timeout=30)
+    assert producer.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    (summary,) = stderr.splitlines()
+    assert summary.startswith("interrupted after ") and " of 1000 orders: " in summary, summary
+    assert " accepted, " in summary and " rejected, " in summary and " errors, " in summary, summary
+    printed = len(answered) + len(stdout.splitlines())
+    sent = int(summary.removeprefix("interrupted after ").split()[0])
+    assert printed <= sent <= printed + 1
 
 
 def test_what_the_briefs_original_producer_relies_on_holds_from_scripts(

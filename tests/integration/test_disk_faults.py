@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.threaded_server import ThreadedServer
+from tests.support.threaded_server import ThreadedServer
 from trading_orders.bootstrap import create_app
 from trading_orders.settings import Settings
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import requests
 from dependency_injector import providers
 
-from tests.integration.threaded_server import ThreadedServer
 from tests.service.fakes import MANUAL_CHECKPOINTS, FlakyOrderLog, FlakyPositionStore, FlakyTradeLog
+from tests.support.threaded_server import ThreadedServer
 from trading_orders.adapters.storage.tinydb_store.store import TinyDBOrderStore
 from trading_orders.bootstrap import build_container, create_app
 from trading_orders.domain.model import PositionScope

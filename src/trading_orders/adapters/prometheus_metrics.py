@@ -20,7 +20,10 @@ class PrometheusOrderMetrics:
         """Register the metrics in a registry of their own (one per service, none global)."""
         self.registry = CollectorRegistry()
         self._orders = Counter(
-            "trading_orders_orders", "Orders decided, by overall status.", ["status"], registry=self.registry
+            "trading_orders_orders",
+            "Orders decided, by overall status and the reason of an order rejected as a whole ('' otherwise).",
+            ["status", "reason"],
+            registry=self.registry,
         )
         self._decisions = Counter(
             "trading_orders_decisions",
@@ -40,11 +43,10 @@ class PrometheusOrderMetrics:
         self._log_length = Gauge("trading_orders_order_log_length", "Orders in the order log.", registry=self.registry)
 
     def order_recorded(self, entry: OrderLogEntry, seconds: float) -> None:
-        """Count the order and its decisions, and time it."""
+        """Count the order (with its own reason, if any) and its per-user decisions, and time it."""
         decision = entry.decision
-        self._orders.labels(status=decision.status.value).inc()
-        if decision.reason is not None:
-            self._decisions.labels(status=decision.status.value, reason=decision.reason.value).inc()
+        order_reason = decision.reason.value if decision.reason else ""
+        self._orders.labels(status=decision.status.value, reason=order_reason).inc()
         for user_decision in decision.decisions:
             reason = user_decision.reason.value if user_decision.reason else ""
             self._decisions.labels(status=user_decision.status.value, reason=reason).inc()

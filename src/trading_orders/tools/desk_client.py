@@ -36,7 +36,9 @@ def fetch(url: str, what: str, filters: dict[str, str], api_key: str | None) -> 
 def _cell(column: str, row: dict[str, Any]) -> str:
     value = row.get(column)
     if column == "decisions":
-        return ", ".join(f"{d['user']}: {d['reason'] or d['status']}" for d in value or [])
+        users = ", ".join(f"{d['user']}: {d['reason'] or d['status']}" for d in value or [])
+        # An order rejected as a whole (UNKNOWN_STRATEGY) has no per-user decisions, only its reason.
+        return users or str(row.get("reason") or "")
     return "" if value is None else str(value)
 
 

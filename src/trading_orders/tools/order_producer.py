@@ -19,6 +19,8 @@ from trading_orders.tools.raw_details import RawDetails, RawDetailsError
 
 DEFAULT_URL = "http://127.0.0.1:8080/create_order"
 SIDES = ("BUY", "SELL")
+# The shell's status for a command stopped by SIGINT (128 + 2).
+INTERRUPTED = 130
 
 
 def orders_from_raw_details(details: RawDetails, rng: random.Random) -> Callable[[], dict[str, str]]:
@@ -51,7 +53,7 @@ def orders_from_profile(profile_path: Path, rng: random.Random) -> Callable[[], 
 
 
 def main(argv: list[str] | None, raw_details: Path) -> int:
-    """Command line: send the orders, print each answer and a summary; exit status 1 if any failed."""
+    """Command line: send the orders, print each answer and a summary; exit 1 if any failed, 130 on Ctrl-C."""
     parser = argparse.ArgumentParser(description="Send random orders to the order service.")
     parser.add_argument("--count", type=int, default=300, help="orders to send (default 300)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between orders (default 1)")
@@ -75,30 +77,45 @@ def main(argv: list[str] | None, raw_details: Path) -> int:
     # stdout keeps exactly the brief's one line per order. When it goes to a
     # terminal those lines are the progress; when it is piped, a bar on stderr
     # (drawn only if stderr is a terminal) shows it instead, never redirecting stdout.
+    # A disabled bar also keeps rich from ending a piped stderr with a blank line.
+    stderr = Console(stderr=True)
     progress = Progress(
-        console=Console(stderr=True), transient=True, redirect_stdout=False, disable=sys.stdout.isatty()
+        console=stderr, transient=True, redirect_stdout=False, disable=sys.stdout.isatty() or not stderr.is_terminal
     )
     task = progress.add_task("sending orders", total=args.count)
-    with requests.Session() as session, progress:
-        for number in range(1, args.count + 1):
-            order = draw()
-            label = f"{number:>4} {order['STRATEGY']} {order['INSTRUMENT']} {order['POSITION']}"
-            try:
-                response = session.post(args.url, json=order, timeout=10)
-                response.raise_for_status()
-                answer = response.json()
-                status = str(answer["RESPONSE"])
-                detail = ", ".join(
-                    f"{d['user']}: {d['reason'] or d['status']}" for d in answer.get("decisions", [])
-                ) or str(answer.get("reason"))
-                print(f"{label} -> {status} ({detail})", flush=True)
-                tally[status] += 1
-            except (requests.RequestException, ValueError, KeyError) as error:
-                print(f"{label} -> ERROR {error}", flush=True)
-                tally["ERROR"] += 1
-            progress.advance(task)
-            if number < args.count and args.interval:
-                time.sleep(args.interval)
+    sent = 0
+    try:
+        with requests.Session() as session, progress:
+            for number in range(1, args.count + 1):
+                order = draw()
+                label = f"{number:>4} {order['STRATEGY']} {order['INSTRUMENT']} {order['POSITION']}"
+                sent += 1
+                try:
+                    response = session.post(args.url, json=order, timeout=10)
+                    response.raise_for_status()
+                    answer = response.json()
+                    status = str(answer["RESPONSE"])
+                    detail = ", ".join(
+                        f"{d['user']}: {d['reason'] or d['status']}" for d in answer.get("decisions", [])
+                    ) or str(answer.get("reason"))
+                    print(f"{label} -> {status} ({detail})", flush=True)
+                    tally[status] += 1
+                except (requests.RequestException, ValueError, KeyError) as error:
+                    print(f"{label} -> ERROR {error}", flush=True)
+                    tally["ERROR"] += 1
+                progress.advance(task)
+                if number < args.count and args.interval:
+                    time.sleep(args.interval)
+    except KeyboardInterrupt:
+        # Ctrl-C is how a person stops a long stream: say what happened, no traceback.
+        unanswered = sent - sum(tally.values())
+        print(
+            f"interrupted after {sent} of {args.count} orders: {tally['ACCEPTED']} accepted, "
+            f"{tally['REJECTED']} rejected, {tally['ERROR']} errors, {unanswered} unanswered",
+            file=sys.stderr,
+            flush=True,
+        )
+        return INTERRUPTED
     print(
         f"sent {args.count}: {tally['ACCEPTED']} accepted, {tally['REJECTED']} rejected, {tally['ERROR']} errors",
         flush=True,

@@ -6,7 +6,7 @@ import time
 import uvicorn
 from fastapi import FastAPI
 
-from trading_orders.tools.service_process import LOOPBACK, free_port
+from tests.support.service_process import LOOPBACK, free_port
 
 
 class ThreadedServer:

@@ -1,15 +1,15 @@
 """Orders per second and latency of the real service under load, beside the HTTP stack's own ceiling.
 
-    .venv/bin/python bench/service_load.py [--seconds 10] [--history 1000000] [--quick]
+    .venv/bin/python -m tests.bench.service_load [--seconds 10] [--history 1000000] [--quick]
 
 Starts the real service (one uvicorn worker) on loopback, and a no-op
 endpoint of the same shape on the same settings, and drives each over
 keep-alive connections (4 and 64 of them) with a mixed BUY/SELL stream: with
-wrk (bench/orders.lua) where it is installed, else with an asyncio HTTP/1.1
+wrk (tests/bench/orders.lua) where it is installed, else with an asyncio HTTP/1.1
 client, which saturates near 1,500 requests/s on 2 cores.
 
 Each store (tinydb, sqlite, and postgres on a throwaway server with fsync on,
-where PostgreSQL is installed) runs on data sets written by bench/preload.py:
+where PostgreSQL is installed) runs on data sets written by tests/bench/preload.py:
 100, 10,000 and 100,000 open positions, each with an order log of 0 and of
 --history entries. For each it prints orders/s (and as a share of the ceiling), p50,
 p99 and p99.9 latency, the service's peak RSS, the start-up time on the data
@@ -31,15 +31,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import preload
-
+from tests.bench import preload
+from tests.support.postgres_server import PostgresUnavailable, ThrowawayPostgres
+from tests.support.service_process import LOOPBACK, ServiceProcess
 from trading_orders.domain.model import Order, PositionScope, Side
 from trading_orders.domain.portfolio import Portfolio
 from trading_orders.domain.profile import Profile
-from trading_orders.tools.postgres_server import PostgresUnavailable, ThrowawayPostgres
-from trading_orders.tools.service_process import LOOPBACK, ServiceProcess
 
-ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parents[1]
 INSTRUMENTS = preload.INSTRUMENTS
 
 
@@ -123,7 +123,7 @@ def peak_rss_mb(pid: int) -> float:
 
 def _wrk(port: int, connections: int, seconds: float) -> Run:
     threads = str(min(2, connections))
-    script = str(ROOT / "bench" / "orders.lua")
+    script = str(BENCH / "orders.lua")
     duration = f"{max(1, round(seconds))}s"
     result = subprocess.run(
         ["wrk", "-t", threads, "-c", str(connections), "-d", duration, "-s", script,
@@ -266,7 +266,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="trading-orders-load-") as temporary:
             scratch = Path(temporary)
             ceiling: dict[int, float] = {}
-            with ServiceProcess(ROOT / "bench", {}, scratch / "noop.out", app="noop_app:app") as noop:
+            with ServiceProcess(BENCH, {}, scratch / "noop.out", app="noop_app:app") as noop:
                 for connections in (4, 64):
                     run, rss = measure(noop, connections, args.seconds, use_wrk)
                     ceiling[connections] = run.per_second

@@ -1,10 +1,10 @@
 """Where the service's time goes under load: a py-spy profile of POST /create_order, summed by function.
 
     .venv/bin/pip install py-spy     # a profiler, not a dependency of the project
-    .venv/bin/python bench/profile_service.py [--store tinydb] [--connections 64] [--seconds 8]
+    .venv/bin/python -m tests.bench.profile_service [--store tinydb] [--connections 64] [--seconds 8]
 
 Starts the real service on loopback (one uvicorn worker, 100 open positions),
-drives it with wrk (bench/orders.lua), samples it with py-spy meanwhile, and
+drives it with wrk (tests/bench/orders.lua), samples it with py-spy meanwhile, and
 prints the share of busy samples (threads waiting on a lock, a queue or epoll
 left out) spent in each function and what it calls, then in each function
 alone.
@@ -20,10 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import preload
-from service_load import ROOT
-
-from trading_orders.tools.service_process import ServiceProcess
+from tests.bench import preload
+from tests.bench.service_load import BENCH, ROOT
+from tests.support.service_process import ServiceProcess
 
 WAITING = ("Condition.wait", "Queue.get", "EpollSelector.select", "Event.wait", "_wait_for_tstate_lock")
 # Frames every sample of a thread starts with: they say nothing about the cost.
@@ -89,7 +88,7 @@ def main() -> None:
             time.sleep(0.5)
             load = subprocess.run(
                 ["wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds + 1}s",
-                 "-s", str(ROOT / "bench" / "orders.lua"), f"{service.base_url}/create_order"],
+                 "-s", str(BENCH / "orders.lua"), f"{service.base_url}/create_order"],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             sampler.wait()

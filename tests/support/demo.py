@@ -8,8 +8,8 @@ from pathlib import Path
 
 import requests
 
+from tests.support.service_process import ServiceProcess
 from trading_orders.tools.order_producer import main as produce
-from trading_orders.tools.service_process import ServiceProcess
 
 
 def main(argv: list[str] | None = None) -> int:

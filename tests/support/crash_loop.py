@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from trading_orders.tools.service_process import ServiceProcess
+from tests.support.service_process import ServiceProcess
 
 # Overlapping universes and few instruments, so most orders are accepted for
 # someone and BUYs and SELLs keep meeting the same positions.

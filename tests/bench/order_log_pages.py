@@ -1,6 +1,6 @@
 """How long a page of the order log takes at the top and 990,000 entries deep, in a 1,000,000-entry log.
 
-    .venv/bin/python bench/order_log_pages.py [--orders 1000000] [--depth 990000]
+    .venv/bin/python -m tests.bench.order_log_pages [--orders 1000000] [--depth 990000]
 
 Prints a table: for the first page and the deep page, the time of
 OrderHistory.orders in process and of GET /orders over HTTP against the real
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import requests
 
+from tests.support.service_process import ServiceProcess
 from trading_orders.adapters.storage.codec import entry_to_dict
 from trading_orders.adapters.storage.tinydb_store.order_log import ORDER_LOG_FILE, JsonLinesOrderLog
 from trading_orders.adapters.storage.tinydb_store.trade_log import JsonLinesTradeLog
@@ -31,9 +32,8 @@ from trading_orders.domain.model import (
     Side,
     UserDecision,
 )
-from trading_orders.tools.service_process import ServiceProcess
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROFILE = {"U1": {"S1": ["ACC"]}, "U2": {"S1": ["ACC"]}}
 
 

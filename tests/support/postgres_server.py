@@ -10,7 +10,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from trading_orders.tools.service_process import LOOPBACK, free_port
+from tests.support.service_process import LOOPBACK, free_port
 
 
 class PostgresUnavailable(RuntimeError):

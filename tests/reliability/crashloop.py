@@ -1,6 +1,6 @@
 """Kill -9 the service at random instants, cycle after cycle, and check it never loses or doubles an order.
 
-.venv/bin/python reliability/crashloop.py --cycles 1000
+.venv/bin/python -m tests.reliability.crashloop --cycles 1000
 """
 
 import argparse
@@ -10,9 +10,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from trading_orders.tools.crash_loop import CrashLoop, CrashLoopResult
+from tests.support.crash_loop import CrashLoop, CrashLoopResult
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> int:
