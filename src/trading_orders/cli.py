@@ -33,7 +33,9 @@ def run_verify(settings: Settings) -> int:
     try:
         with Progress(transient=True) as progress:
             task = progress.add_task("replaying the order log")
-            checked = container.verification(replayed=lambda sequence: progress.update(task, completed=sequence))
+            checked = container.verification(
+                replayed=lambda sequence, last: progress.update(task, completed=sequence, total=last)
+            )
     except StartupError as error:
         print(f"cannot verify: {error}", file=sys.stderr)
         return 2

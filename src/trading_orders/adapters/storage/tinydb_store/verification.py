@@ -41,11 +41,11 @@ class DirectoryVerification:
 
 
 def verify_directory(
-    directory: Path, scope: PositionScope, replayed: Callable[[int], None] | None = None
+    directory: Path, scope: PositionScope, replayed: Callable[[int, int], None] | None = None
 ) -> DirectoryVerification:
     """Check the files in ``directory`` read-only (safe beside a running service); raises StartupError if unreadable.
 
-    ``replayed`` is told each sequence as it is replayed, for a progress display.
+    ``replayed`` is told each sequence as it is replayed, and the last one to come, for a progress display.
     """
     order_log = JsonLinesOrderLog(directory, read_only=True)
     try:
@@ -64,11 +64,11 @@ def verify(
     stored: StoredPositions,
     order_log: OrderLog,
     scope: PositionScope,
-    replayed: Callable[[int], None] | None = None,
+    replayed: Callable[[int, int], None] | None = None,
 ) -> VerificationReport:
     """Replay ``order_log`` up to the store's applied sequence and compare the result with ``stored``.
 
-    ``replayed`` is told each sequence as it is replayed, for a progress display.
+    ``replayed`` is told each sequence as it is replayed, and the last one to come, for a progress display.
     """
     last = order_log.last_sequence()
     notes: list[str] = []
@@ -85,7 +85,7 @@ def verify(
                 break
             portfolio.apply(entry.decision)
             if replayed is not None:
-                replayed(entry.sequence)
+                replayed(entry.sequence, stored.applied_sequence)
     except DomainError as error:
         problem = f"the order log does not replay under position scope {scope.value!r}: {error}"
         return VerificationReport(last, len(stored.positions), stored.applied_sequence, (problem,))
