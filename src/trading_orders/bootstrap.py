@@ -12,7 +12,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from trading_orders.adapters.http import api
-from trading_orders.adapters.log_files import configure_logging
+from trading_orders.adapters.log_files import configure_logging, write_logs_directly
 from trading_orders.application.errors import StartupError
 from trading_orders.container import Container
 from trading_orders.settings import Settings
@@ -70,6 +70,9 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         container.unwire()
         container.shutdown_resources()
         logger.info("stopped")
+        # Uvicorn may end the process by re-raising the signal that stopped
+        # it, which skips atexit: write every queued line now.
+        write_logs_directly()
 
     container.wire(modules=api.ROUTE_MODULES)
     return api.build_api(lifespan, settings.api_key)

@@ -35,7 +35,7 @@ def frame_name(frame: str) -> str:
     return f"{function} ({where.split(':')[0].split('/')[-1]})" if where else function
 
 
-def summarize(raw: Path, rows: int) -> str:
+def summarize(raw: Path, rows: int, keep_waiting: bool = False) -> str:
     """The inclusive and self tables of a py-spy raw (collapsed stacks) file, as Markdown."""
     inclusive: collections.Counter[str] = collections.Counter()
     alone: collections.Counter[str] = collections.Counter()
@@ -43,13 +43,13 @@ def summarize(raw: Path, rows: int) -> str:
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
-        if any(frame.startswith(WAITING) for frame in frames[-3:]):
+        if not keep_waiting and any(frame.startswith(WAITING) for frame in frames[-3:]):
             continue
         busy += int(count)
         for name in {frame_name(f) for f in frames if not any(s in f for s in SCAFFOLDING)}:
             inclusive[name] += int(count)
         alone[frame_name(frames[-1])] += int(count)
-    lines = [f"{busy} busy samples", "", "| with what it calls | function |", "| --- | --- |"]
+    lines = [f"{busy} samples", "", "| with what it calls | function |", "| --- | --- |"]
     lines += [f"| {count / busy:.1%} | `{name}` |" for name, count in inclusive.most_common(rows)]
     lines += ["", "| alone | function |", "| --- | --- |"]
     lines += [f"| {count / busy:.1%} | `{name}` |" for name, count in alone.most_common(rows // 2)]
@@ -63,6 +63,14 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--rows", type=int, default=40)
+    parser.add_argument("--log-level", default="INFO", help="the service's TRADING_ORDERS_LOG_LEVEL (default INFO)")
+    parser.add_argument(
+        "--sampling",
+        choices=["gil", "idle", "busy"],
+        default="gil",
+        help="gil: the thread holding the GIL (where Python time goes); idle: every thread, waiting included; "
+        "busy: every thread not waiting (default gil)",
+    )
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists() or shutil.which("wrk") is None:
@@ -74,15 +82,16 @@ def main() -> None:
             "TRADING_ORDERS_DATA_DIR": str(scratch / "data"),
             "TRADING_ORDERS_PROFILE_PATH": str(scratch / "profile.json"),
             "TRADING_ORDERS_LOG_DIR": str(scratch / "logs"),
-            "TRADING_ORDERS_LOG_LEVEL": "WARNING",
+            "TRADING_ORDERS_LOG_LEVEL": args.log_level,
             "TRADING_ORDERS_STORE": args.store,
         }
         raw = scratch / "profile.txt"
         with ServiceProcess(ROOT / "Scripts", environment, scratch / "service.out") as service:
             # --nonblocking: sampling must not pause the process it measures.
+            mode = {"gil": ["--gil"], "idle": ["--idle"], "busy": []}[args.sampling]
             sampler = subprocess.Popen(
                 [py_spy, "record", "-p", str(service.pid), "-d", str(args.seconds), "-r", "100",
-                 "--nonblocking", "-f", "raw", "-o", str(raw)],
+                 "--nonblocking", *mode, "-f", "raw", "-o", str(raw)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             time.sleep(0.5)
@@ -93,7 +102,7 @@ def main() -> None:
             )  # fmt: skip
             sampler.wait()
         print(f"wrk: {load.stdout.strip().splitlines()[-1]}")
-        print(summarize(raw, args.rows))
+        print(summarize(raw, args.rows, keep_waiting=args.sampling == "idle"))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The order service over in-memory ports: sequencing, recovery, failures, concurrency."""
 
+import logging
 import threading
 from datetime import UTC, datetime
 
@@ -20,6 +21,7 @@ from trading_orders.adapters.storage.tinydb_store.memory import (
     InMemoryTradeLog,
 )
 from trading_orders.adapters.storage.tinydb_store.parts import StoredPositions
+from trading_orders.application import order_service
 from trading_orders.application.errors import (
     CorruptStore,
     IdempotencyKeyReused,
@@ -242,3 +244,23 @@ def test_received_times_never_go_back_even_when_the_clock_does() -> None:
     service.start()
     times = [place(service, Order("S", "ACC", Side.BUY)).entry.decision.received_at.second for _ in range(3)]
     assert times == [10, 10, 12]
+
+
+def test_orders_are_logged_one_line_each_at_debug_and_summarized_at_info(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service, _, _ = build_service(ONE_USER)
+    service.start()
+    with caplog.at_level(logging.INFO, logger="trading_orders.application.order_service"):
+        place(service, Order("S", "ACC", Side.BUY))
+        monkeypatch.setattr(order_service, "SUMMARY_EVERY_SECONDS", 0.0)
+        place(service, Order("S", "ACC", Side.BUY))
+    messages = [r.getMessage() for r in caplog.records if r.name == "trading_orders.application.order_service"]
+    assert not any(" -> " in m for m in messages), "no per-order line at INFO"
+    assert any(
+        m.startswith("2 orders in the last ") and "1 accepted, 1 rejected; order log at #2" in m for m in messages
+    )
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="trading_orders.application.order_service"):
+        place(service, Order("S", "INFY", Side.BUY))
+    assert any("o3 #3 S INFY BUY -> ACCEPTED [U1: ACCEPTED]" in r.getMessage() for r in caplog.records)

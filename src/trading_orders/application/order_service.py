@@ -9,10 +9,14 @@ from datetime import datetime
 
 from trading_orders.application.errors import IdempotencyKeyReused, ServiceNotStarted, StartupError, StorageUnavailable
 from trading_orders.application.ports import Clock, OrderIds, OrderMetrics, OrderStore, OrderTransaction, ProfileSource
-from trading_orders.domain.model import Order, OrderLogEntry, Position, PositionScope
+from trading_orders.domain.model import Order, OrderLogEntry, OrderStatus, Position, PositionScope
 from trading_orders.domain.profile import Profile
 
 logger = logging.getLogger(__name__)
+
+# The order log keeps every order durably; the log file gets one line per
+# order only at DEBUG, and at INFO a summary this often (on the next order).
+SUMMARY_EVERY_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,7 @@ class OrderService:
         self._metrics = metrics
         # Replaced whole by reload_profile(); each order reads it once.
         self._profile: Profile | None = None
+        self._summary = _OrderSummary()
 
     def start(self) -> RecoveryReport:
         """Load the profile, let the store recover, and get ready."""
@@ -136,7 +141,9 @@ class OrderService:
             # are read (refresh_metrics): counting positions in a SQL store per
             # order would cost more than the order.
             self._metrics.order_recorded(entry, time.perf_counter() - started)
-        _log_decision(entry)
+        if logger.isEnabledFor(logging.DEBUG):
+            _log_decision(entry)
+        self._summary.count(entry)
         return PlacedOrder(entry)
 
     def profile(self) -> Profile:
@@ -205,13 +212,39 @@ def _replay(recorded: OrderLogEntry, order: Order, key: str | None) -> PlacedOrd
     return PlacedOrder(recorded, replayed=True)
 
 
+class _OrderSummary:
+    """Counts the orders decided, and logs how many at INFO once a summary period has passed."""
+
+    def __init__(self) -> None:
+        self._since = time.monotonic()
+        self._accepted = 0
+        self._rejected = 0
+
+    def count(self, entry: OrderLogEntry) -> None:
+        if entry.decision.status is OrderStatus.ACCEPTED:
+            self._accepted += 1
+        else:
+            self._rejected += 1
+        now = time.monotonic()
+        if now - self._since >= SUMMARY_EVERY_SECONDS:
+            logger.info(
+                "%d orders in the last %.0f s: %d accepted, %d rejected; order log at #%d",
+                self._accepted + self._rejected,
+                now - self._since,
+                self._accepted,
+                self._rejected,
+                entry.sequence,
+            )
+            self._since, self._accepted, self._rejected = now, 0, 0
+
+
 def _log_decision(entry: OrderLogEntry) -> None:
     decision = entry.decision
     order = decision.order
     details = ", ".join(
         f"{d.user}: {d.status.value}" + (f" {d.reason.value}" if d.reason else "") for d in decision.decisions
     )
-    logger.info(
+    logger.debug(
         "order %s #%d %s %s %s -> %s%s%s",
         decision.order_id,
         entry.sequence,
