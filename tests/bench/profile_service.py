@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--rows", type=int, default=40)
+    parser.add_argument("--rate", type=int, default=100, help="samples per second")
     parser.add_argument("--log-level", default="INFO", help="the service's TRADING_ORDERS_LOG_LEVEL (default INFO)")
     parser.add_argument(
         "--sampling",
@@ -90,7 +91,7 @@ def main() -> None:
             # --nonblocking: sampling must not pause the process it measures.
             mode = {"gil": ["--gil"], "idle": ["--idle"], "busy": []}[args.sampling]
             sampler = subprocess.Popen(
-                [py_spy, "record", "-p", str(service.pid), "-d", str(args.seconds), "-r", "100",
+                [py_spy, "record", "-p", str(service.pid), "-d", str(args.seconds), "-r", str(args.rate),
                  "--nonblocking", *mode, "-f", "raw", "-o", str(raw)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
