@@ -93,6 +93,18 @@ class SqlOrderTransaction:
             task.add_done_callback(self._end_abandoned)
             raise
 
+    async def _last_step(self, work: Callable[..., Done], *args: object) -> Done:
+        """Run the transaction's last step on a worker thread, then let the next order in."""
+        try:
+            done = await self._in_thread(work, *args)
+        except asyncio.CancelledError:
+            raise  # _end_abandoned lets the next order in once the thread is done
+        except BaseException:
+            self._release_writer()
+            raise
+        self._release_writer()
+        return done
+
     def _end_abandoned(self, _: asyncio.Future[Any]) -> None:
         # The thread went on after its order was cancelled: close what is left
         # of the transaction (nothing, once it committed) before the next order.
@@ -122,15 +134,7 @@ class SqlOrderTransaction:
         """Insert the order with the next sequence, its trades and position changes; returns once committed."""
         (applied,) = self.portfolio.take_unsaved()
         self._committed = True
-        try:
-            entry = await self._in_thread(self._save, applied)
-        except asyncio.CancelledError:
-            raise
-        except BaseException:
-            self._release_writer()
-            raise
-        self._release_writer()
-        return entry
+        return await self._last_step(self._save, applied)
 
     def _save(self, applied: AppliedDecision) -> OrderLogEntry:
         try:
@@ -149,14 +153,7 @@ class SqlOrderTransaction:
         """Without commit(): end the database transaction, keeping nothing it did not commit."""
         if self._committed or self._writer is None:
             return
-        try:
-            await self._in_thread(self._work.__exit__, kind, error, traceback)
-        except asyncio.CancelledError:
-            raise
-        except BaseException:
-            self._release_writer()
-            raise
-        self._release_writer()
+        await self._last_step(self._work.__exit__, kind, error, traceback)
 
 
 def _recorded(sql: Sql, idempotency_key: str) -> OrderLogEntry | None:
