@@ -1,12 +1,19 @@
 -- wrk script: a mixed BUY/SELL stream of orders, and a JSON summary at the end.
+-- An argument after `--` paces the load: each connection pauses that many ms after each answer.
 local bodies = {}
+local pause_ms = 0
 
 init = function(args)
+  pause_ms = tonumber(args[1] or "0")
   for i = 1, 2000 do
     local side = (math.random(2) == 1) and "BUY" or "SELL"
     bodies[i] = string.format('{"STRATEGY": "S%d", "INSTRUMENT": "SYM%03d", "POSITION": "%s"}',
       math.random(0, 4), math.random(0, 49), side)
   end
+end
+
+delay = function()
+  return pause_ms
 end
 
 request = function()

@@ -15,7 +15,9 @@ where PostgreSQL is installed) runs on data sets written by tests/bench/preload.
 p99 and p99.9 latency, the service's peak RSS, the start-up time on the data
 set, and the restart time after a kill -9 at the end of the load (crash
 recovery: replaying what the last snapshot lacks). Also times the pure domain
-core. --quick runs only the empty-log data sets. Not part of make test.
+core. --quick runs only the empty-log data sets. --paced 1000,2000 (the default) also offers
+those orders/s over 64 connections, each pausing after every answer, to the no-op and to each
+store on 100 positions, and prints offered, delivered and latency. Not part of make test.
 """
 
 import argparse
@@ -121,13 +123,13 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def _wrk(port: int, connections: int, seconds: float) -> Run:
+def _wrk(port: int, connections: int, seconds: float, pause_ms: float = 0) -> Run:
     threads = str(min(2, connections))
     script = str(BENCH / "orders.lua")
     duration = f"{max(1, round(seconds))}s"
     result = subprocess.run(
         ["wrk", "-t", threads, "-c", str(connections), "-d", duration, "-s", script,
-         f"http://{LOOPBACK}:{port}/create_order"],
+         f"http://{LOOPBACK}:{port}/create_order", "--", str(round(pause_ms))],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -144,6 +146,20 @@ def measure(service: ServiceProcess, connections: int, seconds: float, use_wrk: 
     asyncio.run(_drive(service.port, connections, 1.0))
     run = asyncio.run(_drive(service.port, connections, seconds))
     return run, peak_rss_mb(service.pid)
+
+
+PACED_CONNECTIONS = 64
+
+
+def measure_paced(service: ServiceProcess, offered: int, seconds: float) -> Run:
+    """Offer about ``offered`` orders/s over 64 connections, each pausing after every answer (an open-ish loop).
+
+    A closed loop at 64 connections shows throughput, not latency (its mean
+    is 64 / throughput); a paced load below the service's capacity does.
+    """
+    pause_ms = PACED_CONNECTIONS * 1000 / offered
+    _wrk(service.port, PACED_CONNECTIONS, 1.0, pause_ms)
+    return _wrk(service.port, PACED_CONNECTIONS, seconds, pause_ms)
 
 
 def domain_decisions_per_second(users: int, decisions: int = 100_000) -> float:
@@ -198,8 +214,11 @@ def run_scenario(
     seconds: float,
     use_wrk: bool,
     postgres: ThrowawayPostgres | None,
+    paced: tuple[int, ...] = (),
+    paced_rows: list[tuple[str, int, Run]] | None = None,
 ) -> list[Row]:
-    """Load, drive, kill and restart the service on one data set."""
+    """Load, drive, kill and restart the service on one data set; paced runs go to ``paced_rows``."""
+    paced_rows = paced_rows if paced_rows is not None else []
     data = scratch / "data"
     shutil.rmtree(data, ignore_errors=True)
     (scratch / "profile.json").write_text(json.dumps(preload.profile(scenario.holders)))
@@ -227,6 +246,9 @@ def run_scenario(
         for connections in (4, 64):
             run, rss = measure(service, connections, seconds, use_wrk)
             rows.append(Row(scenario.label, connections, run, rss, start_up))
+        if use_wrk and scenario.holders == 1 and not scenario.history:
+            for offered in paced:
+                paced_rows.append((scenario.store, offered, measure_paced(service, offered, seconds)))
     finally:
         service.kill()
     restarted = ServiceProcess(ROOT / "Scripts", environment, scratch / f"{scenario.store}.restart.out")
@@ -252,7 +274,12 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=1_000_000, help="orders in the long log")
     parser.add_argument("--quick", action="store_true", help="only the empty-log data sets")
     parser.add_argument("--stores", default="tinydb,sqlite,postgres")
+    parser.add_argument(
+        "--paced", default="1000,2000", help="orders/s to offer in the paced runs (wrk only; empty: none)"
+    )
     args = parser.parse_args()
+    paced = tuple(int(rate) for rate in args.paced.split(",") if rate)
+    paced_rows: list[tuple[str, int, Run]] = []
     use_wrk = shutil.which("wrk") is not None
     print(f"load generator: {'wrk' if use_wrk else 'asyncio client'}", flush=True)
     stores = args.stores.split(",")
@@ -271,6 +298,8 @@ def main() -> None:
                     run, rss = measure(noop, connections, args.seconds, use_wrk)
                     ceiling[connections] = run.per_second
                     rows.append(Row("no-op ceiling", connections, run, rss))
+                if use_wrk:
+                    paced_rows += [("no-op", rate, measure_paced(noop, rate, args.seconds)) for rate in paced]
             past: preload.History | None = None
             for scenario in scenarios:
                 if scenario.history and past is None:
@@ -278,7 +307,7 @@ def main() -> None:
                     past = preload.history(scratch, args.history, len(preload.PRE_INSTRUMENTS) + 1)
                 print(f"running {scenario.label}", flush=True)
                 history = past if scenario.history else None
-                rows += run_scenario(scenario, scratch, history, args.seconds, use_wrk, postgres)
+                rows += run_scenario(scenario, scratch, history, args.seconds, use_wrk, postgres, paced, paced_rows)
     finally:
         if postgres is not None:
             postgres.stop()
@@ -297,6 +326,17 @@ def main() -> None:
             f"| {run.percentile(0.99):.2f} | {run.percentile(0.999):.2f} | {row.rss:.0f} | {start_up} | {restart} "
             f"| {run.errors} |"
         )
+    if paced_rows:
+        print()
+        print(f"Paced: {PACED_CONNECTIONS} connections, each pausing after every answer (100 positions, empty log)")
+        print()
+        print("| service | offered/s | delivered/s | p50 ms | p99 ms | p99.9 ms | errors |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for name, offered, run in paced_rows:
+            print(
+                f"| {name} | {offered:,} | {run.per_second:,.0f} | {run.percentile(0.5):.2f} "
+                f"| {run.percentile(0.99):.2f} | {run.percentile(0.999):.2f} | {run.errors} |"
+            )
     print()
     print("| domain core | decisions/s |")
     print("| --- | --- |")
