@@ -1,5 +1,6 @@
 -- wrk script: a mixed BUY/SELL stream of orders, and a JSON summary at the end.
--- An argument after `--` paces the load: each connection pauses that many ms after each answer.
+-- An argument after `--` paces the load: each connection pauses that many ms on average after each
+-- answer, drawn at random (exponentially), so connections do not fall into step and arrive in bursts.
 local bodies = {}
 local pause_ms = 0
 
@@ -13,7 +14,10 @@ init = function(args)
 end
 
 delay = function()
-  return pause_ms
+  if pause_ms <= 0 then
+    return 0
+  end
+  return math.floor(-pause_ms * math.log(1 - math.random()))
 end
 
 request = function()
