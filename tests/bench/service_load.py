@@ -17,7 +17,9 @@ set, and the restart time after a kill -9 at the end of the load (crash
 recovery: replaying what the last snapshot lacks). Also times the pure domain
 core. --quick runs only the empty-log data sets. --paced 1000,2000 (the default) also offers
 those orders/s over 64 connections, each pausing after every answer, to the no-op and to each
-store on 100 positions, and prints offered, delivered and latency. Not part of make test.
+store on 100 positions, and prints offered, delivered and latency. --workers 1,2 (the default) runs
+the SQL stores with one and with two uvicorn worker processes (the TinyDB store serves one
+process by design). Not part of make test.
 """
 
 import argparse
@@ -116,11 +118,15 @@ async def _drive(port: int, connections: int, seconds: float) -> Run:
 
 
 def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident set size (VmHWM), in MB."""
+    """The peak resident set size (VmHWM) of the process and its worker processes, in MB."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total += int(line.split()[1]) / 1024
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in children.read_text().split() if children.exists() else []:
+        total += peak_rss_mb(int(child))
+    return total
 
 
 def _wrk(port: int, connections: int, seconds: float, pause_ms: float = 0) -> Run:
@@ -181,11 +187,17 @@ class Scenario:
     store: str
     holders: int  # PRE users, 100 positions each
     history: int  # orders in the log before the run
+    workers: int = 1  # uvicorn worker processes
+
+    @property
+    def service(self) -> str:
+        """The store, and the worker processes when more than one."""
+        return f"{self.store}, {self.workers} workers" if self.workers > 1 else self.store
 
     @property
     def label(self) -> str:
         """How the table names it."""
-        return f"{self.store}, {self.holders * 100:,} positions, {self.history:,}-entry log"
+        return f"{self.service}, {self.holders * 100:,} positions, {self.history:,}-entry log"
 
 
 def started_within(service: ServiceProcess) -> float:
@@ -240,7 +252,7 @@ def run_scenario(
         preload.write_postgres_data_set(url, scenario.holders, past)
         environment["TRADING_ORDERS_DATABASE_URL"] = url
     rows = []
-    service = ServiceProcess(ROOT / "Scripts", environment, scratch / f"{scenario.store}.out")
+    service = ServiceProcess(ROOT / "Scripts", environment, scratch / f"{scenario.store}.out", workers=scenario.workers)
     start_up = started_within(service)
     try:
         for connections in (4, 64):
@@ -248,9 +260,16 @@ def run_scenario(
             rows.append(Row(scenario.label, connections, run, rss, start_up))
         if use_wrk and scenario.holders == 1 and not scenario.history:
             for offered in paced:
-                paced_rows.append((scenario.store, offered, measure_paced(service, offered, seconds)))
+                paced_rows.append((scenario.service, offered, measure_paced(service, offered, seconds)))
     finally:
-        service.kill()
+        if scenario.workers == 1:
+            service.kill()
+        else:
+            # A kill -9 of uvicorn's supervisor would leave its workers running.
+            service.stop()
+    if scenario.workers > 1:
+        shutil.rmtree(data, ignore_errors=True)
+        return rows
     restarted = ServiceProcess(ROOT / "Scripts", environment, scratch / f"{scenario.store}.restart.out")
     rows[-1].restart = started_within(restarted)
     restarted.stop()
@@ -275,6 +294,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only the empty-log data sets")
     parser.add_argument("--stores", default="tinydb,sqlite,postgres")
     parser.add_argument(
+        "--workers", default="1,2", help="uvicorn worker processes for the SQL stores (tinydb serves one process)"
+    )
+    parser.add_argument(
         "--paced", default="1000,2000", help="orders/s to offer in the paced runs (wrk only; empty: none)"
     )
     args = parser.parse_args()
@@ -287,7 +309,14 @@ def main() -> None:
     if postgres is None and "postgres" in stores:
         stores.remove("postgres")
     histories = (0,) if args.quick else (0, args.history)
-    scenarios = [Scenario(s, h, n) for s in stores for n in histories for h in (1, 100, 1000)]
+    workers = [int(count) for count in args.workers.split(",")]
+    scenarios = [
+        Scenario(s, h, n, w)
+        for s in stores
+        for w in (workers if s != "tinydb" else [1])
+        for n in histories
+        for h in (1, 100, 1000)
+    ]
     rows: list[Row] = []
     try:
         with tempfile.TemporaryDirectory(prefix="trading-orders-load-") as temporary:
