@@ -2,6 +2,7 @@
 
     .venv/bin/pip install py-spy     # a profiler, not a dependency of the project
     .venv/bin/python -m tests.bench.profile_service [--store tinydb] [--connections 64] [--seconds 8]
+        [--sampling gil|idle|busy] [--offered 1000] [--log-level INFO] [--rate 100]
 
 Starts the real service on loopback (one uvicorn worker, 100 open positions),
 drives it with wrk (tests/bench/orders.lua), samples it with py-spy meanwhile, and
@@ -64,6 +65,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--rows", type=int, default=40)
     parser.add_argument("--rate", type=int, default=100, help="samples per second")
+    parser.add_argument("--offered", type=int, default=0, help="orders/s to offer, paced (default 0: a closed loop)")
     parser.add_argument("--log-level", default="INFO", help="the service's TRADING_ORDERS_LOG_LEVEL (default INFO)")
     parser.add_argument(
         "--sampling",
@@ -98,7 +100,8 @@ def main() -> None:
             time.sleep(0.5)
             load = subprocess.run(
                 ["wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds + 1}s",
-                 "-s", str(BENCH / "orders.lua"), f"{service.base_url}/create_order"],
+                 "-s", str(BENCH / "orders.lua"), f"{service.base_url}/create_order",
+                 "--", str(round(args.connections * 1000 / args.offered) if args.offered else 0)],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             sampler.wait()
