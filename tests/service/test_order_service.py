@@ -2,6 +2,7 @@
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -264,3 +265,19 @@ def test_orders_are_logged_one_line_each_at_debug_and_summarized_at_info(
     with caplog.at_level(logging.DEBUG, logger="trading_orders.application.order_service"):
         place(service, Order("S", "INFY", Side.BUY))
     assert any("o3 #3 S INFY BUY -> ACCEPTED [U1: ACCEPTED]" in r.getMessage() for r in caplog.records)
+
+
+def test_a_start_that_replayed_orders_takes_a_snapshot_without_waiting_for_the_interval() -> None:
+    store, log = InMemoryPositionStore(), InMemoryOrderLog()
+    first, _ = service_over(ONE_USER, store, log, InMemoryTradeLog())
+    first.start()
+    place(first, Order("S", "ACC", Side.BUY))
+    place(first, Order("S", "INFY", Side.BUY))
+    # A crash before any checkpoint; the next start replays both orders.
+    second, restarted = service_over(ONE_USER, store, log, InMemoryTradeLog())
+    assert second.start().replayed_orders == 2
+    deadline = time.monotonic() + 5
+    while store.load().applied_sequence < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.load().applied_sequence == 2, "snapshot taken although neither interval was reached"
+    restarted.close()

@@ -46,6 +46,10 @@ class Checkpointer:
         if self._orders >= self._policy.every_orders:
             self._wake.set()
 
+    def soon(self) -> None:
+        """Checkpoint at the next chance, whatever the count (e.g. after a start-up replayed the log)."""
+        self._wake.set()
+
     def restart_count(self) -> None:
         """A checkpoint has taken every order so far: count from zero."""
         self._orders = 0

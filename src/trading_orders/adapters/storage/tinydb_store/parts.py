@@ -75,10 +75,6 @@ class OrderLog(Protocol):
         """Drop the entries written after the newest durable one, which ``error`` put in doubt."""
         ...
 
-    def append(self, entry: OrderLogEntry) -> None:
-        """Write ``entry`` and make it durable; nothing kept on failure."""
-        ...
-
     def index_through(self, sequence: int) -> None:
         """Let the entries up to ``sequence`` leave memory for the log's on-disk index, if it has one."""
         ...

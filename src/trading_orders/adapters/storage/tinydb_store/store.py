@@ -86,6 +86,9 @@ class TinyDBOrderStore:
             self._checkpoints.count(replayed)
         self._checkpoints.start()
         self._commits.start()
+        if replayed:
+            # A snapshot now spares the next start the same replay.
+            self._checkpoints.soon()
         return replayed
 
     def transaction(
