@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from trading_orders.adapters.http import api
 from trading_orders.adapters.log_files import configure_logging, write_logs_directly
@@ -37,7 +38,7 @@ def build_container(settings: Settings) -> Container:
     return container
 
 
-def create_app(settings: Settings, container: Container | None = None) -> FastAPI:
+def create_app(settings: Settings, container: Container | None = None) -> ASGIApp:
     """Recover the service's state and return the HTTP app that serves it; raises StartupError.
 
     ``container`` is one build_container(settings) made, perhaps with providers overridden (tests).
@@ -75,10 +76,10 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
         write_logs_directly()
 
     container.wire(modules=api.ROUTE_MODULES)
-    return api.build_api(lifespan, settings.api_key)
+    return api.build_api(lifespan, container.order_service(), settings.api_key)
 
 
-def create_app_or_exit(source: Path | Settings) -> FastAPI:
+def create_app_or_exit(source: Path | Settings) -> ASGIApp:
     """The app for ``source``: settings, or a project root to read them for; on a start-up problem, one line, exit 1."""
     try:
         settings = source if isinstance(source, Settings) else Settings.from_environment(source)

@@ -4,7 +4,7 @@ import threading
 import time
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from tests.support.service_process import LOOPBACK, free_port
 
@@ -12,7 +12,7 @@ from tests.support.service_process import LOOPBACK, free_port
 class ThreadedServer:
     """Serves ``app`` with uvicorn on a free loopback port until stop()."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         port = free_port()
         self.url = f"http://{LOOPBACK}:{port}"
         self._server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port, log_level="warning"))

@@ -5,10 +5,13 @@ from contextlib import AbstractAsyncContextManager
 from types import ModuleType
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from trading_orders.adapters.http.middleware import ApiKeyGuard, BodySizeLimit, RequestLog
+from trading_orders.adapters.http.order_ingress import OrderIngress
 from trading_orders.adapters.http.problems import answer_failures
 from trading_orders.adapters.http.routes import operations, orders, positions, profiles, trades
+from trading_orders.application.order_service import OrderService
 
 # The modules whose endpoints the container wires.
 ROUTE_MODULES: tuple[ModuleType, ...] = (orders, positions, trades, profiles, operations)
@@ -16,22 +19,27 @@ ROUTE_MODULES: tuple[ModuleType, ...] = (orders, positions, trades, profiles, op
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
-def build_api(lifespan: Lifespan, api_key: str | None = None) -> FastAPI:
-    """The FastAPI application with every route of the HTTP contract; ``api_key`` guards all but /health."""
+def build_api(lifespan: Lifespan, service: OrderService, api_key: str | None = None) -> ASGIApp:
+    """The HTTP application: every route of the contract, orders placed on ``service``.
+
+    ``api_key``, if given, guards every path but /health. The layers,
+    outermost first: the access log, the key guard, the body-size limit, the
+    order ingress (the well-formed order's short path), FastAPI.
+    """
     app = FastAPI(
         title="trading-orders",
         summary="Decides strategy orders for every user who runs the strategy, and records them durably.",
         version="0.1.0",
         lifespan=lifespan,
     )
-    # One plain ASGI layer rather than FastAPI's max_body_size, which wraps
-    # every request in three and cost the order path a fifth of its time.
-    app.add_middleware(BodySizeLimit, max_bytes=orders.MAX_BODY_BYTES)
-    if api_key:
-        app.add_middleware(ApiKeyGuard, api_key=api_key)
-    # Added last, so it runs outermost and logs refusals by the key guard too.
-    app.add_middleware(RequestLog)
     answer_failures(app)
     for module in ROUTE_MODULES:
         app.include_router(module.router)
-    return app
+    served: ASGIApp = OrderIngress(app, service, app.exception_handlers, orders.MAX_BODY_BYTES)
+    # One plain ASGI layer rather than FastAPI's max_body_size, which wraps
+    # every request in three and cost the order path a fifth of its time.
+    served = BodySizeLimit(served, max_bytes=orders.MAX_BODY_BYTES)
+    if api_key:
+        served = ApiKeyGuard(served, api_key=api_key)
+    # Outermost, so it logs refusals by the key guard too.
+    return RequestLog(served)

@@ -1,5 +1,6 @@
 """Query parameters and headers shared by several routes, each checked before an endpoint runs."""
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -9,13 +10,24 @@ from trading_orders.adapters.http.schemas import IsoTime
 from trading_orders.application.order_history import DEFAULT_PAGE, MAX_PAGE, HistoryFilter
 
 Filter = Annotated[str | None, Query(min_length=1, max_length=200)]
+
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7e]+$"
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+
+
+def is_idempotency_key(value: str) -> bool:
+    """Whether ``value`` is a valid Idempotency-Key header, by the rules the documented header states."""
+    return len(value) <= IDEMPOTENCY_KEY_MAX_LENGTH and _IDEMPOTENCY_KEY.fullmatch(value) is not None
+
+
 IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
         min_length=1,
-        max_length=255,
-        pattern=r"^[\x20-\x7e]+$",
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
         description=(
             "1-255 printable ASCII characters naming this order for retries: a repeat with the same key "
             "and order answers the recorded answer (header Idempotent-Replayed: true) and changes nothing."
