@@ -1,11 +1,13 @@
 """Disk faults under a real uvicorn: a full disk answers 503, keeps nothing half-written, and heals."""
 
+import builtins
 import errno
 import json
 import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -153,3 +155,34 @@ def test_a_full_disk_under_the_snapshot_still_answers_from_the_log_and_heals(
     assert snapshot_sequence(positions_file, 3) == 3
     stored = json.loads(positions_file.read_bytes())
     assert sorted(p["instrument"] for p in stored["positions"].values()) == ["ACC", "INFY", "TCS"]
+
+
+def test_a_failed_rebuild_after_a_failed_fsync_says_unhealthy_and_heals_without_a_restart(
+    serve: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = serve()
+    assert buy(url, "ACC").status_code == 200
+    fault = DiskFault(monkeypatch, "order_log.jsonl")
+    reads_fail = True
+    real_open = builtins.open
+
+    def failing_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        # The rebuild reads the log back; the disk refuses that too, for a while.
+        if reads_fail and str(file).endswith("order_log.jsonl"):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", failing_open)
+    fault.fsync_failures = 1
+    assert buy(url, "INFY").status_code == 503
+    health = requests.get(f"{url}/health", timeout=5)
+    assert health.status_code == 503 and health.json()["status"] == "unavailable"
+    refused = buy(url, "TCS")
+    assert refused.status_code == 503 and "being rebuilt" in refused.json()["detail"]
+    reads_fail = False
+    deadline = time.monotonic() + 10
+    while requests.get(f"{url}/health", timeout=5).status_code != 200:
+        assert time.monotonic() < deadline, "the store did not heal once the disk did"
+        time.sleep(0.05)
+    assert buy(url, "TCS").json()["RESPONSE"] == "ACCEPTED"
+    assert held(url) == ["ACC", "TCS"]

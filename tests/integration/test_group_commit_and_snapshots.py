@@ -261,3 +261,35 @@ def test_trades_queued_by_a_failed_write_are_written_once_when_a_failed_sync_reb
     assert retried.sequence == 3
     lines = [json.loads(line) for line in (tmp_path / TRADE_LOG_FILE).read_text().splitlines()]
     assert [line["sequence"] for line in lines] == [sell.sequence], "the SELL's trades, written once"
+
+
+@pytest.mark.parametrize("unexpected", [RuntimeError("a bug"), SystemExit(3)])
+def test_an_unexpected_error_in_the_committer_answers_its_batch_and_orders_go_on(
+    opened: Opened, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unexpected: BaseException
+) -> None:
+    first = place(opened.service, Order("S", "I00", Side.BUY)).entry
+    real_fsync = os.fsync
+    failures = {"left": 1}
+
+    def failing_fsync(fd: int) -> None:
+        if failures["left"] and os.readlink(f"/proc/self/fd/{fd}").endswith(ORDER_LOG_FILE):
+            failures["left"] -= 1
+            raise unexpected
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+
+    async def place_one(instrument: str) -> PlacedOrder | BaseException:
+        try:
+            return await asyncio.wait_for(opened.service.place_order(Order("S", instrument, Side.BUY)), 10)
+        except StorageUnavailable as error:
+            return error
+
+    refused = asyncio.run(place_one("I01"))
+    assert isinstance(refused, StorageUnavailable), refused
+    assert "commit failed" in str(refused)
+    assert opened.store.state().reachable, "the store takes orders again"
+    later = asyncio.run(place_one("I02"))
+    assert isinstance(later, PlacedOrder)
+    assert [e.sequence for e in opened.log.entries_after(0)] == [first.sequence, later.entry.sequence] == [1, 2]
+    assert {p.instrument for p in opened.service.open_positions()} == {"I00", "I02"}

@@ -3,6 +3,8 @@
 import errno
 import json
 import os
+import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -170,3 +172,52 @@ def test_a_read_only_log_takes_no_lock_and_leaves_a_torn_tail_in_place(tmp_path:
         reader.append(entry(2))
     reader.close()
     writer.close()
+
+
+def test_readers_find_entries_while_one_thread_appends_and_another_moves_them_to_the_index(tmp_path: Path) -> None:
+    # The entries past the index live in memory, appended by the event loop,
+    # drained by the checkpoint thread and searched by readers, all at once.
+    # Switching threads every microsecond makes an unguarded deque, mutated
+    # while a reader walks it, fail within a few hundred reads.
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    log = JsonLinesOrderLog(tmp_path)
+    total = 6000
+    failures: list[BaseException] = []
+    written = threading.Event()
+
+    def append() -> None:
+        for sequence in range(1, total + 1):
+            log.write(entry(sequence))
+            if sequence % 100 == 0:
+                log.sync()
+        log.sync()
+        written.set()
+
+    def drain() -> None:
+        while not written.is_set():
+            log.index_through(log.durable_sequence() - 1000)
+
+    def read() -> None:
+        try:
+            while not written.is_set():
+                through = log.durable_sequence()
+                if through > 1:
+                    found = next(log.entries_after(through - 1), None)
+                    assert found is not None and found.sequence == through
+        except BaseException as error:
+            failures.append(error)
+
+    workers = [threading.Thread(target=work) for work in (append, drain, read, read)]
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(switch_interval)
+    assert failures == []
+    log.index_through(total)
+    assert log.unindexed() == 0
+    assert [e.sequence for e in log.entries_after(total - 3)] == [total - 2, total - 1, total]
+    log.close()

@@ -45,6 +45,13 @@ class Checkpointer:
         self._orders += orders
         if self._orders >= self._policy.every_orders:
             self._wake.set()
+            thread = self._thread
+            if thread is not None and not thread.is_alive() and not self._stopping:
+                # _loop catches every Exception; only something like a
+                # SystemExit inside a checkpoint ends it. Snapshots must go on,
+                # or every restart replays an ever longer log.
+                logger.critical("the checkpoint thread had stopped; starting a new one")
+                self._start_thread()
 
     def soon(self) -> None:
         """Checkpoint at the next chance, whatever the count (e.g. after a start-up replayed the log)."""
@@ -58,8 +65,11 @@ class Checkpointer:
         """Start the thread."""
         if self._thread is None:
             self._stopping = False
-            self._thread = threading.Thread(target=self._loop, name="checkpoint", daemon=True)
-            self._thread.start()
+            self._start_thread()
+
+    def _start_thread(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="checkpoint", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
         """Stop the thread after the checkpoint it may be running."""

@@ -17,6 +17,9 @@ Ticket = tuple[int, int]
 
 Outcome = tuple[asyncio.Future[None], StorageUnavailable | None]
 
+# An order waiting for the disk: its ticket, its event loop, the future that answers it.
+_Awaiting = tuple[int, int, asyncio.AbstractEventLoop, asyncio.Future[None]]
+
 
 class GroupCommit:
     """Waits for written entries to become durable, one flush at a time for everyone waiting.
@@ -45,7 +48,7 @@ class GroupCommit:
         self._flushing = False
         self._epoch = 0
         self._ended: dict[int, tuple[int, StorageUnavailable]] = {}
-        self._awaiting: list[tuple[int, int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._awaiting: list[_Awaiting] = []
         self._committer: threading.Thread | None = None
         self._stopping = False
 
@@ -64,8 +67,16 @@ class GroupCommit:
         """Start the committer thread that flushes for event loops."""
         if self._committer is None:
             self._stopping = False
-            self._committer = threading.Thread(target=self._commit_loop, name="group-commit", daemon=True)
-            self._committer.start()
+            self._start_committer()
+
+    def _start_committer(self) -> None:
+        self._committer = threading.Thread(target=self._commit_loop, name="group-commit", daemon=True)
+        self._committer.start()
+
+    def running(self) -> bool:
+        """True while the committer thread is there to answer orders."""
+        committer = self._committer
+        return committer is not None and committer.is_alive()
 
     def stop(self) -> None:
         """Answer every order still waiting, then stop the committer thread."""
@@ -86,6 +97,13 @@ class GroupCommit:
         with self._condition:
             self._awaiting.append((sequence, epoch, loop, future))
             self._condition.notify_all()
+            committer = self._committer
+            if committer is not None and not committer.is_alive() and not self._stopping:
+                # _commit_loop outlives any error of a flush; should it end
+                # anyway, the orders waiting are still in _awaiting, and a new
+                # committer answers them.
+                logger.critical("the group-commit thread had stopped; starting a new one")
+                self._start_committer()
         await future
 
     def wait(self, ticket: Ticket) -> None:
@@ -128,19 +146,52 @@ class GroupCommit:
                 if not self._awaiting:
                     return
                 batch, self._awaiting = self._awaiting, []
-            settled: dict[asyncio.AbstractEventLoop, list[Outcome]] = defaultdict(list)
-            for sequence, epoch, loop, future in batch:
-                try:
-                    # The first call flushes for the whole batch; the rest return at once.
-                    self.wait((sequence, epoch))
-                    settled[loop].append((future, None))
-                except StorageUnavailable as error:
-                    settled[loop].append((future, error))
+            try:
+                settled = self._settled(batch)
+            except BaseException as unexpected:
+                # Whatever it is (a bug, a SystemExit raised in a flush), this
+                # thread must outlive it: the batch's orders wait on it for
+                # their answers, and so does every later order.
+                settled = self._failed(batch, unexpected)
             for loop, outcomes in settled.items():
                 try:
                     loop.call_soon_threadsafe(_settle, outcomes)
                 except RuntimeError:
                     logger.warning("an event loop closed with %d orders awaiting their answers", len(outcomes))
+
+    def _settled(self, batch: list[_Awaiting]) -> dict[asyncio.AbstractEventLoop, list[Outcome]]:
+        """Each awaited entry's outcome, by event loop: None once durable, else the error that dropped it."""
+        settled: dict[asyncio.AbstractEventLoop, list[Outcome]] = defaultdict(list)
+        for sequence, epoch, loop, future in batch:
+            try:
+                # The first call flushes for the whole batch; the rest return at once.
+                self.wait((sequence, epoch))
+                settled[loop].append((future, None))
+            except StorageUnavailable as error:
+                settled[loop].append((future, error))
+        return settled
+
+    def _failed(
+        self, batch: list[_Awaiting], unexpected: BaseException
+    ) -> dict[asyncio.AbstractEventLoop, list[Outcome]]:
+        """Answer a batch that met an unexpected error as a failed flush: drop what the disk did not vouch for."""
+        logger.exception("the group commit failed unexpectedly; the orders not yet durable are dropped")
+        error = StorageUnavailable(f"the order log's commit failed ({type(unexpected).__name__})")
+        try:
+            self._roll_back(error)
+        except Exception:
+            logger.exception("the roll-back after the failed group commit failed too")
+            error = StorageUnavailable(
+                f"the order log's commit failed ({type(unexpected).__name__}) and could not be undone: "
+                "whether the order was recorded is known only after a restart"
+            )
+        settled: dict[asyncio.AbstractEventLoop, list[Outcome]] = defaultdict(list)
+        for sequence, epoch, loop, future in batch:
+            # The roll-back ended the epoch at the last entry the disk vouched for.
+            ended = self._ended.get(epoch)
+            durable = ended is not None and sequence <= ended[0]
+            settled[loop].append((future, None if durable else error))
+        return settled
 
 
 def _settle(outcomes: list[Outcome]) -> None:

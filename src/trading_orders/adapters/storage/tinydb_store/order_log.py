@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,8 +41,10 @@ class JsonLinesOrderLog:
             raise
         self._remembered_through = 0
         # Entries past the index, oldest first, and their offsets by key and
-        # by order id. Written under the store's lock; index_through() drains
-        # them from the other end, which deque and dict allow across threads.
+        # by order id. The event loop appends, the checkpoint thread drains
+        # and readers search them: each under this lock, since a deque
+        # mutated by one thread while another iterates it raises.
+        self._memory = threading.Lock()
         self._unindexed: deque[IndexRow] = deque()
         self._offsets_by_key: dict[str, int] = {}
         self._offsets_by_order: dict[str, int] = {}
@@ -64,10 +67,11 @@ class JsonLinesOrderLog:
 
     def _remember(self, row: IndexRow) -> None:
         self._remembered_through = row[0]
-        self._unindexed.append(row)
-        self._offsets_by_order[row[2]] = row[1]
-        if row[3] is not None:
-            self._offsets_by_key[row[3]] = row[1]
+        with self._memory:
+            self._unindexed.append(row)
+            self._offsets_by_order[row[2]] = row[1]
+            if row[3] is not None:
+                self._offsets_by_key[row[3]] = row[1]
 
     def check(self, sequence: int = 0, offset: int | None = None) -> None:
         """Check that entry ``sequence`` ends at byte ``offset`` (a snapshot's mark); with no offset, every line.
@@ -146,34 +150,37 @@ class JsonLinesOrderLog:
         durable_size, durable_sequence = self._file.durable_size, self._file.durable_sequence
         self._file.cut_back(durable_size, error, durable_sequence)
         self._remembered_through = min(self._remembered_through, durable_sequence)
-        while self._unindexed and self._unindexed[-1][0] > durable_sequence:
-            _, _, order_id, key = self._unindexed.pop()
-            self._offsets_by_order.pop(order_id, None)
-            if key is not None:
-                self._offsets_by_key.pop(key, None)
+        with self._memory:
+            while self._unindexed and self._unindexed[-1][0] > durable_sequence:
+                _, _, order_id, key = self._unindexed.pop()
+                self._offsets_by_order.pop(order_id, None)
+                if key is not None:
+                    self._offsets_by_key.pop(key, None)
 
     def index_through(self, sequence: int) -> None:
         """Move the durable entries up to ``sequence`` from memory to the on-disk index."""
         through = min(sequence, self._file.durable_sequence)
-        rows: list[IndexRow] = []
-        while self._unindexed and self._unindexed[0][0] <= through:
-            rows.append(self._unindexed.popleft())
+        with self._memory:
+            rows = [row for row in self._unindexed if row[0] <= through]
         if not rows:
             return
         try:
             self._index.add(rows)
         except sqlite3.Error as error:
-            self._unindexed.extendleft(reversed(rows))
             raise StorageUnavailable(f"cannot write {self._index.path}: {error}") from error
         # Only now, so a lookup finds each entry in memory or on disk throughout.
-        for _, _, order_id, key in rows:
-            self._offsets_by_order.pop(order_id, None)
-            if key is not None:
-                self._offsets_by_key.pop(key, None)
+        with self._memory:
+            while self._unindexed and self._unindexed[0][0] <= rows[-1][0]:
+                self._unindexed.popleft()
+            for _, _, order_id, key in rows:
+                self._offsets_by_order.pop(order_id, None)
+                if key is not None:
+                    self._offsets_by_key.pop(key, None)
 
     def unindexed(self) -> int:
         """How many entries wait in memory for the on-disk index."""
-        return len(self._unindexed)
+        with self._memory:
+            return len(self._unindexed)
 
     def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
         """The durable entries with a sequence above ``sequence``, oldest first, read from the first of them on."""
@@ -186,8 +193,9 @@ class JsonLinesOrderLog:
             yield entry_from_dict(record)
 
     def _offset_of_sequence(self, sequence: int) -> int | None:
-        if self._unindexed and self._unindexed[0][0] <= sequence:
-            return next((row[1] for row in self._unindexed if row[0] == sequence), None)
+        with self._memory:
+            if self._unindexed and self._unindexed[0][0] <= sequence:
+                return next((row[1] for row in self._unindexed if row[0] == sequence), None)
         found = self._lookup(self._index.offset_of_sequence, sequence)
         if found is not None:
             return found

@@ -20,6 +20,11 @@ from trading_orders.domain.portfolio import Portfolio, PortfolioSlice
 
 logger = logging.getLogger(__name__)
 
+# After a failed rebuild, the first retry comes this soon; each later one waits
+# twice as long, up to the longest pause.
+HEAL_FIRST_PAUSE = 0.1
+HEAL_LONGEST_PAUSE = 10.0
+
 
 class TinyDBOrderStore:
     """Orders decided one at a time in memory, made durable in groups, over files this process alone owns.
@@ -61,6 +66,8 @@ class TinyDBOrderStore:
         self._snapshot_sequence = 0
         self._trades = TradeQueue()
         self._commits = GroupCommit(self._flush, self._is_durable, self._roll_back)
+        self._healer: threading.Thread | None = None
+        self._closing = threading.Event()
         self._checkpoints = Checkpointer(policy or CheckpointPolicy(), self.checkpoint)
 
     @property
@@ -150,17 +157,42 @@ class TinyDBOrderStore:
             self._order_log.roll_back(error)
             self._trades.drop_after(survived)
             logger.error("the order log could not be synced (%s); orders after #%d were dropped", error, survived)
+            self._portfolio = None
             try:
-                stored = self._snapshots.load()
-                portfolio, _ = replay_log_tail(stored, self._order_log, self._trade_log, self._scope)
-            except StorageUnavailable as rebuild_error:
-                logger.critical("cannot rebuild positions after a failed sync (%s); restart the service", rebuild_error)
-                self._portfolio = None
-                return
-            # The replay wrote the trades the trade log lacked, queued ones included.
-            self._trades.drop_through(self._trade_log.last_sequence())
-            self._portfolio = portfolio
-            self._last_received_at = self._newest_received_at()
+                self._rebuild()
+            except (StorageUnavailable, OSError) as rebuild_error:
+                logger.critical("cannot rebuild positions after a failed sync (%s); retrying", rebuild_error)
+                self._start_healing()
+
+    def _rebuild(self) -> None:
+        """Rebuild the portfolio from the snapshot and the log; the caller holds the lock."""
+        stored = self._snapshots.load()
+        portfolio, _ = replay_log_tail(stored, self._order_log, self._trade_log, self._scope)
+        # The replay wrote the trades the trade log lacked, queued ones included.
+        self._trades.drop_through(self._trade_log.last_sequence())
+        self._portfolio = portfolio
+        self._last_received_at = self._newest_received_at()
+
+    def _start_healing(self) -> None:
+        if self._healer is None or not self._healer.is_alive():
+            self._healer = threading.Thread(target=self._heal, name="rebuild-positions", daemon=True)
+            self._healer.start()
+
+    def _heal(self) -> None:
+        """Retry the rebuild, waiting longer each time, until the store serves orders again or closes."""
+        pause = HEAL_FIRST_PAUSE
+        while not self._closing.wait(pause):
+            with self._lock:
+                if self._portfolio is not None:
+                    return
+                try:
+                    self._rebuild()
+                except (StorageUnavailable, OSError) as error:
+                    logger.error("positions still cannot be rebuilt (%s); next try in %.1fs", error, pause * 2)
+                else:
+                    logger.warning("positions rebuilt from the snapshot and the log; taking orders again")
+                    return
+            pause = min(pause * 2, HEAL_LONGEST_PAUSE)
 
     def _newest_received_at(self) -> datetime | None:
         newest = next(self._order_log.newest_first(), None)
@@ -183,12 +215,13 @@ class TinyDBOrderStore:
         return found
 
     def state(self) -> StoreState:
-        """The durable log's length, the open positions, and whether the log can take appends."""
+        """The durable log's length, the open positions, and whether an order can be taken now."""
         # No lock: each figure is one attribute read, and a health check or a
         # metrics update must not queue behind orders.
         portfolio = self._portfolio
         held = len(portfolio) if portfolio is not None else 0
-        return StoreState(self._order_log.durable_sequence(), held, self._order_log.reachable())
+        takes_orders = portfolio is not None and self._commits.running() and self._order_log.reachable()
+        return StoreState(self._order_log.durable_sequence(), held, takes_orders)
 
     def checkpoint(self) -> bool:
         """Snapshot the open positions and index the log up to the newest durable order; False if nothing new."""
@@ -213,6 +246,7 @@ class TinyDBOrderStore:
 
     def close(self) -> None:
         """Answer the orders still awaiting the disk, stop checkpointing after a last checkpoint."""
+        self._closing.set()
         self._commits.stop()
         self._checkpoints.stop()
         try:
@@ -222,6 +256,8 @@ class TinyDBOrderStore:
 
     def _ready(self) -> Portfolio:
         if self._portfolio is None:
+            if self._healer is not None:
+                raise StorageUnavailable("the positions are being rebuilt after a disk failure; retry shortly")
             raise ServiceNotStarted("the order store has not been recovered")
         return self._portfolio
 
