@@ -1,5 +1,6 @@
 """The HTTP contract of the SPEC, over real HTTP to a real uvicorn process."""
 
+import re
 from datetime import datetime
 
 import pytest
@@ -124,3 +125,16 @@ def test_a_second_process_on_the_same_data_is_refused(service_factory: ServiceFa
         with pytest.raises(RuntimeError, match="exited with 1"):
             second.start()
         assert "is in use by another process" in second.output()
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_api_pages_load_everything_from_the_service_itself(service_factory: ServiceFactory, page: str) -> None:
+    with service_factory(PROFILE) as service:
+        html = requests.get(f"{service.base_url}{page}", timeout=5)
+        assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+        sources = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html.text)
+        assert sources, "the page names its scripts and styles"
+        for source in sources:
+            assert source.startswith("/"), f"{page} loads {source} from elsewhere"
+            assert requests.get(f"{service.base_url}{source}", timeout=5).status_code == 200, source
+        assert "cdn." not in html.text and "fonts.googleapis" not in html.text

@@ -5,6 +5,7 @@ from contextlib import AbstractAsyncContextManager
 from types import ModuleType
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp
 
 from trading_orders.adapters.http.middleware import ApiKeyGuard, BodySizeLimit, RequestLog
@@ -26,7 +27,9 @@ def build_api(lifespan: Lifespan, service: OrderService, api_key: str | None = N
     outermost first: the access log, the key guard, the body-size limit, the
     order ingress (the well-formed order's short path), FastAPI.
     """
-    app = FastAPI(
+    # /docs and /redoc with their scripts and styles served by the service, not
+    # a CDN: a desk's network often reaches nothing outside it.
+    app = FastAPIOffline(
         title="trading-orders",
         summary="Decides strategy orders for every user who runs the strategy, and records them durably.",
         version="0.1.0",
