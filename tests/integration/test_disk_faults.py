@@ -176,7 +176,7 @@ def test_a_failed_rebuild_after_a_failed_fsync_says_unhealthy_and_heals_without_
     fault.fsync_failures = 1
     assert buy(url, "INFY").status_code == 503
     health = requests.get(f"{url}/health", timeout=5)
-    assert health.status_code == 503 and health.json()["status"] == "unavailable"
+    assert health.status_code == 503 and health.json()["status"] == "unavailable", health.json()
     refused = buy(url, "TCS")
     assert refused.status_code == 503 and "being rebuilt" in refused.json()["detail"]
     reads_fail = False

@@ -168,10 +168,12 @@ class TinyDBOrderStore:
         """Rebuild the portfolio from the snapshot and the log; the caller holds the lock."""
         stored = self._snapshots.load()
         portfolio, _ = replay_log_tail(stored, self._order_log, self._trade_log, self._scope)
+        newest = self._newest_received_at()
         # The replay wrote the trades the trade log lacked, queued ones included.
         self._trades.drop_through(self._trade_log.last_sequence())
-        self._portfolio = portfolio
-        self._last_received_at = self._newest_received_at()
+        # Last, once every read has succeeded: a portfolio set before a read
+        # that fails would say the store serves while nothing heals it.
+        self._portfolio, self._last_received_at = portfolio, newest
 
     def _start_healing(self) -> None:
         if self._healer is None or not self._healer.is_alive():
