@@ -22,7 +22,7 @@ import psycopg
 
 from trading_orders.adapters.storage.codec import entry_to_dict, format_time
 from trading_orders.adapters.storage.postgres_store import PostgresOrderStore
-from trading_orders.adapters.storage.sql_order_store import holding_key
+from trading_orders.adapters.storage.sql_batches import holding_key
 from trading_orders.adapters.storage.sqlite_store import SQLITE_FILE, SqliteOrderStore
 from trading_orders.adapters.storage.tinydb_store.order_index import IndexRow, OrderIndex
 from trading_orders.adapters.storage.tinydb_store.order_log import ORDER_LOG_FILE

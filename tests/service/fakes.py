@@ -43,15 +43,16 @@ class SteppingClock:
 
 
 class CountingIds:
-    """Order ids o1, o2, ..."""
+    """Order ids o1, o2, ... (after a prefix, for several services writing one log)."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "") -> None:
+        self._prefix = prefix
         self._count = 0
 
     def next_id(self) -> str:
         """The next id."""
         self._count += 1
-        return f"o{self._count}"
+        return f"{self._prefix}o{self._count}"
 
 
 # Intervals no test reaches, so snapshots are taken when a test asks.

@@ -1,11 +1,13 @@
-"""The PostgreSQL order store: one transaction per order, for several processes on several hosts."""
+"""The PostgreSQL order store: batches of orders, concurrent across instruments, for several processes and hosts."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -16,10 +18,13 @@ from trading_orders.domain.model import PositionScope
 
 logger = logging.getLogger(__name__)
 
-# Every order takes this transaction-scoped advisory lock first: orders from
-# every process on every host are decided one at a time, each seeing all
-# orders committed before it, and sequences stay gapless.
-_ORDER_LOCK = 7_283_641_001
+Done = TypeVar("Done")
+
+# A batch takes this transaction-scoped advisory lock only to number its
+# orders and commit: sequences are assigned in commit order, gapless, and a
+# reader never sees sequence N+1 before N. Everything else a batch does runs
+# beside other processes' batches, under advisory locks per position key.
+_SEQUENCE_LOCK = 7_283_641_001
 _MIGRATION_LOCK = 7_283_641_002
 
 # Each step brings the schema from the version before it to its own; the
@@ -54,6 +59,82 @@ class _PostgresSql:
         """Execute a statement that answers no rows."""
         self._connection.execute(statement.replace("?", "%s"), values)
 
+    def run_many(self, statement: str, rows: Sequence[Sequence[object]]) -> None:
+        """Execute a statement once per row of values, pipelined."""
+        if rows:
+            with self._connection.cursor() as cursor:
+                cursor.executemany(statement.replace("?", "%s"), rows)
+
+
+def lock_id(name: str) -> int:
+    """The advisory lock id of ``name``: 64 bits of its hash (a collision only makes two orders wait in turn)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+class _PostgresBatch:
+    """A batch's transaction on a pooled connection, with its advisory locks."""
+
+    def __init__(self, store: PostgresOrderStore, connection: psycopg.Connection[Any]) -> None:
+        self._store = store
+        self._connection: psycopg.Connection[Any] | None = connection
+        self.sql = _PostgresSql(connection)
+
+    def _live(self) -> psycopg.Connection[Any]:
+        if self._connection is None:
+            raise StorageUnavailable(f"the batch on {self._store.where} has already ended")
+        return self._connection
+
+    def take_locks(self, names: Sequence[str], *, wait: bool) -> bool:
+        """Take the advisory locks of ``names``; without ``wait``, False as soon as one is held elsewhere."""
+        connection = self._live()
+        ids = sorted({lock_id(name) for name in names})
+        try:
+            if not wait:
+                row = connection.execute(
+                    "SELECT bool_and(pg_try_advisory_xact_lock(id)) FROM unnest(%s::bigint[]) AS id", (ids,)
+                ).fetchone()
+                return bool(row and row[0]) or not ids
+            for id_ in ids:  # in one order everywhere, so two waiting batches never wait for each other
+                connection.execute("SELECT pg_advisory_xact_lock(%s)", (id_,))
+        except psycopg.Error as error:
+            raise StorageUnavailable(f"cannot lock the order's positions in {self._store.where}: {error}") from error
+        return True
+
+    def take_sequence_lock(self) -> None:
+        """Wait for the right to number orders; held until this batch's transaction ends."""
+        try:
+            self._live().execute("SELECT pg_advisory_xact_lock(%s)", (_SEQUENCE_LOCK,))
+        except psycopg.Error as error:
+            raise StorageUnavailable(f"the order was not recorded in {self._store.where}: {error}") from error
+
+    def commit(self) -> None:
+        """COMMIT and give the connection back to the pool."""
+        connection = self._live()
+        try:
+            connection.commit()
+        except psycopg.Error as error:
+            self.roll_back()
+            raise StorageUnavailable(f"the order was not recorded in {self._store.where}: {error}") from error
+        self._end()
+
+    def roll_back(self) -> None:
+        """ROLLBACK, once, and give the connection back to the pool."""
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            if not connection.closed:
+                connection.rollback()
+        except psycopg.Error:
+            pass  # a broken connection: the pool discards it
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._store._give_back(connection)
+
 
 class PostgresOrderStore(SqlOrderStore):
     """Orders, trades, positions and idempotency keys in the PostgreSQL database at ``url``."""
@@ -83,10 +164,27 @@ class PostgresOrderStore(SqlOrderStore):
         with self._connection() as connection:
             try:
                 with connection.transaction():
-                    connection.execute("SELECT pg_advisory_xact_lock(%s)", (_ORDER_LOCK,))
+                    connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SEQUENCE_LOCK,))
                     yield _PostgresSql(connection)
             except psycopg.Error as error:
                 raise StorageUnavailable(f"the order was not recorded in {self.where}: {error}") from error
+
+    def _begin_batch(self) -> _PostgresBatch:
+        try:
+            if self._pool.closed:
+                self._pool.open(wait=True, timeout=30)
+            connection = self._pool.getconn()
+        except (psycopg.OperationalError, PoolTimeout) as error:
+            raise StorageUnavailable(f"cannot reach {self.where}: {error}") from error
+        # The transaction begins with the batch's first statement.
+        return _PostgresBatch(self, connection)
+
+    def _give_back(self, connection: psycopg.Connection[Any]) -> None:
+        self._pool.putconn(connection)
+
+    async def run_for_order(self, work: Callable[..., Done], *args: Any) -> Done:
+        """Run one order's statements on a worker thread: a round trip to the server, or a wait for its locks."""
+        return await asyncio.to_thread(work, *args)
 
     def _migrate(self) -> None:
         with self._connection() as connection, connection.transaction():

@@ -7,19 +7,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import AbstractContextManager
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from trading_orders.adapters.storage.codec import entry_from_dict, entry_to_dict, format_time, parse_time
+from trading_orders.adapters.storage.codec import entry_from_dict, parse_time
+from trading_orders.adapters.storage.sql_batches import (
+    Batch,
+    BatchConnection,
+    BatchWriter,
+    order_locks,
+    position_of,
+    recorded_entry,
+)
 from trading_orders.application.errors import InvalidCursor, StartupError
 from trading_orders.application.ports import StoreState
-from trading_orders.domain.model import AppliedDecision, OrderLogEntry, Position, PositionScope, Trade
+from trading_orders.domain.model import OrderLogEntry, Position, PositionScope, Trade
 from trading_orders.domain.portfolio import PortfolioSlice
 
 _BATCH = 200
@@ -38,21 +45,18 @@ class Sql(Protocol):
         """Execute a statement that answers no rows."""
         ...
 
-
-def holding_key(scope: PositionScope, user: str, strategy: str, instrument: str) -> str:
-    """The key no two open positions may share under ``scope`` (the positions table's unique constraint)."""
-    parts = (user, instrument) if scope is PositionScope.USER else (user, strategy, instrument)
-    return json.dumps(parts)
+    def run_many(self, statement: str, rows: Sequence[Sequence[object]]) -> None:
+        """Execute a statement once per row of values (nothing for none)."""
+        ...
 
 
 class SqlOrderTransaction:
-    """One order's unit of work inside a database transaction, its blocking calls on a worker thread.
+    """One order's unit of work in its process's open batch (see sql_batches): its reads now, its rows at commit.
 
-    Orders of one process take the store's writer lock in turn before they
-    open their database transaction: a transaction waiting for the
-    database's own lock would otherwise hold a worker thread that the
-    transaction ahead of it needs to commit. Across processes the database's
-    locks serialize them.
+    Orders of one event loop enter one at a time (the writer's turn), from
+    entering until commit(); the database work of entering runs where the
+    store says (a worker thread where a statement may wait), and commit()
+    waits for the batch's COMMIT with every other order of the batch.
     """
 
     def __init__(
@@ -62,166 +66,68 @@ class SqlOrderTransaction:
         self._store = store
         self._what = strategy, instrument, tuple(users)
         self._key = key
-        self._work = ExitStack()
-        self._sql: Sql | None = None
-        self._writer: asyncio.Lock | None = None
-        self._committed = False
+        self._writer: BatchWriter | None = None
+        self._batch: Batch | None = None
         # Handed out on entering.
         self.recorded: OrderLogEntry | None
         self.portfolio: PortfolioSlice
         self.last_received_at: datetime | None
 
     async def __aenter__(self) -> SqlOrderTransaction:
-        """Open the database transaction and read what the order needs."""
-        self._writer = self._store._writer_lock()
-        await self._writer.acquire()
+        """Join the open batch, take the order's locks and read what it needs."""
+        writer = self._writer = self._store.batch_writer()
+        await writer.turn.acquire()
+        strategy, instrument, _ = self._what
+        locks = order_locks(self._store.scope, strategy, instrument, self._key)
+        entering = asyncio.ensure_future(writer.join(locks, self._key, self._read))
         try:
-            await self._in_thread(self._begin)
+            self._batch, (self.recorded, held) = await asyncio.shield(entering)
         except asyncio.CancelledError:
-            raise  # _end_abandoned lets the next order in
-        except BaseException:
-            self._release_writer()
+            # Its database work goes on; the next order's turn comes once it is done.
+            entering.add_done_callback(lambda _: self._end_turn())
             raise
+        except BaseException:
+            self._end_turn()
+            raise
+        self.portfolio = PortfolioSlice(self._store.scope, held)
+        self.last_received_at = self._batch.last_received_at
         return self
 
-    async def _in_thread(self, work: Callable[..., Done], *args: object) -> Done:
-        """Run ``work`` on a worker thread; if the order is cancelled meanwhile, end its transaction after it."""
-        task = asyncio.ensure_future(asyncio.to_thread(work, *args))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            task.add_done_callback(self._end_abandoned)
-            raise
+    def _read(self, batch: Batch) -> tuple[OrderLogEntry | None, list[Position]]:
+        strategy, instrument, users = self._what
+        recorded = recorded_entry(batch.connection.sql, self._key) if self._key is not None else None
+        return recorded, batch.held(self._store.scope, users, strategy, instrument)
 
-    async def _last_step(self, work: Callable[..., Done], *args: object) -> Done:
-        """Run the transaction's last step on a worker thread, then let the next order in."""
-        try:
-            done = await self._in_thread(work, *args)
-        except asyncio.CancelledError:
-            raise  # _end_abandoned lets the next order in once the thread is done
-        except BaseException:
-            self._release_writer()
-            raise
-        self._release_writer()
-        return done
-
-    def _end_abandoned(self, _: asyncio.Future[Any]) -> None:
-        # The thread went on after its order was cancelled: close what is left
-        # of the transaction (nothing, once it committed) before the next order.
-        ending = asyncio.ensure_future(asyncio.to_thread(self._work.close))
-        ending.add_done_callback(lambda _: self._release_writer())
-
-    def _release_writer(self) -> None:
+    def _end_turn(self) -> None:
         writer, self._writer = self._writer, None
         if writer is not None:
-            writer.release()
-
-    def _begin(self) -> None:
-        sql = self._sql = self._work.enter_context(self._store._writing())
-        try:
-            strategy, instrument, users = self._what
-            self.recorded = _recorded(sql, self._key) if self._key is not None else None
-            self.portfolio = PortfolioSlice(
-                self._store.scope, _held(sql, self._store.scope, users, strategy, instrument)
-            )
-            rows = sql.rows("SELECT received_at FROM orders ORDER BY sequence DESC LIMIT 1")
-            self.last_received_at = parse_time(rows[0][0]) if rows else None
-        except BaseException:
-            if not self._work.__exit__(*sys.exc_info()):
-                raise
+            writer.turn.release()
 
     async def commit(self) -> OrderLogEntry:
-        """Insert the order with the next sequence, its trades and position changes; returns once committed."""
+        """Add the decision applied to ``portfolio`` to the batch; returns once the batch has committed."""
+        assert self._batch is not None, "entered before it commits"
         (applied,) = self.portfolio.take_unsaved()
-        self._committed = True
-        return await self._last_step(self._save, applied)
-
-    def _save(self, applied: AppliedDecision) -> OrderLogEntry:
-        try:
-            assert self._sql is not None, "entered before it commits"
-            entry = _insert(self._sql, self._store.scope, applied, self._key)
-        except BaseException:
-            if not self._work.__exit__(*sys.exc_info()):
-                raise
-            raise
-        self._work.close()
-        return entry
+        batch = self._batch
+        index = batch.add(self._store.scope, applied, self._key)
+        self._end_turn()
+        # Shielded: cancelling one order must not cancel the batch's answer to the others.
+        entries = await asyncio.shield(batch.done)
+        return entries[index]
 
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        """Without commit(): end the database transaction, keeping nothing it did not commit."""
-        if self._committed or self._writer is None:
+        """Without commit(): the order only read, so it keeps nothing; a batch it alone opened ends here."""
+        if self._writer is None:
             return
-        await self._last_step(self._work.__exit__, kind, error, traceback)
-
-
-def _recorded(sql: Sql, idempotency_key: str) -> OrderLogEntry | None:
-    rows = sql.rows("SELECT entry FROM orders WHERE idempotency_key = ?", (idempotency_key,))
-    return entry_from_dict(json.loads(rows[0][0])) if rows else None
-
-
-def _held(sql: Sql, scope: PositionScope, users: Sequence[str], strategy: str, instrument: str) -> list[Position]:
-    keys = [holding_key(scope, user, strategy, instrument) for user in users]
-    if not keys:
-        return []
-    rows = sql.rows(
-        "SELECT username, strategy, instrument, order_id, opened_at FROM positions "
-        f"WHERE holding_key IN ({', '.join('?' * len(keys))})",
-        keys,
-    )
-    return [_position(row) for row in rows]
-
-
-def _insert(sql: Sql, scope: PositionScope, applied: AppliedDecision, idempotency_key: str | None) -> OrderLogEntry:
-    """Insert the order with the next sequence, its trades, and its position changes."""
-    decision, change = applied.decision, applied.change
-    sequence = sql.rows("SELECT COALESCE(MAX(sequence), 0) + 1 FROM orders")[0][0]
-    entry = OrderLogEntry(sequence, decision, idempotency_key)
-    sql.run(
-        "INSERT INTO orders (sequence, order_id, received_at, idempotency_key, entry) VALUES (?, ?, ?, ?, ?)",
-        (
-            sequence,
-            decision.order_id,
-            format_time(decision.received_at),
-            idempotency_key,
-            json.dumps(entry_to_dict(entry), separators=(",", ":")),
-        ),
-    )
-    for trade in change.trades:
-        sql.run(
-            "INSERT INTO trades (sequence, username, strategy, instrument, buy_order_id, bought_at, "
-            "sell_order_id, sold_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                sequence,
-                trade.user,
-                trade.strategy,
-                trade.instrument,
-                trade.buy_order_id,
-                format_time(trade.bought_at),
-                trade.sell_order_id,
-                format_time(trade.sold_at),
-            ),
-        )
-    for position in change.closed:
-        sql.run(
-            "DELETE FROM positions WHERE holding_key = ? AND order_id = ?",
-            (_key_of(scope, position), position.order_id),
-        )
-    for position in change.opened:
-        sql.run(
-            "INSERT INTO positions (holding_key, username, strategy, instrument, order_id, opened_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                _key_of(scope, position),
-                position.user,
-                position.strategy,
-                position.instrument,
-                position.order_id,
-                format_time(position.opened_at),
-            ),
-        )
-    return entry
+        batch, self._batch = self._batch, None
+        try:
+            if batch is not None and not batch.pending:
+                # Its transaction would otherwise hold the database's locks
+                # until the batch's own turn, which a closing loop may never give.
+                await self._writer.finish(batch)
+        finally:
+            self._end_turn()
 
 
 class SqlOrderStore(ABC):
@@ -235,15 +141,33 @@ class SqlOrderStore(ABC):
         """Hold positions under ``scope``; ``where`` names the database in messages."""
         self.scope = scope
         self.where = where
-        self._writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+        self._writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BatchWriter] = weakref.WeakKeyDictionary()
 
-    def _writer_lock(self) -> asyncio.Lock:
-        """The writer lock of the running event loop (an asyncio lock serves one loop)."""
+    def batch_writer(self) -> BatchWriter:
+        """The batch writer of the running event loop (its turn is an asyncio lock, which serves one loop)."""
         loop = asyncio.get_running_loop()
-        lock = self._writers.get(loop)
-        if lock is None:
-            lock = self._writers[loop] = asyncio.Lock()
-        return lock
+        writer = self._writers.get(loop)
+        if writer is None:
+            writer = self._writers[loop] = BatchWriter(self)
+        return writer
+
+    def open_batch(self) -> tuple[BatchConnection, datetime | None]:
+        """Begin a transaction for a batch of orders, and read when the newest order was received; blocks."""
+        connection = self._begin_batch()
+        try:
+            rows = connection.sql.rows("SELECT received_at FROM orders ORDER BY sequence DESC LIMIT 1")
+        except BaseException:
+            connection.roll_back()
+            raise
+        return connection, parse_time(rows[0][0]) if rows else None
+
+    @abstractmethod
+    def _begin_batch(self) -> BatchConnection:
+        """Begin the database transaction of a batch of orders; blocks while another process holds what it needs."""
+
+    @abstractmethod
+    async def run_for_order(self, work: Callable[..., Done], *args: Any) -> Done:
+        """Run one order's database work in its batch: on a worker thread where a statement may wait."""
 
     @abstractmethod
     def _reading(self) -> AbstractContextManager[Sql]:
@@ -251,7 +175,7 @@ class SqlOrderStore(ABC):
 
     @abstractmethod
     def _writing(self) -> AbstractContextManager[Sql]:
-        """A transaction that orders are serialized by; commits on exit, rolls back on error."""
+        """A transaction for start-up's own writes; commits on exit, rolls back on error."""
 
     @abstractmethod
     def _migrate(self) -> None:
@@ -296,7 +220,7 @@ class SqlOrderStore(ABC):
                 f"SELECT username, strategy, instrument, order_id, opened_at FROM positions {where} ORDER BY id",
                 values,
             )
-        return [_position(row) for row in rows]
+        return [position_of(row) for row in rows]
 
     def state(self) -> StoreState:
         """The log's length, the open positions, and whether the database answers."""
@@ -376,14 +300,6 @@ class SqlTradeReader:
     def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, Trade]]:
         """(cursor, trade) newest first."""
         return self._store.trades_newest_first(cursor)
-
-
-def _key_of(scope: PositionScope, position: Position) -> str:
-    return holding_key(scope, position.user, position.strategy, position.instrument)
-
-
-def _position(row: Sequence[Any]) -> Position:
-    return Position(row[0], row[1], row[2], row[3], parse_time(row[4]))
 
 
 def _cursor(cursor: str | None) -> int:

@@ -1,14 +1,16 @@
-"""The SQLite order store: one transaction per order, safe for several processes on one host."""
+"""The SQLite order store: the orders of a process commit in batches, safe for several processes on one host."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from trading_orders.adapters.storage.sql_order_store import SqlOrderStore
 from trading_orders.application.errors import StorageUnavailable
@@ -17,6 +19,12 @@ from trading_orders.domain.model import PositionScope
 logger = logging.getLogger(__name__)
 
 SQLITE_FILE = "trading_orders.sqlite3"
+# Taken (flock) around every batch: a process waiting for another's batch
+# sleeps in the kernel and wakes when it ends, instead of polling SQLite's
+# write lock with the busy handler's growing sleeps.
+WRITER_LOCK_FILE = "trading_orders.sqlite3.writer-lock"
+
+Done = TypeVar("Done")
 
 # Each step brings a database from the version before it to its own; a new
 # database runs them all, an old one the ones it lacks (PRAGMA user_version).
@@ -48,19 +56,72 @@ class _SqliteSql:
         """Execute a statement that answers no rows."""
         self._connection.execute(statement, values)
 
+    def run_many(self, statement: str, rows: Sequence[Sequence[object]]) -> None:
+        """Execute a statement once per row of values."""
+        if rows:
+            self._connection.executemany(statement, rows)
+
+
+class _SqliteBatch:
+    """A batch's BEGIN IMMEDIATE ... COMMIT on a writer connection, inside the writer lock file's flock."""
+
+    def __init__(self, store: SqliteOrderStore, connection: sqlite3.Connection, lock_fd: int) -> None:
+        self._store = store
+        self._connection: sqlite3.Connection | None = connection
+        self._lock_fd = lock_fd
+        self.sql = _SqliteSql(connection)
+
+    def take_locks(self, names: Sequence[str], *, wait: bool) -> bool:
+        """Nothing to take: the batch holds the database's write lock whole."""
+        return True
+
+    def take_sequence_lock(self) -> None:
+        """Nothing to take: the batch holds the database's write lock whole."""
+
+    def commit(self) -> None:
+        """COMMIT, then let the next batch (of any process) in."""
+        connection = self._connection
+        if connection is None:
+            raise StorageUnavailable(f"the batch on {self._store.path} has already ended")
+        try:
+            connection.execute("COMMIT")
+        except sqlite3.Error as error:
+            self.roll_back()
+            raise StorageUnavailable(f"the order was not recorded in {self._store.path}: {error}") from error
+        self._end()
+
+    def roll_back(self) -> None:
+        """ROLLBACK, once; then let the next batch in."""
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        connection, self._connection = self._connection, None
+        os.close(self._lock_fd)  # releases the flock
+        if connection is not None:
+            self._store._give_back(connection)
+
 
 class SqliteOrderStore(SqlOrderStore):
     """Orders, trades, positions and idempotency keys in ``<directory>/trading_orders.sqlite3``.
 
-    WAL mode with synchronous=FULL: a committed order survives a crash. Each
-    order is one BEGIN IMMEDIATE ... COMMIT, so SQLite's own write lock
-    serializes orders across threads and processes.
+    WAL mode with synchronous=FULL: a committed order survives a crash. The
+    orders of a process share a batch, one BEGIN IMMEDIATE ... COMMIT, so
+    SQLite's own write lock serializes batches across threads and processes,
+    and an order's statements never wait for it: they run on the event loop.
     """
 
     def __init__(self, directory: Path, scope: PositionScope) -> None:
         """Use (or create) the database in ``directory`` for positions held under ``scope``."""
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / SQLITE_FILE
+        self._writer_lock_path = directory / WRITER_LOCK_FILE
         super().__init__(scope, str(self.path))
         self._local = threading.local()
         # Writers: a transaction may begin on one worker thread and commit on
@@ -90,18 +151,46 @@ class SqliteOrderStore(SqlOrderStore):
     def _reading(self) -> Iterator[_SqliteSql]:
         yield _SqliteSql(self._connection())
 
-    @contextmanager
-    def _writing(self) -> Iterator[_SqliteSql]:
+    def _writer(self) -> sqlite3.Connection:
         with self._idle_lock:
             connection = self._idle_writers.pop() if self._idle_writers else None
-        if connection is None:
-            connection = self._connect(shared=True)
+        return connection if connection is not None else self._connect(shared=True)
+
+    def _give_back(self, connection: sqlite3.Connection) -> None:
+        with self._idle_lock:
+            self._idle_writers.append(connection)
+
+    @contextmanager
+    def _writing(self) -> Iterator[_SqliteSql]:
+        connection = self._writer()
         try:
             with self._transaction(connection) as sql:
                 yield sql
         finally:
-            with self._idle_lock:
-                self._idle_writers.append(connection)
+            self._give_back(connection)
+
+    def _begin_batch(self) -> _SqliteBatch:
+        try:
+            lock_fd = os.open(self._writer_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise StorageUnavailable(f"cannot open {self._writer_lock_path}: {error.strerror}") from error
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            connection = self._writer()
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            os.close(lock_fd)
+            self._give_back(connection)
+            raise StorageUnavailable(f"cannot begin a transaction on {self.path}: {error}") from error
+        return _SqliteBatch(self, connection, lock_fd)
+
+    async def run_for_order(self, work: Callable[..., Done], *args: Any) -> Done:
+        """Run one order's reads on the event loop: inside the batch's write lock, SQLite waits for nothing."""
+        return work(*args)
 
     @contextmanager
     def _transaction(self, connection: sqlite3.Connection) -> Iterator[_SqliteSql]:
