@@ -4,6 +4,8 @@
     .venv/bin/python -m tests.bench.profile_service [--store tinydb] [--connections 64] [--seconds 8]
         [--sampling gil|idle|busy] [--offered 1000] [--log-level INFO] [--rate 100]
 
+--store postgres starts a throwaway PostgreSQL server (fsync on) for the run.
+
 Starts the real service on loopback (one uvicorn worker, 100 open positions),
 drives it with wrk (tests/bench/orders.lua), samples it with py-spy meanwhile, and
 prints the share of busy samples (threads waiting on a lock, a queue or epoll
@@ -13,6 +15,7 @@ alone.
 
 import argparse
 import collections
+import contextlib
 import json
 import shutil
 import subprocess
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from tests.bench import preload
 from tests.bench.service_load import BENCH, ROOT
+from tests.support.postgres_server import ThrowawayPostgres
 from tests.support.service_process import ServiceProcess
 
 WAITING = ("Condition.wait", "Queue.get", "EpollSelector.select", "Event.wait", "_wait_for_tstate_lock")
@@ -78,8 +82,8 @@ def main() -> None:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists() or shutil.which("wrk") is None:
         sys.exit("needs py-spy (.venv/bin/pip install py-spy) and wrk (apt-get install wrk)")
-    with tempfile.TemporaryDirectory(prefix="trading-orders-profile-") as temporary:
-        scratch = Path(temporary)
+    with contextlib.ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="trading-orders-profile-")))
         (scratch / "profile.json").write_text(json.dumps(preload.profile(1)))
         environment = {
             "TRADING_ORDERS_DATA_DIR": str(scratch / "data"),
@@ -88,6 +92,11 @@ def main() -> None:
             "TRADING_ORDERS_LOG_LEVEL": args.log_level,
             "TRADING_ORDERS_STORE": args.store,
         }
+        if args.store == "postgres":
+            # The benchmark's server: a throwaway one with fsync on, stopped at the end.
+            server = ThrowawayPostgres(durable=True).start()
+            stack.callback(server.stop)
+            environment["TRADING_ORDERS_DATABASE_URL"] = server.new_database()
         raw = scratch / "profile.txt"
         with ServiceProcess(ROOT / "Scripts", environment, scratch / "service.out") as service:
             # --nonblocking: sampling must not pause the process it measures.
