@@ -1,13 +1,19 @@
-"""The crash loop in CI: 20 kill -9 cycles, with kills during start-up, and not one mismatch."""
+"""The crash loop in CI on every durable store: 20 kill -9 cycles, with kills during start-up, and not one mismatch."""
 
 from pathlib import Path
+
+import pytest
 
 from tests.e2e.conftest import SCRIPTS
 from tests.support.crash_loop import CrashLoop
 
 
-def test_twenty_kill_9_cycles_lose_and_double_nothing(tmp_path: Path) -> None:
-    result = CrashLoop(SCRIPTS, tmp_path, seed=20261124).run(cycles=20)
+@pytest.mark.parametrize("store", ["tinydb", "sqlite", "postgres"])
+def test_twenty_kill_9_cycles_lose_and_double_nothing(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
+    database_url = request.getfixturevalue("postgres_url")() if store == "postgres" else None
+    result = CrashLoop(SCRIPTS, tmp_path, seed=20261124, store=store, database_url=database_url).run(cycles=20)
     assert result.mismatches == []
     assert result.cycles == 20
     assert result.kills_during_start_up >= 1

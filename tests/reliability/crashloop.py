@@ -1,6 +1,6 @@
 """Kill -9 the service at random instants, cycle after cycle, and check it never loses or doubles an order.
 
-.venv/bin/python -m tests.reliability.crashloop --cycles 1000
+.venv/bin/python -m tests.reliability.crashloop --cycles 1000 [--store sqlite | --store postgres --database-url URL]
 """
 
 import argparse
@@ -22,7 +22,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=int(time.time()), help="seed (default: the time)")
     parser.add_argument("--clients", type=int, default=4, help="client threads sending orders (default 4)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument("--store", default="tinydb", choices=["tinydb", "sqlite", "postgres"])
+    parser.add_argument("--database-url", help="the PostgreSQL database for --store postgres (an empty one)")
     args = parser.parse_args()
+    if args.store == "postgres" and not args.database_url:
+        parser.error("--store postgres needs --database-url")
     scratch = Path(tempfile.mkdtemp(prefix="trading-orders-crashloop-"))
     print(f"seed {args.seed}, scratch {scratch}", flush=True)
 
@@ -34,7 +38,9 @@ def main() -> int:
         )
 
     started = time.monotonic()
-    result = CrashLoop(ROOT / "Scripts", scratch, args.seed, args.clients).run(args.cycles, progress)
+    result = CrashLoop(
+        ROOT / "Scripts", scratch, args.seed, args.clients, store=args.store, database_url=args.database_url
+    ).run(args.cycles, progress)
     seconds = time.monotonic() - started
     for mismatch in result.mismatches:
         print(f"MISMATCH {mismatch}")

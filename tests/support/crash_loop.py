@@ -1,9 +1,19 @@
-"""The crash loop: kill -9 the real service at random instants and prove no order is lost or doubled."""
+"""The crash loop: kill -9 the real service at random instants and prove no order is lost or doubled.
+
+On the TinyDB store it reads the data files themselves; on a SQL store the
+order log comes from `trading-orders export` (the store's own reader, run as
+the operator would) and the trades from GET /trades.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -56,8 +66,16 @@ class _Sent:
 class CrashLoop:
     """Runs the service from ``scripts_dir`` on data in ``scratch``, killing and checking it cycle after cycle."""
 
-    def __init__(self, scripts_dir: Path, scratch: Path, seed: int, clients: int = 4) -> None:
-        """Prepare the scratch directory and its profile; nothing runs until run()."""
+    def __init__(
+        self,
+        scripts_dir: Path,
+        scratch: Path,
+        seed: int,
+        clients: int = 4,
+        store: str = "tinydb",
+        database_url: str | None = None,
+    ) -> None:
+        """Prepare the scratch directory and its profile for ``store``; nothing runs until run()."""
         self._scripts_dir = scripts_dir
         self._scratch = scratch
         self._data = scratch / "data"
@@ -69,7 +87,12 @@ class CrashLoop:
             "TRADING_ORDERS_DATA_DIR": str(self._data),
             "TRADING_ORDERS_PROFILE_PATH": str(scratch / "user_profile.json"),
             "TRADING_ORDERS_LOG_DIR": str(scratch / "logs"),
+            "TRADING_ORDERS_STORE": store,
         }
+        if database_url is not None:
+            self._environment["TRADING_ORDERS_DATABASE_URL"] = database_url
+        self._store = store
+        self._exports = 0
         self._answered: dict[str, dict[str, Any]] = {}
         self._launches = 0
 
@@ -150,6 +173,8 @@ class CrashLoop:
 
     def _check_files(self, cycle: int, result: CrashLoopResult) -> None:
         """Every data file still parses: positions.json whole, the log whole but for a torn last line."""
+        if self._store == "sqlite":
+            self._check_sqlite_file(cycle, result)
         positions = self._data / POSITIONS
         if positions.exists():
             try:
@@ -165,6 +190,16 @@ class CrashLoop:
                 except ValueError:
                     result.mismatches.append(f"cycle {cycle}: {ORDER_LOG} line {number} does not parse")
 
+    def _check_sqlite_file(self, cycle: int, result: CrashLoopResult) -> None:
+        """The SQLite database passes its own integrity check after the kill."""
+        path = self._data / "trading_orders.sqlite3"
+        if not path.exists():
+            return
+        with contextlib.closing(sqlite3.connect(path)) as connection:
+            verdict = connection.execute("PRAGMA integrity_check").fetchone()
+        if verdict != ("ok",):
+            result.mismatches.append(f"cycle {cycle}: the SQLite database fails its integrity check: {verdict}")
+
     def _check_recovered(self, cycle: int, service: ServiceProcess, result: CrashLoopResult) -> None:
         log = self._read_log()
         problems = _compare_with_log(log, self._answered)
@@ -176,6 +211,12 @@ class CrashLoop:
             problems.append("GET /positions lists two open positions for one key")
         if set(listed_rows) != expected:
             problems.append(f"GET /positions differs from a replay of the log: {sorted(set(listed_rows) ^ expected)}")
+        if self._store != "tinydb":
+            # The SQL stores keep no snapshot; their trades are read through the API.
+            if sorted(_trades_listed(service)) != sorted(expected_trades):
+                problems.append("GET /trades differs from the trades a replay of the log makes")
+            result.mismatches.extend(f"cycle {cycle}: {problem}" for problem in problems)
+            return
         # positions.json is a snapshot: it must be exactly the log replayed up to the sequence it names.
         stored = json.loads((self._data / POSITIONS).read_bytes()) if (self._data / POSITIONS).exists() else {}
         applied = stored["meta"]["1"]["applied_sequence"] if stored.get("meta") else 0
@@ -222,10 +263,41 @@ class CrashLoop:
             result.mismatches.append(f"cycle {cycle}: keys decided twice: {sorted(doubled)}")
 
     def _read_log(self) -> list[dict[str, Any]]:
+        if self._store != "tinydb":
+            return self._exported_log()
         path = self._data / ORDER_LOG
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def _exported_log(self) -> list[dict[str, Any]]:
+        """The order log as `trading-orders export` writes it from the store, oldest first."""
+        self._exports += 1
+        output = self._scratch / f"export-{self._exports}.jsonl"
+        subprocess.run(
+            [sys.executable, "-m", "trading_orders", "export", str(output)],
+            env={**os.environ, **self._environment},
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        records = [json.loads(line) for line in output.read_text().splitlines()]
+        output.unlink()
+        return [{k: v for k, v in record.items() if k != "kind"} for record in records if record["kind"] == "order"]
+
+
+def _trades_listed(service: ServiceProcess) -> list[TradeRow]:
+    """Every trade GET /trades lists, page after page."""
+    trades: list[TradeRow] = []
+    params: dict[str, str | int] = {"limit": 1000}
+    while True:
+        page = requests.get(f"{service.base_url}/trades", params=params, timeout=10).json()
+        trades += [
+            (t["user"], t["strategy"], t["instrument"], t["buy_order_id"], t["sell_order_id"]) for t in page["trades"]
+        ]
+        if page["next_cursor"] is None:
+            return trades
+        params["cursor"] = page["next_cursor"]
 
 
 def _compare_with_log(log: list[dict[str, Any]], answered: dict[str, dict[str, Any]]) -> list[str]:
