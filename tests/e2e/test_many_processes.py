@@ -2,25 +2,14 @@
 
 import random
 import threading
-from typing import Any
 
 import pytest
 import requests
 
 from tests.e2e.conftest import ServiceFactory
+from tests.support.service_process import all_pages
 
 PROFILE = {"U1": {"S1": ["ACC", "INFY"]}, "U2": {"S1": ["ACC", "INFY"]}, "U3": {"S1": ["ACC"]}}
-
-
-def all_pages(base_url: str, what: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    params = {"limit": "1000"}
-    while True:
-        page = requests.get(f"{base_url}/{what}", params=params, timeout=10).json()
-        rows += page[what]
-        if page["next_cursor"] is None:
-            return rows[::-1]  # oldest first
-        params["cursor"] = page["next_cursor"]
 
 
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])

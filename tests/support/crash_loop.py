@@ -25,7 +25,7 @@ from typing import Any
 
 import requests
 
-from tests.support.service_process import ServiceProcess
+from tests.support.service_process import ServiceProcess, all_pages
 
 # Overlapping universes and few instruments, so most orders are accepted for
 # someone and BUYs and SELLs keep meeting the same positions.
@@ -92,7 +92,6 @@ class CrashLoop:
         if database_url is not None:
             self._environment["TRADING_ORDERS_DATABASE_URL"] = database_url
         self._store = store
-        self._exports = 0
         self._answered: dict[str, dict[str, Any]] = {}
         self._launches = 0
 
@@ -211,12 +210,21 @@ class CrashLoop:
             problems.append("GET /positions lists two open positions for one key")
         if set(listed_rows) != expected:
             problems.append(f"GET /positions differs from a replay of the log: {sorted(set(listed_rows) ^ expected)}")
-        if self._store != "tinydb":
+        if self._store == "tinydb":
+            problems += self._check_tinydb_files(log, expected_trades)
+        else:
             # The SQL stores keep no snapshot; their trades are read through the API.
-            if sorted(_trades_listed(service)) != sorted(expected_trades):
+            listed_trades = [
+                (t["user"], t["strategy"], t["instrument"], t["buy_order_id"], t["sell_order_id"])
+                for t in all_pages(service.base_url, "trades")
+            ]
+            if sorted(listed_trades) != sorted(expected_trades):
                 problems.append("GET /trades differs from the trades a replay of the log makes")
-            result.mismatches.extend(f"cycle {cycle}: {problem}" for problem in problems)
-            return
+        result.mismatches.extend(f"cycle {cycle}: {problem}" for problem in problems)
+
+    def _check_tinydb_files(self, log: list[dict[str, Any]], expected_trades: list[TradeRow]) -> list[str]:
+        """positions.json equals the log replayed to its sequence, trades.jsonl the trades of the whole log."""
+        problems = []
         # positions.json is a snapshot: it must be exactly the log replayed up to the sequence it names.
         stored = json.loads((self._data / POSITIONS).read_bytes()) if (self._data / POSITIONS).exists() else {}
         applied = stored["meta"]["1"]["applied_sequence"] if stored.get("meta") else 0
@@ -238,7 +246,7 @@ class CrashLoop:
         ]
         if recorded_trades != expected_trades:
             problems.append(f"{TRADES} differs from the trades a replay of the log makes")
-        result.mismatches.extend(f"cycle {cycle}: {problem}" for problem in problems)
+        return problems
 
     def _retry_unanswered(
         self, cycle: int, service: ServiceProcess, unanswered: list[_Sent], result: CrashLoopResult
@@ -272,8 +280,7 @@ class CrashLoop:
 
     def _exported_log(self) -> list[dict[str, Any]]:
         """The order log as `trading-orders export` writes it from the store, oldest first."""
-        self._exports += 1
-        output = self._scratch / f"export-{self._exports}.jsonl"
+        output = self._scratch / "export.jsonl"
         subprocess.run(
             [sys.executable, "-m", "trading_orders", "export", str(output)],
             env={**os.environ, **self._environment},
@@ -284,20 +291,6 @@ class CrashLoop:
         records = [json.loads(line) for line in output.read_text().splitlines()]
         output.unlink()
         return [{k: v for k, v in record.items() if k != "kind"} for record in records if record["kind"] == "order"]
-
-
-def _trades_listed(service: ServiceProcess) -> list[TradeRow]:
-    """Every trade GET /trades lists, page after page."""
-    trades: list[TradeRow] = []
-    params: dict[str, str | int] = {"limit": 1000}
-    while True:
-        page = requests.get(f"{service.base_url}/trades", params=params, timeout=10).json()
-        trades += [
-            (t["user"], t["strategy"], t["instrument"], t["buy_order_id"], t["sell_order_id"]) for t in page["trades"]
-        ]
-        if page["next_cursor"] is None:
-            return trades
-        params["cursor"] = page["next_cursor"]
 
 
 def _compare_with_log(log: list[dict[str, Any]], answered: dict[str, dict[str, Any]]) -> list[str]:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import requests
 
@@ -134,3 +135,15 @@ class ServiceProcess:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def all_pages(base_url: str, what: str) -> list[dict[str, Any]]:
+    """Every row of the paged list ``what`` (orders, trades) the service at ``base_url`` serves, oldest first."""
+    rows: list[dict[str, Any]] = []
+    params = {"limit": "1000"}
+    while True:
+        page = requests.get(f"{base_url}/{what}", params=params, timeout=10).json()
+        rows += page[what]
+        if page["next_cursor"] is None:
+            return rows[::-1]
+        params["cursor"] = page["next_cursor"]
