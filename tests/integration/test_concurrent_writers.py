@@ -99,17 +99,13 @@ def test_writers_on_different_instruments_never_skip_or_repeat_an_order_for_a_re
     assert all(trade.bought_at <= trade.sold_at for _, trade in trades)
 
 
-def test_postgres_orders_on_different_instruments_do_not_wait_for_each_other(postgres_url: Callable[[], str]) -> None:
-    url = postgres_url()
-    first, second = (PostgresOrderStore(url, PositionScope.STRATEGY) for _ in range(2))
-    for store in (first, second):
-        store.recover()
-    held = threading.Event()
-    release = threading.Event()
+def _hold_open(store: SqlOrderStore, instrument: str) -> tuple[threading.Event, threading.Event, threading.Thread]:
+    """A transaction of S1 on ``instrument`` held open on its own thread: set once held, ends on release."""
+    held, release = threading.Event(), threading.Event()
 
     def hold_a_transaction_open() -> None:
         async def hold() -> None:
-            async with first.transaction("S1", "I0", ["U1"]):
+            async with store.transaction("S1", instrument, ["U1"]):
                 held.set()
                 await asyncio.to_thread(release.wait, 30)
 
@@ -117,6 +113,15 @@ def test_postgres_orders_on_different_instruments_do_not_wait_for_each_other(pos
 
     holder = threading.Thread(target=hold_a_transaction_open)
     holder.start()
+    return held, release, holder
+
+
+def test_postgres_orders_on_different_instruments_do_not_wait_for_each_other(postgres_url: Callable[[], str]) -> None:
+    url = postgres_url()
+    first, second = (PostgresOrderStore(url, PositionScope.STRATEGY) for _ in range(2))
+    for store in (first, second):
+        store.recover()
+    held, release, holder = _hold_open(first, "I0")
     same_instrument_entered = threading.Event()
 
     def enter(instrument: str) -> None:
@@ -147,3 +152,51 @@ def test_postgres_orders_on_different_instruments_do_not_wait_for_each_other(pos
             waiter.join()
         first.close()
         second.close()
+
+
+def test_postgres_waiting_orders_read_together_and_one_locked_elsewhere_holds_none_of_them_back(
+    postgres_url: Callable[[], str],
+) -> None:
+    url = postgres_url()
+    other_process, store = (PostgresOrderStore(url, PositionScope.STRATEGY) for _ in range(2))
+    for opened in (other_process, store):
+        opened.recover()
+    profile = FixedProfile({"U1": {"S1": INSTRUMENTS}, "U2": {"S1": INSTRUMENTS}})
+    service = OrderService(profile, store, SteppingClock(), CountingIds("o-"), PositionScope.STRATEGY)
+    service.start()
+    held, release, holder = _hold_open(other_process, "I0")
+
+    async def orders() -> None:
+        # One loop, all at once: the first order's batch reads for the others
+        # waiting behind it, and cannot lock I0 for the last one.
+        queued = [
+            Order("S1", "I1", Side.BUY),
+            Order("S1", "I2", Side.BUY),
+            Order("S1", "I1", Side.SELL),
+            Order("S1", "I1", Side.BUY),
+            Order("S1", "I2", Side.BUY),
+            Order("S1", "I0", Side.BUY),
+        ]
+        placed = [asyncio.ensure_future(service.place_order(order)) for order in queued]
+        ahead, locked_out = placed[:-1], placed[-1]
+        await asyncio.wait(ahead, timeout=10)
+        statuses = [[d.status.value for d in p.result().entry.decision.decisions] for p in ahead]
+        # The position reads each order was served from agree with what the orders before it did.
+        assert statuses == [["ACCEPTED"] * 2, ["ACCEPTED"] * 2, ["ACCEPTED"] * 2, ["ACCEPTED"] * 2, ["REJECTED"] * 2]
+        assert not locked_out.done(), "I0 is locked by another process's open transaction"
+        release.set()
+        last = await asyncio.wait_for(locked_out, 10)
+        assert [d.status.value for d in last.entry.decision.decisions] == ["ACCEPTED"] * 2
+
+    try:
+        assert held.wait(10)
+        asyncio.run(orders())
+        assert {(p.user, p.instrument) for p in store.positions()} == {
+            (user, instrument) for user in ("U1", "U2") for instrument in ("I0", "I1", "I2")
+        }
+        assert [e.sequence for e in store.entries_after(0)] == list(range(1, 7))
+    finally:
+        release.set()
+        holder.join()
+        other_process.close()
+        store.close()

@@ -84,21 +84,32 @@ class _PostgresBatch:
             raise StorageUnavailable(f"the batch on {self._store.where} has already ended")
         return self._connection
 
-    def take_locks(self, names: Sequence[str], *, wait: bool) -> bool:
-        """Take the advisory locks of ``names``; without ``wait``, False as soon as one is held elsewhere."""
+    def take_locks(self, names: Sequence[str]) -> None:
+        """Wait for the advisory locks of ``names``."""
         connection = self._live()
-        ids = sorted({lock_id(name) for name in names})
         try:
-            if not wait:
-                row = connection.execute(
-                    "SELECT bool_and(pg_try_advisory_xact_lock(id)) FROM unnest(%s::bigint[]) AS id", (ids,)
-                ).fetchone()
-                return bool(row and row[0]) or not ids
-            for id_ in ids:  # in one order everywhere, so two waiting batches never wait for each other
+            for id_ in sorted({lock_id(name) for name in names}):
+                # In one order everywhere, so two waiting batches never wait for each other.
                 connection.execute("SELECT pg_advisory_xact_lock(%s)", (id_,))
         except psycopg.Error as error:
             raise StorageUnavailable(f"cannot lock the order's positions in {self._store.where}: {error}") from error
-        return True
+
+    def try_locks(self, names: Sequence[str]) -> set[str]:
+        """Take the advisory locks of ``names`` that are free, in one round trip; returns those taken."""
+        ids = {name: lock_id(name) for name in names}
+        try:
+            rows = (
+                self._live()
+                .execute(
+                    "SELECT id, pg_try_advisory_xact_lock(id) FROM unnest(%s::bigint[]) AS id",
+                    (sorted(set(ids.values())),),
+                )
+                .fetchall()
+            )
+        except psycopg.Error as error:
+            raise StorageUnavailable(f"cannot lock the order's positions in {self._store.where}: {error}") from error
+        taken = {id_ for id_, got in rows if got}
+        return {name for name, id_ in ids.items() if id_ in taken}
 
     def take_sequence_lock(self) -> None:
         """Wait for the right to number orders; held until this batch's transaction ends."""

@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
+import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 from trading_orders.adapters.storage.codec import entry_from_dict, entry_to_dict, format_time, parse_time
 from trading_orders.application.errors import StorageUnavailable
@@ -27,7 +29,8 @@ from trading_orders.domain.model import AppliedDecision, OrderLogEntry, Position
 if TYPE_CHECKING:
     from trading_orders.adapters.storage.sql_order_store import Sql, SqlOrderStore
 
-Done = TypeVar("Done")
+# How many waiting orders a batch reads for at once.
+_GATHERED = 64
 
 
 class BatchConnection(Protocol):
@@ -38,8 +41,12 @@ class BatchConnection(Protocol):
         """The transaction's statements."""
         ...
 
-    def take_locks(self, names: Sequence[str], *, wait: bool) -> bool:
-        """Take the locks ``names`` until the transaction ends; without ``wait``, False if one is held elsewhere."""
+    def take_locks(self, names: Sequence[str]) -> None:
+        """Wait for the locks ``names``, held until the transaction ends."""
+        ...
+
+    def try_locks(self, names: Sequence[str]) -> set[str]:
+        """Take those of the locks ``names`` that no other transaction holds, without waiting; returns them."""
         ...
 
     def take_sequence_lock(self) -> None:
@@ -72,8 +79,33 @@ def order_locks(scope: PositionScope, strategy: str, instrument: str, idempotenc
     return names
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class OrderNeeds:
+    """What one order takes and reads in its batch: its locks, its idempotency key, its users' holding keys."""
+
+    locks: tuple[str, ...]
+    key: str | None
+    holdings: tuple[str, ...]
+
+
+def order_needs(
+    scope: PositionScope, strategy: str, instrument: str, users: Sequence[str], idempotency_key: str | None
+) -> OrderNeeds:
+    """The needs of an order of ``strategy`` on ``instrument`` for ``users``."""
+    return OrderNeeds(
+        tuple(order_locks(scope, strategy, instrument, idempotency_key)),
+        idempotency_key,
+        tuple(holding_key(scope, user, strategy, instrument) for user in users),
+    )
+
+
 class Batch:
-    """The orders sharing one database transaction, in the order they were applied, not yet committed."""
+    """The orders sharing one database transaction, in the order they were applied, not yet committed.
+
+    It also keeps what it has read: the positions of the holding keys and the
+    answers of the idempotency keys whose locks it holds. No other transaction
+    can change them while it holds those locks, so they stay true until it ends.
+    """
 
     def __init__(self, connection: BatchConnection, last_received_at: datetime | None) -> None:
         """A batch on ``connection``, after an order log whose newest order was received at ``last_received_at``."""
@@ -85,6 +117,10 @@ class Batch:
         # What the batch did to each holding key it touched: the position
         # open after it (with the index of the order that opened it) or None.
         self.touched: dict[str, tuple[int, Position] | None] = {}
+        # What the database held when read: the position of a holding key (or
+        # None), the entry recorded with an idempotency key (or None).
+        self.seen: dict[str, Position | None] = {}
+        self.recorded: dict[str, OrderLogEntry | None] = {}
         self.done: asyncio.Future[list[OrderLogEntry]] = asyncio.get_running_loop().create_future()
         # Read, so an error no order is left to hear is not reported as lost.
         self.done.add_done_callback(lambda done: done.cancelled() or done.exception())
@@ -102,19 +138,82 @@ class Batch:
         self.last_received_at = applied.decision.received_at
         return index
 
-    def held(self, scope: PositionScope, users: Sequence[str], strategy: str, instrument: str) -> list[Position]:
-        """The open positions of ``users`` an order can meet: the batch's own changes over the database's rows."""
-        keys = [holding_key(scope, user, strategy, instrument) for user in users]
-        held = [change[1] for key in keys if key in self.touched and (change := self.touched[key]) is not None]
-        unknown = [key for key in keys if key not in self.touched]
-        if unknown:
-            rows = self.connection.sql.rows(
-                "SELECT username, strategy, instrument, order_id, opened_at FROM positions "
-                f"WHERE holding_key IN ({', '.join('?' * len(unknown))})",
-                unknown,
+    def covers(self, needs: OrderNeeds) -> bool:
+        """Whether the batch holds the locks of ``needs`` and has read all it needs, so it can be served at once."""
+        return (
+            all(name in self.locks for name in needs.locks)
+            and (needs.key is None or needs.key in self.recorded)
+            and all(key in self.touched or key in self.seen for key in needs.holdings)
+        )
+
+    def read_for(self, needs: OrderNeeds) -> tuple[OrderLogEntry | None, list[Position]]:
+        """The recorded answer of the key of ``needs`` and its users' open positions, from what the batch has read."""
+        held = []
+        for key in needs.holdings:
+            if key in self.touched:
+                change = self.touched[key]
+                position = change[1] if change is not None else None
+            else:
+                position = self.seen[key]
+            if position is not None:
+                held.append(position)
+        return (self.recorded[needs.key] if needs.key is not None else None), held
+
+    def gather(self, own: OrderNeeds, others: Sequence[OrderNeeds], *, wait: bool) -> bool:
+        """Take the locks of ``own`` (waiting for them with ``wait``) and read all it needs; blocks.
+
+        With them, and in the same round trips, it takes what it can of the
+        locks of ``others`` (orders waiting for their turn, never waiting for
+        them) and reads for those it has all the locks of, so that each of
+        them is served without a round trip of its own. False, with nothing
+        read, if another transaction holds one of the locks of ``own``.
+        Called with the writer's turn held, as every change of a batch is.
+        """
+        missing = [name for name in own.locks if name not in self.locks]
+        if wait and missing:
+            self.connection.take_locks(missing)
+            self.locks.update(missing)
+        wanted = list(dict.fromkeys(name for needs in (own, *others) for name in needs.locks if name not in self.locks))
+        if wanted:
+            self.locks.update(self.connection.try_locks(wanted))
+        if any(name not in self.locks for name in own.locks):
+            return False
+        # A separate statement after the locks: under READ COMMITTED a
+        # statement sees what committed before it began, so every commit of a
+        # transaction that held one of these locks before this one is seen.
+        ready = [needs for needs in (own, *others) if all(name in self.locks for name in needs.locks)]
+        self._read_recorded(
+            dict.fromkeys(
+                needs.key
+                for needs in ready
+                if needs.key is not None and needs.key not in self.recorded and needs.key not in self.keys
             )
-            held += [position_of(row) for row in rows]
-        return held
+        )
+        self._read_positions(
+            dict.fromkeys(
+                key for needs in ready for key in needs.holdings if key not in self.touched and key not in self.seen
+            )
+        )
+        return True
+
+    def _read_recorded(self, keys: Collection[str]) -> None:
+        for chunk in _chunks(list(keys)):
+            self.recorded.update(dict.fromkeys(chunk))
+            rows = self.connection.sql.rows(
+                f"SELECT idempotency_key, entry FROM orders WHERE idempotency_key IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+            self.recorded.update((row[0], entry_from_dict(json.loads(row[1]))) for row in rows)
+
+    def _read_positions(self, keys: Collection[str]) -> None:
+        for chunk in _chunks(list(keys)):
+            self.seen.update(dict.fromkeys(chunk))
+            rows = self.connection.sql.rows(
+                "SELECT holding_key, username, strategy, instrument, order_id, opened_at FROM positions "
+                f"WHERE holding_key IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+            self.seen.update((row[0], position_of(row[1:])) for row in rows)
 
     def write_and_commit(self, scope: PositionScope) -> list[OrderLogEntry]:
         """Assign the sequences, write every order, trade and position change, and commit; blocks."""
@@ -150,6 +249,12 @@ class Batch:
             dataclasses.replace(position, opened_at=moved.get(position.order_id, position.opened_at))
             for _, position in still_open
         ]
+
+
+def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:
+    # Bounded statements: far below either database's limit on parameters.
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 def _sequenced(
@@ -238,37 +343,47 @@ class BatchWriter:
         """Write to ``store``."""
         self._store = store
         self.turn = asyncio.Lock()
+        # The orders waiting for their turn, oldest first: a batch reads for
+        # them while it reads for the order whose turn it is.
+        self.waiting: dict[OrderNeeds, None] = {}
         self._batch: Batch | None = None
 
-    async def join(self, locks: Sequence[str], key: str | None, read: Callable[[Batch], Done]) -> tuple[Batch, Done]:
-        """The open batch with ``locks`` taken, and what ``read`` read in it; the caller holds ``turn``."""
+    async def join(self, needs: OrderNeeds) -> Batch:
+        """The open batch, holding the locks of ``needs`` and having read what it needs; the caller holds ``turn``."""
         batch = self._batch
-        if batch is not None and key is not None and key in batch.keys:
+        if batch is not None and needs.key is not None and needs.key in batch.keys:
             # A retry of an order of this very batch must find it committed.
             await self.finish(batch)
             batch = None
         if batch is not None:
-            needed = [name for name in locks if name not in batch.locks]
+            if batch.covers(needs):
+                return batch
             try:
-                joined, found = await self._store.run_for_order(_lock_and_read, batch, needed, read)
+                joined = await self._store.run_for_order(
+                    functools.partial(batch.gather, wait=False), needs, self._others(needs)
+                )
             except BaseException as error:
                 await self._abandon(batch, error)
                 raise
             if joined:
-                batch.locks.update(needed)
-                return batch, cast(Done, found)  # joined: read() ran
+                return batch
             # Another process holds one of them: waiting for it while this
             # batch holds locks others may wait for could deadlock, so the batch
             # commits first and a new one waits holding nothing.
             await self.finish(batch)
         batch = await self._open()
         try:
-            done = await asyncio.to_thread(_wait_and_read, batch, list(locks), read)
+            await asyncio.to_thread(batch.gather, needs, self._others(needs), wait=True)
         except BaseException as error:
             await self._abandon(batch, error)
             raise
-        batch.locks.update(locks)
-        return batch, done
+        return batch
+
+    def _others(self, needs: OrderNeeds) -> list[OrderNeeds]:
+        # Taken just before the round trip: the orders that came while the batch opened are among them.
+        return [waiting for waiting in itertools.islice(self.waiting, _GATHERED + 1) if waiting is not needs][
+            :_GATHERED
+        ]
 
     async def _open(self) -> Batch:
         connection, last_received_at = await asyncio.to_thread(self._store.open_batch)
@@ -320,27 +435,10 @@ def _settle(batch: Batch, committing: asyncio.Future[list[OrderLogEntry]]) -> No
         batch.done.set_exception(_unavailable(error))
 
 
-def _lock_and_read(batch: Batch, needed: list[str], read: Callable[[Batch], Done]) -> tuple[bool, Done | None]:
-    if needed and not batch.connection.take_locks(needed, wait=False):
-        return False, None
-    return True, read(batch)
-
-
-def _wait_and_read(batch: Batch, locks: list[str], read: Callable[[Batch], Done]) -> Done:
-    batch.connection.take_locks(locks, wait=True)
-    return read(batch)
-
-
 def _unavailable(error: BaseException) -> StorageUnavailable:
     if isinstance(error, StorageUnavailable):
         return error
     return StorageUnavailable(f"the order was not recorded: {type(error).__name__}: {error}")
-
-
-def recorded_entry(sql: Sql, idempotency_key: str) -> OrderLogEntry | None:
-    """The committed entry recorded with ``idempotency_key``, if any."""
-    rows = sql.rows("SELECT entry FROM orders WHERE idempotency_key = ?", (idempotency_key,))
-    return entry_from_dict(json.loads(rows[0][0])) if rows else None
 
 
 def position_of(row: Sequence[Any]) -> Position:

@@ -20,9 +20,8 @@ from trading_orders.adapters.storage.sql_batches import (
     Batch,
     BatchConnection,
     BatchWriter,
-    order_locks,
+    order_needs,
     position_of,
-    recorded_entry,
 )
 from trading_orders.application.errors import InvalidCursor, StartupError
 from trading_orders.application.ports import StoreState
@@ -76,12 +75,19 @@ class SqlOrderTransaction:
     async def __aenter__(self) -> SqlOrderTransaction:
         """Join the open batch, take the order's locks and read what it needs."""
         writer = self._writer = self._store.batch_writer()
-        await writer.turn.acquire()
-        strategy, instrument, _ = self._what
-        locks = order_locks(self._store.scope, strategy, instrument, self._key)
-        entering = asyncio.ensure_future(writer.join(locks, self._key, self._read))
+        strategy, instrument, users = self._what
+        needs = order_needs(self._store.scope, strategy, instrument, users, self._key)
+        writer.waiting[needs] = None
         try:
-            self._batch, (self.recorded, held) = await asyncio.shield(entering)
+            await writer.turn.acquire()
+        except BaseException:
+            self._writer = None
+            raise
+        finally:
+            writer.waiting.pop(needs, None)
+        entering = asyncio.ensure_future(writer.join(needs))
+        try:
+            self._batch = await asyncio.shield(entering)
         except asyncio.CancelledError:
             # Its database work goes on; the next order's turn comes once it is done.
             entering.add_done_callback(lambda _: self._end_turn())
@@ -89,14 +95,10 @@ class SqlOrderTransaction:
         except BaseException:
             self._end_turn()
             raise
+        self.recorded, held = self._batch.read_for(needs)
         self.portfolio = PortfolioSlice(self._store.scope, held)
         self.last_received_at = self._batch.last_received_at
         return self
-
-    def _read(self, batch: Batch) -> tuple[OrderLogEntry | None, list[Position]]:
-        strategy, instrument, users = self._what
-        recorded = recorded_entry(batch.connection.sql, self._key) if self._key is not None else None
-        return recorded, batch.held(self._store.scope, users, strategy, instrument)
 
     def _end_turn(self) -> None:
         writer, self._writer = self._writer, None

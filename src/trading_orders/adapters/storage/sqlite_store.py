@@ -71,9 +71,12 @@ class _SqliteBatch:
         self._lock_fd = lock_fd
         self.sql = _SqliteSql(connection)
 
-    def take_locks(self, names: Sequence[str], *, wait: bool) -> bool:
+    def take_locks(self, names: Sequence[str]) -> None:
         """Nothing to take: the batch holds the database's write lock whole."""
-        return True
+
+    def try_locks(self, names: Sequence[str]) -> set[str]:
+        """All of them: the batch holds the database's write lock whole."""
+        return set(names)
 
     def take_sequence_lock(self) -> None:
         """Nothing to take: the batch holds the database's write lock whole."""
