@@ -32,7 +32,7 @@ class CheckpointPolicy:
 class Checkpointer:
     """Runs ``checkpoint`` on its own thread when the policy says it is time; a failure waits for the next.
 
-    A disk that refuses (StorageUnavailable) is expected: orders go on, the
+    A disk that refuses (StorageUnavailable, OSError) is expected: orders go on, the
     log holds them, and the next checkpoint tries again. Anything else is a
     bug whose consequences are unknown; the thread then stops serving
     (running() is False, the store refuses orders and /health says 503),
@@ -139,5 +139,6 @@ class Checkpointer:
                 if self._checkpoint():
                     logger.debug("checkpoint in %.3fs", time.perf_counter() - started)
                 self._failures_in_a_row = 0
-            except StorageUnavailable as error:
+            except (StorageUnavailable, OSError) as error:
+                # The disk's refusal, expected: the log holds every order.
                 logger.error("checkpoint failed (%s); orders go on, and the next checkpoint tries again", error)
