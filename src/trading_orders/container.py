@@ -10,6 +10,7 @@ from trading_orders.adapters.random_order_ids import RandomOrderIds
 from trading_orders.adapters.storage.postgres_store import open_postgres_store
 from trading_orders.adapters.storage.sql_order_store import SqlTradeReader, open_export_view
 from trading_orders.adapters.storage.sqlite_store import SqliteOrderStore
+from trading_orders.adapters.storage.tinydb_store.backoff import Backoff
 from trading_orders.adapters.storage.tinydb_store.checkpoints import CheckpointPolicy
 from trading_orders.adapters.storage.tinydb_store.resources import (
     open_memory_store,
@@ -37,13 +38,22 @@ class Container(containers.DeclarativeContainer):
     checkpoint_policy = providers.Singleton(
         CheckpointPolicy, every_orders=config.snapshot_every_orders, every_seconds=config.snapshot_every_seconds
     )
+    # How long the TinyDB store waits before retrying a failed rebuild or
+    # restarting a thread that failed: 0.1 s, doubling up to 5 s.
+    restarts = providers.Singleton(Backoff)
     # Resources are opened on first use and closed by shutdown_resources(), so
     # only the selected store ever takes its files' locks. The TinyDB store
     # owns its files, so it closes them after its last checkpoint.
     tinydb_store = providers.Resource(
-        open_tinydb_store, directory=config.data_dir, scope=config.position_scope, policy=checkpoint_policy
+        open_tinydb_store,
+        directory=config.data_dir,
+        scope=config.position_scope,
+        policy=checkpoint_policy,
+        restarts=restarts,
     )
-    memory_store = providers.Resource(open_memory_store, scope=config.position_scope, policy=checkpoint_policy)
+    memory_store = providers.Resource(
+        open_memory_store, scope=config.position_scope, policy=checkpoint_policy, restarts=restarts
+    )
     sqlite_store = providers.Singleton(SqliteOrderStore, directory=config.data_dir, scope=config.position_scope)
     postgres_store = providers.Resource(open_postgres_store, url=config.database_url, scope=config.position_scope)
     order_store = providers.Selector(

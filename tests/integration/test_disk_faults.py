@@ -1,4 +1,9 @@
-"""Disk faults under a real uvicorn: a full disk answers 503, keeps nothing half-written, and heals."""
+"""Disk faults under a real uvicorn: a full disk answers 503, keeps nothing half-written, and heals.
+
+Also what is not the disk's fault: a committer or checkpoint thread that
+fails unexpectedly is noticed (/health 503, orders 503 at once) and runs
+again, with nothing recorded lost or doubled.
+"""
 
 import builtins
 import errno
@@ -11,9 +16,11 @@ from typing import Any
 
 import pytest
 import requests
+from dependency_injector import providers
 
 from tests.support.threaded_server import ThreadedServer
-from trading_orders.bootstrap import create_app
+from trading_orders.adapters.storage.tinydb_store.backoff import Backoff
+from trading_orders.bootstrap import build_container, create_app
 from trading_orders.settings import Settings
 
 PROFILE = {"U1": {"S1": ["ACC", "INFY", "TCS"]}}
@@ -22,7 +29,7 @@ PROFILE = {"U1": {"S1": ["ACC", "INFY", "TCS"]}}
 class DiskFault:
     """Makes the OS calls that write one data file fail with ENOSPC, the way a full disk does."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, file_name: str) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, file_name: str, write_error: int = errno.ENOSPC) -> None:
         self.active = False
         self.fsync_failures = 0
         self._file_name = file_name
@@ -30,8 +37,8 @@ class DiskFault:
 
         def write(fd: int, data: bytes) -> int:
             if self.active and os.readlink(f"/proc/self/fd/{fd}").endswith(self._file_name):
-                real_write(fd, data[: len(data) // 2])  # half the line lands, then the disk is full
-                raise OSError(errno.ENOSPC, "No space left on device")
+                real_write(fd, data[: len(data) // 2])  # half the line lands, then the disk refuses the rest
+                raise OSError(write_error, os.strerror(write_error))
             return real_write(fd, data)
 
         def fsync(fd: int) -> None:
@@ -52,17 +59,24 @@ class DiskFault:
 
 
 @pytest.fixture
-def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], str]]:
-    """Start the real app under uvicorn in a thread on a free loopback port; returns its URL."""
+def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., str]]:
+    """Start the real app under uvicorn in a thread on a free loopback port; returns its URL.
+
+    ``restarts`` replaces the store's pauses before a retry or a restart.
+    """
     servers: list[ThreadedServer] = []
 
-    def start() -> str:
+    def start(restarts: Backoff | None = None) -> str:
         (tmp_path / "profile.json").write_text(json.dumps(PROFILE))
         monkeypatch.setenv("TRADING_ORDERS_DATA_DIR", str(tmp_path / "data"))
         monkeypatch.setenv("TRADING_ORDERS_PROFILE_PATH", str(tmp_path / "profile.json"))
         monkeypatch.setenv("TRADING_ORDERS_LOG_DIR", str(tmp_path / "logs"))
         monkeypatch.setenv("TRADING_ORDERS_SNAPSHOT_EVERY_ORDERS", "1")
-        server = ThreadedServer(create_app(Settings.from_environment(tmp_path)))
+        settings = Settings.from_environment(tmp_path)
+        container = build_container(settings)
+        if restarts is not None:
+            container.restarts.override(providers.Object(restarts))
+        server = ThreadedServer(create_app(settings, container))
         servers.append(server)
         return server.url
 
@@ -71,8 +85,8 @@ def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[
         server.stop()
 
 
-def buy(url: str, instrument: str) -> requests.Response:
-    body = {"STRATEGY": "S1", "INSTRUMENT": instrument, "POSITION": "BUY"}
+def buy(url: str, instrument: str, side: str = "BUY") -> requests.Response:
+    body = {"STRATEGY": "S1", "INSTRUMENT": instrument, "POSITION": side}
     return requests.post(f"{url}/create_order", json=body, timeout=10)
 
 
@@ -186,3 +200,111 @@ def test_a_failed_rebuild_after_a_failed_fsync_says_unhealthy_and_heals_without_
         time.sleep(0.05)
     assert buy(url, "TCS").json()["RESPONSE"] == "ACCEPTED"
     assert held(url) == ["ACC", "TCS"]
+
+
+def health(url: str) -> int:
+    return requests.get(f"{url}/health", timeout=5).status_code
+
+
+def await_health(url: str, wanted: int, seconds: float = 10) -> None:
+    """Poll /health until it answers ``wanted``; fails after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while health(url) != wanted:
+        assert time.monotonic() < deadline, f"/health did not answer {wanted} within {seconds}s"
+        time.sleep(0.01)
+
+
+def logged(tmp_path: Path) -> list[tuple[int, str, str]]:
+    """(sequence, instrument, side) of every line of the order log."""
+    lines = [json.loads(line) for line in (tmp_path / "data" / "order_log.jsonl").read_text().splitlines()]
+    return [(line["sequence"], line["instrument"], line["position"]) for line in lines]
+
+
+def test_a_failed_fsync_then_a_trade_log_that_fails_the_rebuild_says_503_and_heals_without_a_restart(
+    serve: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = serve()
+    assert buy(url, "ACC").json()["RESPONSE"] == "ACCEPTED"
+    trade_disk = DiskFault(monkeypatch, "trades.jsonl", write_error=errno.EIO)
+    trade_disk.active = True
+    # The SELL is in the order log, so it stands; its trades wait in memory.
+    assert buy(url, "ACC", "SELL").json()["RESPONSE"] == "ACCEPTED"
+    order_disk = DiskFault(monkeypatch, "order_log.jsonl")
+    order_disk.fsync_failures = 1
+    # The failed fsync drops INFY; rebuilding replays the SELL, whose trades
+    # the trade log still refuses: no positions, and a healer retrying.
+    assert buy(url, "INFY").status_code == 503
+    assert health(url) == 503
+    refused = buy(url, "TCS")
+    assert refused.status_code == 503 and "being rebuilt" in refused.json()["detail"], refused.json()
+    time.sleep(0.5)  # several retries fail meanwhile
+    assert health(url) == 503, "still broken: still unhealthy"
+    trade_disk.active = False
+    await_health(url, 200)
+    assert buy(url, "TCS").json()["RESPONSE"] == "ACCEPTED"
+    assert logged(tmp_path) == [(1, "ACC", "BUY"), (2, "ACC", "SELL"), (3, "TCS", "BUY")], "acknowledged, once each"
+    trades = [json.loads(line) for line in (tmp_path / "data" / "trades.jsonl").read_text().splitlines()]
+    assert [t["sequence"] for t in trades] == [2], "the SELL's trades, written once"
+    assert held(url) == ["TCS"]
+
+
+def test_a_committer_that_fails_unexpectedly_answers_503_at_once_says_so_and_serves_again(
+    serve: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = serve(Backoff(first=1.5, longest=1.5))
+    assert buy(url, "ACC").json()["RESPONSE"] == "ACCEPTED"
+    real_fsync = os.fsync
+    broken = {"on": True}
+
+    def fsync(fd: int) -> None:
+        # A bug in the committer, as the suspected race between its threads
+        # would raise; every flush meets it (a checkpoint's too) until the
+        # order is answered, so no flush can make INFY durable meanwhile.
+        if broken["on"] and os.readlink(f"/proc/self/fd/{fd}").endswith("order_log.jsonl"):
+            raise IndexError("pop from an empty deque")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    started = time.monotonic()
+    refused = buy(url, "INFY")
+    broken["on"] = False
+    assert refused.status_code == 503 and "failed (IndexError)" in refused.json()["detail"], refused.json()
+    assert health(url) == 503, "the committer is recovering: no order can be taken"
+    during = buy(url, "TCS")
+    # Restarting the committer, or rebuilding after the roll-back it made
+    # (the fault met that too): either way the store says why, and when.
+    assert during.status_code == 503 and "retry shortly" in during.json()["detail"], during.json()
+    assert time.monotonic() - started < 1.5, "answered at once, not after the restart"
+    await_health(url, 200)
+    assert buy(url, "TCS").json()["RESPONSE"] == "ACCEPTED"
+    assert logged(tmp_path) == [(1, "ACC", "BUY"), (2, "TCS", "BUY")]
+    assert held(url) == ["ACC", "TCS"]
+
+
+def test_a_checkpoint_thread_that_fails_unexpectedly_says_503_refuses_orders_and_runs_again(
+    serve: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = serve(Backoff(first=1.5, longest=1.5))
+    assert buy(url, "ACC").json()["RESPONSE"] == "ACCEPTED"
+    positions_file = tmp_path / "data" / "positions.json"
+    assert snapshot_sequence(positions_file, 1) == 1
+    real_replace = os.replace
+    broken = {"on": True}
+
+    def replace(source: str | Path, target: str | Path) -> None:
+        if broken["on"] and str(target).endswith("positions.json"):
+            raise IndexError("list index out of range")  # a bug, not a disk that refuses
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    # Durable before the checkpoint runs, so it stands.
+    assert buy(url, "INFY").json()["RESPONSE"] == "ACCEPTED"
+    await_health(url, 503, seconds=5)
+    refused = buy(url, "TCS")
+    assert refused.status_code == 503 and "restarting a thread" in refused.json()["detail"], refused.json()
+    broken["on"] = False
+    await_health(url, 200)
+    assert buy(url, "TCS").json()["RESPONSE"] == "ACCEPTED"
+    assert snapshot_sequence(positions_file, 3) == 3, "the restarted thread checkpoints again"
+    assert logged(tmp_path) == [(1, "ACC", "BUY"), (2, "INFY", "BUY"), (3, "TCS", "BUY")]
+    assert held(url) == ["ACC", "INFY", "TCS"]

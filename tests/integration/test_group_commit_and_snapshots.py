@@ -288,7 +288,11 @@ def test_an_unexpected_error_in_the_committer_answers_its_batch_and_orders_go_on
     refused = asyncio.run(place_one("I01"))
     assert isinstance(refused, StorageUnavailable), refused
     assert "commit failed" in str(refused)
-    assert opened.store.state().reachable, "the store takes orders again"
+    # The committer rolled back, answered, and serves again after a pause.
+    deadline = time.monotonic() + 10
+    while not opened.store.state().reachable:
+        assert time.monotonic() < deadline, "the store did not take orders again"
+        time.sleep(0.01)
     later = asyncio.run(place_one("I02"))
     assert isinstance(later, PlacedOrder)
     assert [e.sequence for e in opened.log.entries_after(0)] == [first.sequence, later.entry.sequence] == [1, 2]

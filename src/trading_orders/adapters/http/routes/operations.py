@@ -21,13 +21,13 @@ router = APIRouter()
     "/health",
     response_model=HealthAnswer,
     summary="Is the service taking orders?",
-    responses={503: {"model": HealthAnswer, "description": "The order log cannot take orders."}},
+    responses={503: {"model": HealthAnswer, "description": "An order cannot be taken now."}},
 )
 @inject
 def health(
     response: Response, service: Annotated[OrderService, Depends(Provide[Container.order_service])]
 ) -> HealthAnswer:
-    """Answers ok once the service has recovered its state and its order log can take orders."""
+    """Answers ok exactly while an order could be taken now; 503 while the store refuses or heals."""
     state = service.health()
     ok = state.ready and state.store_reachable
     if not ok:

@@ -8,6 +8,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 
+from trading_orders.adapters.storage.tinydb_store.backoff import Backoff
 from trading_orders.application.errors import StorageUnavailable
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,20 @@ class GroupCommit:
 
     Event loops await durable(); a committer thread flushes for them and
     settles each loop's futures of a batch with one call into that loop.
+
+    An unexpected error in the committer (a bug such as an IndexError, a
+    SystemExit raised in a flush) is not survived in place: whatever it
+    interrupted may have left the in-memory state ahead of the disk. The
+    committer is restarted rather than the process stopped, because the
+    store can rebuild that state safely from what the disk vouches for:
+    roll_back() cuts the log back to its last durable entry and rebuilds
+    the positions from the snapshot and the log. So the committer stops
+    serving (running() is False, the store refuses orders and /health says
+    503), rolls back, answers every order it holds or that waits (durable
+    ones as recorded, the others 503), pauses as ``restarts`` says (a bug
+    that recurs at every flush must not spin) and serves again. Should even
+    the roll-back fail, the orders are answered 503 as in doubt and the
+    roll-back is retried until it succeeds; only then are orders taken.
     """
 
     def __init__(
@@ -39,18 +54,29 @@ class GroupCommit:
         flush: Callable[[], None],
         is_durable: Callable[[int], bool],
         roll_back: Callable[[StorageUnavailable], None],
+        restarts: Backoff | None = None,
     ) -> None:
-        """Flush with ``flush``, ask ``is_durable``, and drop doubtful entries with ``roll_back``."""
+        """Flush with ``flush``, ask ``is_durable``, drop doubtful entries with ``roll_back``; see ``restarts``."""
         self._flush = flush
         self._is_durable = is_durable
         self._roll_back = roll_back
+        self._restarts = restarts or Backoff()
         self._condition = threading.Condition()
         self._flushing = False
         self._epoch = 0
         self._ended: dict[int, tuple[int, StorageUnavailable]] = {}
         self._awaiting: list[_Awaiting] = []
+        # The batch the committer has taken and not answered yet: should the
+        # committer fail, these orders are still answered.
+        self._in_hand: list[_Awaiting] = []
         self._committer: threading.Thread | None = None
         self._stopping = False
+        self._stopped = threading.Event()
+        # False from an unexpected error in the committer until it serves again.
+        self._serving = False
+        self._failures_in_a_row = 0
+        # The error the committer is recovering from, until its roll-back succeeded.
+        self._unrecovered: StorageUnavailable | None = None
 
     @property
     def epoch(self) -> int:
@@ -67,21 +93,37 @@ class GroupCommit:
         """Start the committer thread that flushes for event loops."""
         if self._committer is None:
             self._stopping = False
+            self._stopped.clear()
             self._start_committer()
 
     def _start_committer(self) -> None:
-        self._committer = threading.Thread(target=self._commit_loop, name="group-commit", daemon=True)
+        self._serving = self._unrecovered is None
+        self._committer = threading.Thread(target=self._serve, name="group-commit", daemon=True)
         self._committer.start()
+
+    @property
+    def serving(self) -> bool:
+        """False while the committer recovers from an unexpected error: an order written now may wait on it."""
+        return self._serving
+
+    def revive(self) -> None:
+        """Start a new committer if the thread has ended while it should run (it outlives errors, so rarely)."""
+        with self._condition:
+            committer = self._committer
+            if committer is not None and not committer.is_alive() and not self._stopping:
+                logger.critical("the group-commit thread had stopped; starting a new one")
+                self._start_committer()
 
     def running(self) -> bool:
         """True while the committer thread is there to answer orders."""
         committer = self._committer
-        return committer is not None and committer.is_alive()
+        return self._serving and committer is not None and committer.is_alive()
 
     def stop(self) -> None:
         """Answer every order still waiting, then stop the committer thread."""
         with self._condition:
             self._stopping = True
+            self._stopped.set()
             self._condition.notify_all()
         if self._committer is not None:
             self._committer.join()
@@ -95,15 +137,17 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._condition:
+            if not self._serving and epoch != self._epoch:
+                # Written before a committer failure that has rolled back
+                # already: the answer is known, no committer is needed.
+                self._raise_if_dropped(sequence, epoch)
+                return
             self._awaiting.append((sequence, epoch, loop, future))
             self._condition.notify_all()
-            committer = self._committer
-            if committer is not None and not committer.is_alive() and not self._stopping:
-                # _commit_loop outlives any error of a flush; should it end
-                # anyway, the orders waiting are still in _awaiting, and a new
-                # committer answers them.
-                logger.critical("the group-commit thread had stopped; starting a new one")
-                self._start_committer()
+            # _serve outlives any error of the commit loop; should the thread
+            # end anyway, the orders waiting are still in _awaiting and
+            # _in_hand, and a new committer answers them.
+            self.revive()
         await future
 
     def wait(self, ticket: Ticket) -> None:
@@ -137,6 +181,80 @@ class GroupCommit:
         if sequence > survived:
             raise StorageUnavailable(str(error))
 
+    def _serve(self) -> None:
+        """Run the commit loop until stopped; after an unexpected error, recover and run it again."""
+        while True:
+            # A committer started in place of one that ended while recovering
+            # finishes that recovery first.
+            error = self._unrecovered
+            if error is None:
+                try:
+                    self._commit_loop()
+                    return
+                except BaseException as unexpected:
+                    # Whatever it is, this thread must outlive it: the orders it
+                    # holds and every later order wait on it for their answers.
+                    self._serving = False
+                    self._failures_in_a_row += 1
+                    logger.critical("the group-commit thread failed unexpectedly; recovering", exc_info=True)
+                    error = StorageUnavailable(f"the order log's commit failed ({type(unexpected).__name__})")
+                    self._unrecovered = error
+            if not self._recover(error):
+                return
+            self._unrecovered = None
+            self._serving = True
+            logger.warning("the group-commit thread serves again")
+
+    def _recover(self, error: StorageUnavailable) -> bool:
+        """Roll back to what the disk vouches for, answer every order held, pause; False once stopping."""
+        rolled_back = self._try_roll_back(error)
+        self._answer_held(
+            error
+            if rolled_back
+            else StorageUnavailable(
+                f"{error} and could not be undone yet: whether the order was recorded is known once the store "
+                "takes orders again; retry it with its Idempotency-Key"
+            )
+        )
+        failures = 1
+        while not rolled_back:
+            if self._stopped.wait(self._restarts.pause(failures)):
+                return False
+            rolled_back = self._try_roll_back(error)
+            failures += 1
+        # Answered once more: orders that arrived while the roll-back failed.
+        self._answer_held(error)
+        return not self._stopped.wait(self._restarts.pause(self._failures_in_a_row))
+
+    def _try_roll_back(self, error: StorageUnavailable) -> bool:
+        # As the one flushing: a flush another thread runs (wait() from a
+        # read or a checkpoint) must not sync the log while it is cut back.
+        with self._condition:
+            while self._flushing:
+                self._condition.wait()
+            self._flushing = True
+        try:
+            self._roll_back(error)
+        except BaseException:
+            logger.critical("rolling back after the group-commit failure failed too; retrying", exc_info=True)
+            return False
+        finally:
+            with self._condition:
+                self._flushing = False
+                self._condition.notify_all()
+        return True
+
+    def _answer_held(self, error: StorageUnavailable) -> None:
+        """Answer the batch in hand and every order waiting: durable ones as recorded, the rest ``error``."""
+        with self._condition:
+            held, self._in_hand, self._awaiting = self._in_hand + self._awaiting, [], []
+            settled: dict[asyncio.AbstractEventLoop, list[Outcome]] = defaultdict(list)
+            for sequence, epoch, loop, future in held:
+                ended = self._ended.get(epoch)
+                durable = sequence <= ended[0] if ended is not None else self._is_durable(sequence)
+                settled[loop].append((future, None if durable else error))
+        _dispatch(settled)
+
     def _commit_loop(self) -> None:
         """Flush for the awaited entries, a batch per flush: the orders that arrive meanwhile form the next."""
         while True:
@@ -145,19 +263,13 @@ class GroupCommit:
                     self._condition.wait()
                 if not self._awaiting:
                     return
-                batch, self._awaiting = self._awaiting, []
-            try:
-                settled = self._settled(batch)
-            except BaseException as unexpected:
-                # Whatever it is (a bug, a SystemExit raised in a flush), this
-                # thread must outlive it: the batch's orders wait on it for
-                # their answers, and so does every later order.
-                settled = self._failed(batch, unexpected)
-            for loop, outcomes in settled.items():
-                try:
-                    loop.call_soon_threadsafe(_settle, outcomes)
-                except RuntimeError:
-                    logger.warning("an event loop closed with %d orders awaiting their answers", len(outcomes))
+                self._in_hand, self._awaiting = self._awaiting, []
+                batch = self._in_hand
+            settled = self._settled(batch)
+            with self._condition:
+                self._in_hand = []
+            _dispatch(settled)
+            self._failures_in_a_row = 0
 
     def _settled(self, batch: list[_Awaiting]) -> dict[asyncio.AbstractEventLoop, list[Outcome]]:
         """Each awaited entry's outcome, by event loop: None once durable, else the error that dropped it."""
@@ -171,27 +283,14 @@ class GroupCommit:
                 settled[loop].append((future, error))
         return settled
 
-    def _failed(
-        self, batch: list[_Awaiting], unexpected: BaseException
-    ) -> dict[asyncio.AbstractEventLoop, list[Outcome]]:
-        """Answer a batch that met an unexpected error as a failed flush: drop what the disk did not vouch for."""
-        logger.exception("the group commit failed unexpectedly; the orders not yet durable are dropped")
-        error = StorageUnavailable(f"the order log's commit failed ({type(unexpected).__name__})")
+
+def _dispatch(settled: dict[asyncio.AbstractEventLoop, list[Outcome]]) -> None:
+    """Settle each event loop's futures with one call into that loop."""
+    for loop, outcomes in settled.items():
         try:
-            self._roll_back(error)
-        except Exception:
-            logger.exception("the roll-back after the failed group commit failed too")
-            error = StorageUnavailable(
-                f"the order log's commit failed ({type(unexpected).__name__}) and could not be undone: "
-                "whether the order was recorded is known only after a restart"
-            )
-        settled: dict[asyncio.AbstractEventLoop, list[Outcome]] = defaultdict(list)
-        for sequence, epoch, loop, future in batch:
-            # The roll-back ended the epoch at the last entry the disk vouched for.
-            ended = self._ended.get(epoch)
-            durable = ended is not None and sequence <= ended[0]
-            settled[loop].append((future, None if durable else error))
-        return settled
+            loop.call_soon_threadsafe(_settle, outcomes)
+        except RuntimeError:
+            logger.warning("an event loop closed with %d orders awaiting their answers", len(outcomes))
 
 
 def _settle(outcomes: list[Outcome]) -> None:

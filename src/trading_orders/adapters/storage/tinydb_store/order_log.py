@@ -207,7 +207,8 @@ class JsonLinesOrderLog:
 
     def find_by_idempotency_key(self, key: str) -> OrderLogEntry | None:
         """The entry written with idempotency key ``key``, if any: from memory, else one index lookup."""
-        offset = self._offsets_by_key.get(key)
+        with self._memory:
+            offset = self._offsets_by_key.get(key)
         if offset is None:
             offset = self._lookup(self._index.offset_of_key, key)
         return None if offset is None else entry_from_dict(self._file.read_at(offset))
@@ -222,7 +223,8 @@ class JsonLinesOrderLog:
 
     def find_by_order_id(self, order_id: str) -> OrderLogEntry | None:
         """The durable entry of order ``order_id``: from memory, else one index lookup."""
-        offset = self._offsets_by_order.get(order_id)
+        with self._memory:
+            offset = self._offsets_by_order.get(order_id)
         if offset is None:
             offset = self._lookup(self._index.offset_of_order, order_id)
         if offset is None or offset >= self._file.visible_size:

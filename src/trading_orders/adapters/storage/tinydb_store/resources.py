@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from trading_orders.adapters.storage.tinydb_store.backoff import Backoff
 from trading_orders.adapters.storage.tinydb_store.checkpoints import CheckpointPolicy
 from trading_orders.adapters.storage.tinydb_store.memory import (
     InMemoryOrderLog,
@@ -20,7 +21,9 @@ from trading_orders.application.ports import OrderLogReader
 from trading_orders.domain.model import Position, PositionScope
 
 
-def open_tinydb_store(directory: Path, scope: PositionScope, policy: CheckpointPolicy) -> Iterator[TinyDBOrderStore]:
+def open_tinydb_store(
+    directory: Path, scope: PositionScope, policy: CheckpointPolicy, restarts: Backoff | None = None
+) -> Iterator[TinyDBOrderStore]:
     """The TinyDB store over the files in ``directory``; at shutdown a last checkpoint, then the files close."""
     snapshots = TinyDBPositionStore(directory)
     try:
@@ -28,7 +31,7 @@ def open_tinydb_store(directory: Path, scope: PositionScope, policy: CheckpointP
         try:
             trade_log = JsonLinesTradeLog(directory)
             try:
-                store = TinyDBOrderStore(snapshots, order_log, trade_log, scope, policy)
+                store = TinyDBOrderStore(snapshots, order_log, trade_log, scope, policy, restarts)
                 try:
                     yield store
                 finally:
@@ -41,9 +44,11 @@ def open_tinydb_store(directory: Path, scope: PositionScope, policy: CheckpointP
         snapshots.close()
 
 
-def open_memory_store(scope: PositionScope, policy: CheckpointPolicy) -> Iterator[TinyDBOrderStore]:
+def open_memory_store(
+    scope: PositionScope, policy: CheckpointPolicy, restarts: Backoff | None = None
+) -> Iterator[TinyDBOrderStore]:
     """The TinyDB store's machinery over lists in memory: nothing survives the process."""
-    store = TinyDBOrderStore(InMemoryPositionStore(), InMemoryOrderLog(), InMemoryTradeLog(), scope, policy)
+    store = TinyDBOrderStore(InMemoryPositionStore(), InMemoryOrderLog(), InMemoryTradeLog(), scope, policy, restarts)
     try:
         yield store
     finally:

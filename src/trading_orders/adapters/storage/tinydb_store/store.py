@@ -8,6 +8,7 @@ from collections.abc import Collection
 from datetime import datetime
 from types import TracebackType
 
+from trading_orders.adapters.storage.tinydb_store.backoff import Backoff
 from trading_orders.adapters.storage.tinydb_store.checkpoints import Checkpointer, CheckpointPolicy
 from trading_orders.adapters.storage.tinydb_store.group_commit import GroupCommit, Ticket
 from trading_orders.adapters.storage.tinydb_store.parts import OrderLog, PositionSnapshots, StoredPositions, TradeLog
@@ -19,11 +20,6 @@ from trading_orders.domain.model import OrderLogEntry, Position, PositionScope
 from trading_orders.domain.portfolio import Portfolio, PortfolioSlice
 
 logger = logging.getLogger(__name__)
-
-# After a failed rebuild, the first retry comes this soon; each later one waits
-# twice as long, up to the longest pause.
-HEAL_FIRST_PAUSE = 0.1
-HEAL_LONGEST_PAUSE = 10.0
 
 
 class TinyDBOrderStore:
@@ -42,6 +38,14 @@ class TinyDBOrderStore:
     orders or seconds, by a background thread: the cost of an order does not
     grow with the number of open positions. recover() loads the snapshot and
     replays the log after it.
+
+    The store takes an order only while it can answer it: positions loaded,
+    the committer and checkpoint threads serving, the log's file reachable;
+    state() says so for /health. A failed fsync whose rebuild fails too
+    leaves no positions: a healer thread retries the rebuild, waiting as
+    ``restarts`` says, until it succeeds. A thread that fails unexpectedly
+    is restarted after the same kind of pause (see GroupCommit and
+    Checkpointer); meanwhile orders are answered 503.
     """
 
     def __init__(
@@ -51,8 +55,9 @@ class TinyDBOrderStore:
         trade_log: TradeLog,
         scope: PositionScope,
         policy: CheckpointPolicy | None = None,
+        restarts: Backoff | None = None,
     ) -> None:
-        """Serve orders over these three parts, holding positions under ``scope``."""
+        """Serve orders over these three parts, holding positions under ``scope``; retry failures per ``restarts``."""
         self._snapshots = snapshots
         self._order_log = order_log
         self._trade_log = trade_log
@@ -65,10 +70,12 @@ class TinyDBOrderStore:
         self._last_received_at: datetime | None = None
         self._snapshot_sequence = 0
         self._trades = TradeQueue()
-        self._commits = GroupCommit(self._flush, self._is_durable, self._roll_back)
+        self._restarts = restarts or Backoff()
+        self._commits = GroupCommit(self._flush, self._is_durable, self._roll_back, self._restarts)
         self._healer: threading.Thread | None = None
+        self._heal_error: StorageUnavailable | None = None
         self._closing = threading.Event()
-        self._checkpoints = Checkpointer(policy or CheckpointPolicy(), self.checkpoint)
+        self._checkpoints = Checkpointer(policy or CheckpointPolicy(), self.checkpoint, self._restarts)
 
     @property
     def order_log(self) -> OrderLog:
@@ -152,17 +159,30 @@ class TinyDBOrderStore:
     def _roll_back(self, error: StorageUnavailable) -> None:
         """Drop every entry the failed flush could not vouch for, and rebuild the portfolio without them."""
         with self._lock:
+            # First: a roll-back that fails half-way must leave a store that
+            # refuses orders (and says so), never one that serves positions
+            # holding entries the disk no longer has.
+            self._portfolio = None
+            self._heal_error = error
             survived = self._order_log.durable_sequence()
             self._commits.end_epoch(survived, error)
-            self._order_log.roll_back(error)
-            self._trades.drop_after(survived)
             logger.error("the order log could not be synced (%s); orders after #%d were dropped", error, survived)
-            self._portfolio = None
             try:
-                self._rebuild()
-            except (StorageUnavailable, OSError) as rebuild_error:
+                self._undo_and_rebuild(error)
+            except Exception as rebuild_error:
                 logger.critical("cannot rebuild positions after a failed sync (%s); retrying", rebuild_error)
-                self._start_healing()
+                self._start_healing(error)
+
+    def _undo_and_rebuild(self, error: StorageUnavailable) -> None:
+        """Cut the logs back to the last durable entry and rebuild the portfolio; the caller holds the lock.
+
+        Safe to repeat: no entry becomes durable while there is no portfolio,
+        so each try cuts back to the same place.
+        """
+        survived = self._order_log.durable_sequence()
+        self._order_log.roll_back(error)
+        self._trades.drop_after(survived)
+        self._rebuild()
 
     def _rebuild(self) -> None:
         """Rebuild the portfolio from the snapshot and the log; the caller holds the lock."""
@@ -175,26 +195,33 @@ class TinyDBOrderStore:
         # that fails would say the store serves while nothing heals it.
         self._portfolio, self._last_received_at = portfolio, newest
 
-    def _start_healing(self) -> None:
+    def _start_healing(self, error: StorageUnavailable) -> None:
+        self._heal_error = error
         if self._healer is None or not self._healer.is_alive():
             self._healer = threading.Thread(target=self._heal, name="rebuild-positions", daemon=True)
             self._healer.start()
 
     def _heal(self) -> None:
-        """Retry the rebuild, waiting longer each time, until the store serves orders again or closes."""
-        pause = HEAL_FIRST_PAUSE
-        while not self._closing.wait(pause):
+        """Retry the roll-back and rebuild, waiting longer each time, until the store serves orders or closes."""
+        failures = 1
+        while not self._closing.wait(self._restarts.pause(failures)):
             with self._lock:
                 if self._portfolio is not None:
                     return
                 try:
-                    self._rebuild()
-                except (StorageUnavailable, OSError) as error:
-                    logger.error("positions still cannot be rebuilt (%s); next try in %.1fs", error, pause * 2)
+                    self._undo_and_rebuild(self._heal_error or StorageUnavailable("a failed rebuild"))
+                except Exception as error:
+                    # Any error, not only the disk's: a healer that dies leaves
+                    # a store that refuses orders forever.
+                    failures += 1
+                    logger.error(
+                        "positions still cannot be rebuilt (%s); next try in %.1fs",
+                        error,
+                        self._restarts.pause(failures),
+                    )
                 else:
                     logger.warning("positions rebuilt from the snapshot and the log; taking orders again")
                     return
-            pause = min(pause * 2, HEAL_LONGEST_PAUSE)
 
     def _newest_received_at(self) -> datetime | None:
         newest = next(self._order_log.newest_first(), None)
@@ -222,7 +249,14 @@ class TinyDBOrderStore:
         # metrics update must not queue behind orders.
         portfolio = self._portfolio
         held = len(portfolio) if portfolio is not None else 0
-        takes_orders = portfolio is not None and self._commits.running() and self._order_log.reachable()
+        takes_orders = (
+            portfolio is not None
+            and self._commits.running()
+            and self._checkpoints.running()
+            and self._order_log.reachable()
+        )
+        if not takes_orders:
+            self._revive()
         return StoreState(self._order_log.durable_sequence(), held, takes_orders)
 
     def checkpoint(self) -> bool:
@@ -257,11 +291,29 @@ class TinyDBOrderStore:
             logger.error("last checkpoint failed (%s); the next start replays the log after the previous one", error)
 
     def _ready(self) -> Portfolio:
+        """The portfolio, while the store can answer an order; else the 503 saying why not."""
         if self._portfolio is None:
-            if self._healer is not None:
+            if self._heal_error is not None:
+                self._revive()
                 raise StorageUnavailable("the positions are being rebuilt after a disk failure; retry shortly")
             raise ServiceNotStarted("the order store has not been recovered")
+        if not (self._commits.serving and self._checkpoints.serving):
+            # An order taken now would wait on a thread that is recovering
+            # from an unexpected error, or run past the last checkpoint's care.
+            self._revive()
+            raise StorageUnavailable("the order store is restarting a thread after an unexpected error; retry shortly")
         return self._portfolio
+
+    def _revive(self) -> None:
+        """Start again a thread that should be running and has ended (its own recovery failed): never wait forever."""
+        if self._closing.is_set():
+            return
+        self._commits.revive()
+        self._checkpoints.revive()
+        healer = self._healer
+        if self._portfolio is None and self._heal_error is not None and (healer is None or not healer.is_alive()):
+            logger.critical("the rebuild thread had stopped; starting a new one")
+            self._start_healing(self._heal_error)
 
 
 # What _begin hands out: the entry recorded with the key, the slice, the newest received time.

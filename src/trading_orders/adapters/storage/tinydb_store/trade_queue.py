@@ -14,7 +14,14 @@ logger = logging.getLogger(__name__)
 
 
 class TradeQueue:
-    """The trades of SELLs not yet in the trade log, oldest first; safe to share between threads."""
+    """The trades of SELLs not yet in the trade log, oldest first; safe to share between threads.
+
+    The event loop adds, a flush (the committer's, or a read's or a
+    checkpoint's wait) writes and pops, a roll-back or a rebuild drops, and
+    is_durable() peeks, from whichever thread: every read and change of the
+    deque is under its lock, so no thread sees it half-changed or pops from
+    it empty (an IndexError there would end the committer).
+    """
 
     def __init__(self) -> None:
         """Start empty."""
@@ -46,7 +53,11 @@ class TradeQueue:
                 logger.error("trades of order #%d could not be written yet (%s); they stay queued", sequence, error)
                 return
             with self._lock:
-                self._queue.popleft()
+                # Between the peek and now, a rebuild on another thread (the
+                # healer) may have dropped what the trade log already holds:
+                # pop only the entry just written, never a later SELL's.
+                if self._queue and self._queue[0][0] == sequence:
+                    self._queue.popleft()
 
     def drop_after(self, sequence: int) -> None:
         """Forget the trades of SELLs after ``sequence``: their log entries were dropped."""
