@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import gc
+import ipaddress
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -79,14 +80,53 @@ def create_app(settings: Settings, container: Container | None = None) -> ASGIAp
     return api.build_api(lifespan, container.order_service(), settings.api_key)
 
 
-def create_app_or_exit(source: Path | Settings) -> ASGIApp:
-    """The app for ``source``: settings, or a project root to read them for; on a start-up problem, one line, exit 1."""
+def create_app_or_exit(source: Path | Settings, host: str | None = None) -> ASGIApp:
+    """The app for ``source``: settings, or a project root to read them for; on a start-up problem, one line, exit 1.
+
+    ``host``, the address the app will be served on if known, is checked by warn_if_exposed.
+    """
     try:
         settings = source if isinstance(source, Settings) else Settings.from_environment(source)
-        return create_app(settings)
+        app = create_app(settings)
+        if host is not None:
+            warn_if_exposed(host, settings.api_key)
+        return app
     except StartupError as error:
         if logging.getLogger().handlers:
             logger.critical("cannot start: %s", error)
         else:
             print(f"trading-orders: cannot start: {error}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def warn_if_exposed(host: str, api_key: str | None) -> None:
+    """Log a WARNING when ``host`` takes connections from other machines and no API key guards the service."""
+    if api_key or _is_loopback(host):
+        return
+    logger.warning(
+        "serving on %s without an API key: anyone who can reach this address can place orders and reload "
+        "the profile; set TRADING_ORDERS_API_KEY, or serve on 127.0.0.1",
+        host or "every address",
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name, or "" for every address: assume others can reach it
+
+
+def uvicorn_host(argv: list[str], environment: Mapping[str, str]) -> str | None:
+    """The address ``uvicorn ... --host`` serves on, read from its command line; None for a socket or descriptor."""
+    host = environment.get("UVICORN_HOST", "127.0.0.1")
+    for number, argument in enumerate(argv):
+        if argument in ("--uds", "--fd") or argument.startswith(("--uds=", "--fd=")):
+            return None
+        if argument == "--host" and number + 1 < len(argv):
+            host = argv[number + 1]
+        elif argument.startswith("--host="):
+            host = argument.removeprefix("--host=")
+    return host

@@ -57,7 +57,7 @@ def run_verify(settings: Settings) -> int:
 
 def run_serve(settings: Settings, host: str, port: int) -> int:
     """Serve until SIGTERM or SIGINT, drain the orders in flight, close the stores, and return 0."""
-    app = create_app_or_exit(settings)
+    app = create_app_or_exit(settings, host)
     stopped_by: list[int] = []
 
     def note_stop(signal_number: int, frame: FrameType | None) -> None:

@@ -38,7 +38,7 @@ def test_reload_takes_a_valid_profile_and_keeps_every_position(service_factory: 
     with service_factory(PROFILE) as service:
         buy(service.base_url, "S1", "ACC")
         (tmp_path / "user_profile.json").write_text(json.dumps({"U1": {"S1": ["ACC"]}, "U3": {"S3": ["ITC"]}}))
-        answer = requests.post(f"{service.base_url}/admin/reload-profile", timeout=5)
+        answer = requests.post(f"{service.base_url}/admin/reload-profile", json={}, timeout=5)
         assert answer.status_code == 200 and answer.json()["reloaded"] is True
         assert [p["user"] for p in answer.json()["positions_outside_profile"]] == ["U2"]
         listed = {u["user"] for u in requests.get(f"{service.base_url}/users", timeout=5).json()["users"]}
@@ -52,7 +52,7 @@ def test_reload_takes_a_valid_profile_and_keeps_every_position(service_factory: 
 def test_an_invalid_profile_is_refused_and_the_old_one_stays(service_factory: ServiceFactory, tmp_path: Path) -> None:
     with service_factory(PROFILE) as service:
         (tmp_path / "user_profile.json").write_text('{"U1": {"S1": []}}')
-        answer = requests.post(f"{service.base_url}/admin/reload-profile", timeout=5)
+        answer = requests.post(f"{service.base_url}/admin/reload-profile", json={}, timeout=5)
         assert answer.status_code == 422 and answer.json()["reloaded"] is False
         assert "universe is empty" in answer.json()["detail"] and "previous profile stays" in answer.json()["detail"]
         assert {u["user"] for u in requests.get(f"{service.base_url}/users", timeout=5).json()["users"]} == {

@@ -50,15 +50,20 @@ class JsonProfileSource:
             raw = self._path.read_bytes()
         except FileNotFoundError:
             raise ProfileUnavailable(
-                f"profile file {self._path} does not exist: run Scripts/Generate_User_Profile.py to create it"
+                f"profile file {self._path} does not exist: run Scripts/Generate_User_Profile.py to create it",
+                "the profile file does not exist",
             ) from None
         except OSError as error:
-            raise ProfileUnavailable(f"profile file {self._path} cannot be read: {error.strerror}") from error
+            raise ProfileUnavailable(
+                f"profile file {self._path} cannot be read: {error.strerror}", "the profile file cannot be read"
+            ) from error
         try:
             data = json.loads(raw, object_pairs_hook=_Pairs)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ProfileUnavailable(f"profile file {self._path} is not valid JSON: {error}") from None
+            raise ProfileUnavailable(
+                f"profile file {self._path} is not valid JSON: {error}", f"the profile file is not valid JSON: {error}"
+            ) from None
         try:
             return Profile(_as_profile_mapping(data))
         except InvalidProfile as error:
-            raise ProfileUnavailable(f"profile file {self._path}: {error}") from None
+            raise ProfileUnavailable(f"profile file {self._path}: {error}", f"the profile file: {error}") from None

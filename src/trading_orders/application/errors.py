@@ -24,6 +24,11 @@ class StartupError(Exception):
 class ProfileUnavailable(StartupError):
     """The profile file is missing or does not describe a valid profile."""
 
+    def __init__(self, message: str, problem: str = "the profile file cannot be used") -> None:
+        """``message`` names the file, for the operator; ``problem`` says what is wrong without paths or OS text."""
+        super().__init__(message)
+        self.problem = problem
+
 
 class CorruptStore(StartupError):
     """A data file cannot be read as written by this service; the message names the file and place."""

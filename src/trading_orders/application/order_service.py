@@ -122,7 +122,7 @@ class OrderService:
         runners = profile.runners_of(order.strategy)
         async with self._store.transaction(order.strategy, order.instrument, runners, idempotency_key) as transaction:
             if transaction.recorded is not None:
-                return _replay(transaction.recorded, order, idempotency_key)
+                return _replay(transaction.recorded, order)
             portfolio = transaction.portfolio
             portfolio.apply(portfolio.decide(order, profile, self._order_ids.next_id(), self._received_at(transaction)))
             entry = await transaction.commit()
@@ -201,12 +201,24 @@ def _outside(profile: Profile, positions: list[Position]) -> tuple[Position, ...
     return tuple(p for p in positions if p.strategy not in profile.users.get(p.user, {}))
 
 
-def _replay(recorded: OrderLogEntry, order: Order, key: str | None) -> PlacedOrder:
+def _replay(recorded: OrderLogEntry, order: Order) -> PlacedOrder:
     if recorded.decision.order != order:
+        # The recorded order may be another client's: its id and content go
+        # to the log, never into the answer.
         first = recorded.decision.order
+        logger.info(
+            "idempotency key reused: order %s (%s %s %s) was recorded under it, %s %s %s refused",
+            recorded.decision.order_id,
+            first.strategy,
+            first.instrument,
+            first.side.value,
+            order.strategy,
+            order.instrument,
+            order.side.value,
+        )
         raise IdempotencyKeyReused(
-            f"Idempotency-Key {key!r} was first used for order {recorded.decision.order_id} "
-            f"({first.strategy} {first.instrument} {first.side.value}); a retry must repeat that order"
+            "this Idempotency-Key was already used for a different order; "
+            "a retry must repeat its order exactly, or send a new key"
         )
     logger.info("order %s replayed for a retry with its idempotency key", recorded.decision.order_id)
     return PlacedOrder(recorded, replayed=True)

@@ -9,7 +9,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp
 
 from trading_orders.adapters.http.middleware import ApiKeyGuard, BodySizeLimit, RequestLog
-from trading_orders.adapters.http.order_ingress import OrderIngress
+from trading_orders.adapters.http.order_ingress import IdempotencyScope, OrderIngress
 from trading_orders.adapters.http.problems import answer_failures
 from trading_orders.adapters.http.routes import operations, orders, positions, profiles, trades
 from trading_orders.application.order_service import OrderService
@@ -38,7 +38,11 @@ def build_api(lifespan: Lifespan, service: OrderService, api_key: str | None = N
     answer_failures(app)
     for module in ROUTE_MODULES:
         app.include_router(module.router)
-    served: ASGIApp = OrderIngress(app, service, app.exception_handlers, orders.MAX_BODY_BYTES)
+    # Both paths of POST /create_order, the ingress and the FastAPI route,
+    # record a client's Idempotency-Key under the API key it came with.
+    keys = IdempotencyScope(api_key or None)
+    app.state.idempotency_scope = keys
+    served: ASGIApp = OrderIngress(app, service, app.exception_handlers, orders.MAX_BODY_BYTES, keys)
     # One plain ASGI layer rather than FastAPI's max_body_size, which wraps
     # every request in three and cost the order path a fifth of its time.
     served = BodySizeLimit(served, max_bytes=orders.MAX_BODY_BYTES)

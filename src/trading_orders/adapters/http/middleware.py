@@ -12,6 +12,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 logger = logging.getLogger(__name__)
 
 ORDER_ID_STATE = "order_id"
+# Set on a request to an open path when an API key is configured: whether it carried the key.
+API_KEY_STATE = "api_key_given"
 OPEN_PATHS = frozenset({"/health"})
 
 
@@ -117,10 +119,16 @@ class ApiKeyGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on if it carries the key, else answer 401."""
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"x-api-key")
+        if scope["path"] in OPEN_PATHS:
+            # Served either way; the path tells a client without the key less.
+            key_given = given is not None and hmac.compare_digest(given, self._api_key)
+            scope.setdefault("state", {})[API_KEY_STATE] = key_given
+            await self._app(scope, receive, send)
+            return
         # compare_digest: the time taken must not tell how much of a guess was right.
         if given is not None and hmac.compare_digest(given, self._api_key):
             await self._app(scope, receive, send)

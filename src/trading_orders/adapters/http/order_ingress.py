@@ -12,6 +12,7 @@ untouched, which answers it as documented: the error answers have one author.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -33,6 +34,24 @@ ORDER_PATH = "/create_order"
 FailureHandler = Callable[[Request, Any], Response | Awaitable[Response]]
 
 
+class IdempotencyScope:
+    """Where a client's Idempotency-Key is recorded: under the API key it came with, so no key reaches another's."""
+
+    def __init__(self, api_key: str | None) -> None:
+        """Scope keys to ``api_key``; with none, a client's key is recorded as sent."""
+        # A digest, not the API key: the order log, its backups and exports
+        # hold the recorded keys, and must not hold a secret. Sixteen hex
+        # digits tell API keys apart; nobody needs to find one from them.
+        digest = None if api_key is None else hashlib.sha256(api_key.encode()).hexdigest()[:16]
+        self._prefix = None if digest is None else f"api-key-{digest}:"
+
+    def recorded(self, key: str | None) -> str | None:
+        """The key the store records for the client's Idempotency-Key ``key`` (None stays None)."""
+        if key is None or self._prefix is None:
+            return key
+        return self._prefix + key
+
+
 class OrderIngress:
     """Serves a well-formed POST /create_order itself and passes every other request to ``app``."""
 
@@ -42,10 +61,12 @@ class OrderIngress:
         service: OrderService,
         failure_handlers: Mapping[Any, FailureHandler],
         max_body_bytes: int,
+        keys: IdempotencyScope,
     ) -> None:
-        """Wrap ``app``; orders go to ``service``; its failures are answered by ``failure_handlers`` (by class)."""
+        """Wrap ``app``; orders go to ``service``, keys scoped by ``keys``; failures by ``failure_handlers``."""
         self._app = app
         self._service = service
+        self._keys = keys
         self._handlers = {kind: handler for kind, handler in failure_handlers.items() if isinstance(kind, type)}
         self._max_body_bytes = max_body_bytes
 
@@ -68,7 +89,8 @@ class OrderIngress:
             await self._app(scope, replay, send)
             return
         try:
-            placed = await self._service.place_order(Order(request.strategy, request.instrument, request.side), key)
+            order = Order(request.strategy, request.instrument, request.side)
+            placed = await self._service.place_order(order, self._keys.recorded(key))
         except Exception as error:
             handler = self._handler_for(error)
             if handler is None:

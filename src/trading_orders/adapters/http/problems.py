@@ -1,6 +1,7 @@
 """The answers to failures: each exception the application raises, mapped to its status and body."""
 
 import logging
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,9 +61,22 @@ async def _answer_key_reused(request: Request, error: Exception) -> JSONResponse
     return JSONResponse(status_code=422, content={"message": str(error), "detail": [problem]})
 
 
+def _incident() -> str:
+    """A short random id that ties a client's 503 to the log line with its detail."""
+    return secrets.token_hex(6)
+
+
 async def _answer_store_failure(request: Request, error: Exception) -> JSONResponse:
-    logger.error("%s %s not served: %s", request.method, request.url.path, error)
-    return JSONResponse(status_code=503, content={"detail": f"the order was not recorded: {error}"})
+    # The store's message names files, hosts and OS errors: for the log, not
+    # for whoever sent the request. The client gets what to do and an id the
+    # operator can find in the log.
+    incident = _incident()
+    logger.error("%s %s not served (incident %s): %s", request.method, request.url.path, incident, error)
+    if request.method == "POST":
+        detail = "the order was not recorded: the store is unavailable; retry with the same Idempotency-Key"
+    else:
+        detail = "the store is unavailable; retry shortly"
+    return JSONResponse(status_code=503, content={"detail": f"{detail} (incident {incident})"})
 
 
 async def _answer_invalid_cursor(request: Request, error: Exception) -> JSONResponse:
@@ -71,7 +85,10 @@ async def _answer_invalid_cursor(request: Request, error: Exception) -> JSONResp
 
 
 async def _answer_not_started(request: Request, error: Exception) -> JSONResponse:
-    return JSONResponse(status_code=503, content={"detail": f"not ready: {error}"})
+    incident = _incident()
+    logger.warning("%s %s not served (incident %s): not ready: %s", request.method, request.url.path, incident, error)
+    detail = f"not ready: the service is starting or recovering its store; retry shortly (incident {incident})"
+    return JSONResponse(status_code=503, content={"detail": detail})
 
 
 def answer_failures(app: FastAPI) -> None:

@@ -6,9 +6,10 @@
 from typing import Annotated
 
 from dependency_injector.wiring import Provide, inject
-from fastapi import APIRouter, Depends, Response
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
 
+from trading_orders.adapters.http.middleware import API_KEY_STATE
 from trading_orders.adapters.http.schemas import HealthAnswer
 from trading_orders.adapters.prometheus_metrics import CONTENT_TYPE, PrometheusOrderMetrics
 from trading_orders.application.order_service import OrderService
@@ -21,19 +22,27 @@ router = APIRouter()
     "/health",
     response_model=HealthAnswer,
     summary="Is the service taking orders?",
+    description=(
+        "Open to every client. With an API key configured, a request without the key gets only "
+        '`{"status": ...}`; with it, the store\'s state too.'
+    ),
     responses={503: {"model": HealthAnswer, "description": "An order cannot be taken now."}},
 )
 @inject
 def health(
-    response: Response, service: Annotated[OrderService, Depends(Provide[Container.order_service])]
-) -> HealthAnswer:
+    request: Request, response: Response, service: Annotated[OrderService, Depends(Provide[Container.order_service])]
+) -> HealthAnswer | JSONResponse:
     """Answers ok exactly while an order could be taken now; 503 while the store refuses or heals."""
     state = service.health()
     ok = state.ready and state.store_reachable
+    status = "ok" if ok else "unavailable"
+    if getattr(request.state, API_KEY_STATE, True) is False:
+        # A key is configured and this client has none: ok or not, nothing of the store.
+        return JSONResponse(status_code=200 if ok else 503, content={"status": status})
     if not ok:
         response.status_code = 503
     return HealthAnswer(
-        status="ok" if ok else "unavailable",
+        status=status,
         store_reachable=state.store_reachable,
         last_sequence=state.last_sequence,
         open_positions=state.open_positions,

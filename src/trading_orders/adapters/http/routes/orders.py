@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from trading_orders.adapters.http.injection import AwaitedProvide
 from trading_orders.adapters.http.middleware import ORDER_ID_STATE
+from trading_orders.adapters.http.order_ingress import IdempotencyScope
 from trading_orders.adapters.http.parameters import HistoryQuery, IdempotencyKey
 from trading_orders.adapters.http.schemas import (
     NAME_MAX_LENGTH,
@@ -62,7 +63,8 @@ async def create_order(
     idempotency_key: IdempotencyKey = None,
 ) -> OrderAnswer:
     """Place an order and answer its decision once it is durable."""
-    placed = await service.place_order(Order(body.strategy, body.instrument, body.side), idempotency_key)
+    keys: IdempotencyScope = request.app.state.idempotency_scope
+    placed = await service.place_order(Order(body.strategy, body.instrument, body.side), keys.recorded(idempotency_key))
     setattr(request.state, ORDER_ID_STATE, placed.entry.decision.order_id)
     if placed.replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -7,7 +7,7 @@ import logging
 from typing import Annotated
 
 from dependency_injector.wiring import Provide, inject
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
 from trading_orders.adapters.http.schemas import (
@@ -83,18 +83,32 @@ def list_strategies(
     response_model=ReloadAnswer,
     summary="Re-read the profile file",
     description="The new profile is checked first; on any error the old one stays and the answer says why.",
-    responses={422: {"model": ReloadAnswer, "description": "The file is invalid; the old profile stays."}},
+    responses={
+        415: {"model": ErrorAnswer, "description": "The request is not sent as application/json."},
+        422: {"model": ReloadAnswer, "description": "The file is invalid; the old profile stays."},
+    },
 )
 @inject
 def reload_profile(
+    request: Request,
     service: Annotated[OrderService, Depends(Provide[Container.order_service])],
 ) -> ReloadAnswer | JSONResponse:
-    """Re-read the profile file; on error keep the old one and say why."""
+    """Re-read the profile file; on error keep the old one and say why. Only for a request sent as JSON."""
+    content_type = request.headers.get("content-type")
+    if (content_type or "").split(";")[0].strip().lower() != "application/json":
+        # A browser sends a cross-site form without asking (text/plain,
+        # form-urlencoded, multipart) but asks the service before sending
+        # JSON, and this service allows no other origin: JSON only, so no web
+        # page a desk's browser opens can trigger a reload.
+        logger.info("profile reload refused: Content-Type %s", content_type or "none")
+        detail = f"Content-Type: expected application/json, got {content_type or 'none'}"
+        return JSONResponse(status_code=415, content={"detail": detail})
     try:
         outside = service.reload_profile()
     except ProfileUnavailable as error:
         logger.warning("profile reload refused, the old profile stays: %s", error)
-        refused = ReloadAnswer(reloaded=False, detail=f"{error}; the previous profile stays in use")
+        # The log names the file and any OS error; the answer, what is wrong with it.
+        refused = ReloadAnswer(reloaded=False, detail=f"{error.problem}; the previous profile stays in use")
         return JSONResponse(status_code=422, content=refused.model_dump())
     profile = service.profile()
     return ReloadAnswer(

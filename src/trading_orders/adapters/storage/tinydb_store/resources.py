@@ -57,9 +57,11 @@ def open_memory_store(
 
 def open_read_only_files(directory: Path, scope: PositionScope) -> Iterator[tuple[OrderLogReader, list[Position], int]]:
     """The order log, the open positions at its end and its length, read without a lock: safe beside a service."""
+    # The snapshot before the log, as in verify_directory: the log only
+    # grows, so one opened after the snapshot holds everything it applied.
+    stored = TinyDBPositionStore(directory, read_only=True).load()
     order_log = JsonLinesOrderLog(directory, read_only=True)
     try:
-        stored = TinyDBPositionStore(directory, read_only=True).load()
         order_log.check(stored.applied_sequence, stored.log_offset)
         # The snapshot may be some orders behind the log: replay them in
         # memory (their trades are already in the trade log or will be).

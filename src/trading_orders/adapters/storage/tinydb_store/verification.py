@@ -47,11 +47,16 @@ def verify_directory(
 
     ``replayed`` is told each sequence as it is replayed, and the last one to come, for a progress display.
     """
+    # The snapshot first, then the log: a running service writes a snapshot
+    # only after the log lines it covers, and the log only grows, so a log
+    # opened after the snapshot holds every entry the snapshot applied. The
+    # other order can pair an old log with a newer snapshot and call a
+    # healthy service's log truncated.
+    stored = TinyDBPositionStore(directory, read_only=True).load()
     order_log = JsonLinesOrderLog(directory, read_only=True)
     try:
         order_log.check()
         JsonLinesTradeLog(directory, read_only=True).check()
-        stored = TinyDBPositionStore(directory, read_only=True).load()
         report = verify(stored, order_log, scope, replayed)
         return DirectoryVerification(
             report, directory / ORDER_LOG_FILE, directory / POSITIONS_FILE, order_log.torn_tail
