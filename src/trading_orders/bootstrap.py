@@ -34,6 +34,7 @@ def build_container(settings: Settings) -> Container:
             "database_url": settings.database_url,
             "snapshot_every_orders": settings.snapshot_every_orders,
             "snapshot_every_seconds": settings.snapshot_every_seconds,
+            "read_scan_budget": settings.read_scan_budget,
         }
     )
     return container

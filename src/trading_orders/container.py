@@ -84,7 +84,9 @@ class Container(containers.DeclarativeContainer):
         scope=config.position_scope,
         metrics=metrics,
     )
-    order_history = providers.Singleton(OrderHistory, order_log=order_log_reader, trade_log=trade_log_reader)
+    order_history = providers.Singleton(
+        OrderHistory, order_log=order_log_reader, trade_log=trade_log_reader, scan_budget=config.read_scan_budget
+    )
     desk_overview = providers.Singleton(DeskOverview, service=order_service, history=order_history)
 
     # For the command line: what `export` reads (the TinyDB files read-only,

@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trading_orders.application.errors import StartupError
+from trading_orders.application.order_history import SCAN_BUDGET
 from trading_orders.domain.model import PositionScope
 
 ENV_PREFIX = "TRADING_ORDERS_"
@@ -35,6 +36,7 @@ class _Environment(BaseSettings):
     database_url: SecretStr | None = None
     snapshot_every_orders: int = Field(default=10_000, ge=1)
     snapshot_every_seconds: float = Field(default=10.0, gt=0)
+    read_scan_budget: int = Field(default=SCAN_BUDGET, ge=1)
 
     @field_validator("store", "position_scope", mode="before")
     @classmethod
@@ -63,6 +65,8 @@ class Settings:
     # The TinyDB store snapshots positions every so many orders or seconds.
     snapshot_every_orders: int = 10_000
     snapshot_every_seconds: float = 10.0
+    # How many log entries one read of the history may read (see order_history.SCAN_BUDGET).
+    read_scan_budget: int = SCAN_BUDGET
 
     @classmethod
     def from_environment(cls, project_root: Path) -> Settings:
@@ -95,4 +99,5 @@ class Settings:
             database_url=database_url,
             snapshot_every_orders=env.snapshot_every_orders,
             snapshot_every_seconds=env.snapshot_every_seconds,
+            read_scan_budget=env.read_scan_budget,
         )

@@ -24,11 +24,19 @@ class UserSummary:
 
 @dataclass(frozen=True, slots=True)
 class UserDetail:
-    """One user: their summary, open positions, and latest orders that had a decision for them."""
+    """One user: their summary, open positions, and latest orders that had a decision for them.
+
+    ``recent_orders`` are read within the history's scan budget: when it
+    ran out first, ``recent_orders_scan_limited`` is True and
+    ``recent_orders_next_cursor`` continues them on the order log
+    (``HistoryFilter(user=...)``).
+    """
 
     summary: UserSummary
     positions: list[Position]
     recent_orders: list[OrderLogEntry]
+    recent_orders_scan_limited: bool = False
+    recent_orders_next_cursor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +67,14 @@ class DeskOverview:
         positions = self._service.open_positions(user=user)
         if strategies is None and not positions:
             return None
-        recent = self._history.orders(HistoryFilter(user=user), limit=RECENT_ORDERS).items
-        return UserDetail(_summary(user, strategies or {}, len(positions)), positions, recent)
+        recent = self._history.orders(HistoryFilter(user=user), limit=RECENT_ORDERS)
+        return UserDetail(
+            _summary(user, strategies or {}, len(positions)),
+            positions,
+            recent.items,
+            recent_orders_scan_limited=recent.scan_limited,
+            recent_orders_next_cursor=recent.next_cursor,
+        )
 
     def strategies(self) -> list[StrategySummary]:
         """Every strategy some user runs, sorted, with its users and universe."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -12,16 +12,26 @@ from trading_orders.domain.model import OrderLogEntry, OrderStatus, Trade
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
+# How many log entries one page may read, kept or not: a filter that matches
+# rarely would otherwise read the whole log for one request (2.6 s on a
+# 300,000-entry log). About 50 ms of reading on the default store.
+SCAN_BUDGET = 5000
 
 Item = TypeVar("Item")
 
 
 @dataclass(frozen=True, slots=True)
 class Page(Generic[Item]):
-    """Up to ``limit`` items, newest first, and the cursor that continues after the last one."""
+    """Up to ``limit`` items, newest first, and the cursor that continues after the last one read.
+
+    ``scan_limited`` is True when the page read its scan budget before it
+    filled: ``next_cursor`` then continues after the last entry read, kept
+    or not, so paging on skips and repeats nothing.
+    """
 
     items: list[Item]
     next_cursor: str | None
+    scan_limited: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,43 +72,60 @@ def _page(
     moment_of: Callable[[Item], datetime],
     since: datetime | None,
     limit: int,
+    budget: int,
 ) -> Page[Item]:
-    """Take up to ``limit`` kept items; the cursor is the last one's, or None when nothing older remains."""
+    """Take up to ``limit`` kept items reading at most ``budget`` entries; the cursor continues, None at the end."""
     if not 1 <= limit <= MAX_PAGE:
         raise ValueError(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
     items: list[Item] = []
     last_cursor: str | None = None
-    for cursor, item in newest_first:
-        # Times only grow along the log, so the first item older than
-        # ``since`` ends the walk: nothing after it can match.
-        if since is not None and moment_of(item) < since:
-            return Page(items, None)
-        if keeps(item):
-            if len(items) == limit:
-                return Page(items, last_cursor)
-            items.append(item)
-            last_cursor = cursor
+    read = 0
+    try:
+        for cursor, item in newest_first:
+            # Times only grow along the log, so the first item older than
+            # ``since`` ends the walk: nothing after it can match.
+            if since is not None and moment_of(item) < since:
+                return Page(items, None)
+            if keeps(item):
+                if len(items) == limit:
+                    return Page(items, last_cursor)
+                items.append(item)
+                last_cursor = cursor
+            read += 1
+            if read == budget:
+                # The cursor says where to go on; a next page that finds
+                # nothing is the price of not reading on to learn whether
+                # anything is left.
+                return Page(items, cursor, scan_limited=True)
+    finally:
+        # A walk left early closes the file or batch it reads from now, not at garbage collection.
+        if isinstance(newest_first, Generator):
+            newest_first.close()
     return Page(items, None)
 
 
 class OrderHistory:
     """Answers the desk's questions about past orders and closed trades."""
 
-    def __init__(self, order_log: OrderLogReader, trade_log: TradeLogReader) -> None:
-        """Read from these logs."""
+    def __init__(self, order_log: OrderLogReader, trade_log: TradeLogReader, scan_budget: int = SCAN_BUDGET) -> None:
+        """Read from these logs, at most ``scan_budget`` entries for one page."""
+        if scan_budget < 1:
+            raise ValueError(f"scan_budget must be at least 1, got {scan_budget}")
         self._order_log = order_log
         self._trade_log = trade_log
+        self._scan_budget = scan_budget
 
     def orders(
         self, history_filter: HistoryFilter, limit: int = DEFAULT_PAGE, cursor: str | None = None
     ) -> Page[OrderLogEntry]:
-        """Orders newest first; ``cursor`` (from a previous page) continues after that page."""
+        """Orders newest first, reading at most the scan budget; ``cursor`` (from a previous page) continues it."""
         return _page(
             self._order_log.newest_first(cursor),
             history_filter.keeps_order,
             lambda entry: entry.decision.received_at,
             history_filter.since,
             limit,
+            self._scan_budget,
         )
 
     def order(self, order_id: str) -> OrderLogEntry | None:
@@ -108,11 +135,12 @@ class OrderHistory:
     def trades(
         self, history_filter: HistoryFilter, limit: int = DEFAULT_PAGE, cursor: str | None = None
     ) -> Page[Trade]:
-        """Closed trades newest first (by SELL); ``cursor`` continues after a previous page."""
+        """Closed trades newest first (by SELL), at most the scan budget read; ``cursor`` continues a previous page."""
         return _page(
             self._trade_log.newest_first(cursor),
             history_filter.keeps_trade,
             lambda trade: trade.sold_at,
             history_filter.since,
             limit,
+            self._scan_budget,
         )

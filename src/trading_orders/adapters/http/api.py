@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp
 
+from trading_orders.adapters.http.lanes import LaneBusy, answer_busy, health_lane, read_lane
 from trading_orders.adapters.http.middleware import ApiKeyGuard, BodySizeLimit, RequestLog
 from trading_orders.adapters.http.order_ingress import IdempotencyScope, OrderIngress
 from trading_orders.adapters.http.problems import answer_failures
@@ -36,6 +37,9 @@ def build_api(lifespan: Lifespan, service: OrderService, api_key: str | None = N
         lifespan=lifespan,
     )
     answer_failures(app)
+    app.state.read_lane = read_lane()
+    app.state.health_lane = health_lane()
+    app.add_exception_handler(LaneBusy, answer_busy)
     for module in ROUTE_MODULES:
         app.include_router(module.router)
     # Both paths of POST /create_order, the ingress and the FastAPI route,

@@ -123,11 +123,18 @@ class LoggedOrderBody(OrderAnswer):
         return cls(**answer.model_dump(), sequence=entry.sequence)
 
 
+_SCAN_LIMITED = (
+    "True when the page read its budget of log entries before it filled: it may hold fewer entries than "
+    "asked, even none, and next_cursor continues after the last entry read."
+)
+
+
 class OrdersPage(BaseModel):
     """Orders newest first; pass next_cursor as cursor for the next page (null: no more)."""
 
     orders: list[LoggedOrderBody]
     next_cursor: str | None
+    scan_limited: bool = Field(default=False, description=_SCAN_LIMITED)
 
 
 class TradeBody(BaseModel):
@@ -162,6 +169,7 @@ class TradesPage(BaseModel):
 
     trades: list[TradeBody]
     next_cursor: str | None
+    scan_limited: bool = Field(default=False, description=_SCAN_LIMITED)
 
 
 class PositionBody(BaseModel):
@@ -210,6 +218,14 @@ class UserDetail(UserSummary):
 
     positions: list[PositionBody]
     recent_orders: list[LoggedOrderBody] = Field(description="Newest first, at most 20.")
+    recent_orders_scan_limited: bool = Field(
+        default=False,
+        description="True when the search for recent_orders read its budget of log entries first: "
+        "there may be older ones; GET /orders?user=<user>&cursor=<recent_orders_next_cursor> goes on.",
+    )
+    recent_orders_next_cursor: str | None = Field(
+        default=None, description="Where GET /orders?user=<user> continues after recent_orders; null: no more."
+    )
 
 
 class StrategySummary(BaseModel):

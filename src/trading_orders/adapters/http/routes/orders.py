@@ -4,13 +4,14 @@
 # Provide markers from the evaluated signatures of the endpoints.
 
 import dataclasses
-from typing import Annotated
+from typing import Annotated, Any
 
-from dependency_injector.wiring import Provide, inject
+from dependency_injector.wiring import inject
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from trading_orders.adapters.http.injection import AwaitedProvide
+from trading_orders.adapters.http.lanes import RETRY_AFTER_SECONDS, Lane
 from trading_orders.adapters.http.middleware import ORDER_ID_STATE
 from trading_orders.adapters.http.order_ingress import IdempotencyScope
 from trading_orders.adapters.http.parameters import HistoryQuery, IdempotencyKey
@@ -71,31 +72,56 @@ async def create_order(
     return OrderAnswer.from_entry(placed.entry)
 
 
-@router.get("/orders", response_model=OrdersPage, summary="The order log, newest first")
+# The read endpoints are async and run their store reads on the read lane,
+# so they neither fill the shared thread pool nor wait in it.
+BUSY: dict[int | str, dict[str, Any]] = {
+    503: {
+        "model": ErrorAnswer,
+        "description": f"Every read thread stayed busy; retry after Retry-After ({RETRY_AFTER_SECONDS} s).",
+    }
+}
+
+
+@router.get(
+    "/orders",
+    response_model=OrdersPage,
+    summary="The order log, newest first",
+    description="One page reads a bounded number of log entries; scan_limited says it stopped there.",
+    responses=BUSY,
+)
 @inject
-def list_orders(
+async def list_orders(
+    request: Request,
     query: Annotated[HistoryQuery, Depends()],
-    history: Annotated[OrderHistory, Depends(Provide[Container.order_history])],
+    history: Annotated[OrderHistory, Depends(AwaitedProvide[Container.order_history])],
     status: Annotated[OrderStatus | None, Query(description="ACCEPTED or REJECTED.")] = None,
 ) -> OrdersPage:
     """The order log newest first, filtered; user keeps orders that had a decision for that user."""
-    page = history.orders(dataclasses.replace(query.filter, status=status), query.limit, query.cursor)
-    return OrdersPage(orders=[LoggedOrderBody.from_logged(e) for e in page.items], next_cursor=page.next_cursor)
+    lane: Lane = request.app.state.read_lane
+    history_filter = dataclasses.replace(query.filter, status=status)
+    page = await lane.run(lambda: history.orders(history_filter, query.limit, query.cursor))
+    return OrdersPage(
+        orders=[LoggedOrderBody.from_logged(e) for e in page.items],
+        next_cursor=page.next_cursor,
+        scan_limited=page.scan_limited,
+    )
 
 
 @router.get(
     "/orders/{order_id}",
     response_model=LoggedOrderBody,
     summary="One order from the log",
-    responses={404: {"model": ErrorAnswer, "description": "No order has this id."}},
+    responses={404: {"model": ErrorAnswer, "description": "No order has this id."}, **BUSY},
 )
 @inject
-def get_order(
+async def get_order(
+    request: Request,
     order_id: Annotated[str, Path(min_length=1, max_length=64)],
-    history: Annotated[OrderHistory, Depends(Provide[Container.order_history])],
+    history: Annotated[OrderHistory, Depends(AwaitedProvide[Container.order_history])],
 ) -> LoggedOrderBody | JSONResponse:
     """One order with its per-user decisions, or 404."""
-    entry = history.order(order_id)
+    lane: Lane = request.app.state.read_lane
+    entry = await lane.run(lambda: history.order(order_id))
     if entry is None:
         return JSONResponse(status_code=404, content={"detail": f"no order has id {order_id!r}"})
     return LoggedOrderBody.from_logged(entry)

@@ -10,6 +10,9 @@ from dependency_injector.wiring import Provide, inject
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
+from trading_orders.adapters.http.injection import AwaitedProvide
+from trading_orders.adapters.http.lanes import Lane
+from trading_orders.adapters.http.routes.orders import BUSY
 from trading_orders.adapters.http.schemas import (
     ErrorAnswer,
     LoggedOrderBody,
@@ -47,21 +50,27 @@ def list_users(overview: Annotated[DeskOverview, Depends(Provide[Container.desk_
     "/users/{user}",
     response_model=UserDetail,
     summary="One user's profile, positions and recent orders",
-    responses={404: {"model": ErrorAnswer, "description": "No user has this name."}},
+    description="recent_orders are searched within a bounded number of log entries; "
+    "recent_orders_scan_limited says the search stopped there.",
+    responses={404: {"model": ErrorAnswer, "description": "No user has this name."}, **BUSY},
 )
 @inject
-def get_user(
+async def get_user(
+    request: Request,
     user: Annotated[str, Path(min_length=1, max_length=200)],
-    overview: Annotated[DeskOverview, Depends(Provide[Container.desk_overview])],
+    overview: Annotated[DeskOverview, Depends(AwaitedProvide[Container.desk_overview])],
 ) -> UserDetail | JSONResponse:
     """One user's profile, open positions and latest 20 orders with a decision for them, or 404."""
-    detail = overview.user(user)
+    lane: Lane = request.app.state.read_lane
+    detail = await lane.run(lambda: overview.user(user))
     if detail is None:
         return JSONResponse(status_code=404, content={"detail": f"no user is named {user!r}"})
     return UserDetail(
         **_summary(detail.summary).model_dump(),
         positions=[PositionBody.from_position(p) for p in detail.positions],
         recent_orders=[LoggedOrderBody.from_logged(e) for e in detail.recent_orders],
+        recent_orders_scan_limited=detail.recent_orders_scan_limited,
+        recent_orders_next_cursor=detail.recent_orders_next_cursor,
     )
 
 
