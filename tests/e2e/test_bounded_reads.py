@@ -29,7 +29,8 @@ def test_a_rare_filter_reads_within_the_budget_and_its_cursors_page_on_exactly(
                 rare.append(answer["order_id"])
         rare.reverse()
 
-        first = requests.get(f"{url}/orders", params={"user": "U2", "limit": 100}, timeout=10).json()
+        rare_filter: dict[str, str | int] = {"user": "U2", "limit": 100}
+        first = requests.get(f"{url}/orders", params=rare_filter, timeout=10).json()
         # The newest ten orders hold one for U2 (number 43): the page stops at its budget, with a cursor.
         assert first["scan_limited"] is True and first["next_cursor"] is not None
         assert [o["order_id"] for o in first["orders"]] == rare[:1]
