@@ -22,9 +22,9 @@ from starlette.responses import JSONResponse
 logger = logging.getLogger(__name__)
 
 # Reads are CPU-bound (JSON decoding) and share one interpreter lock with the
-# event loop and the committer: two at once keep a core busy without making
-# an order wait long for the lock.
-READ_SLOTS = 2
+# event loop and the committer: every read thread more is one more contender
+# an order waits behind for the lock (docs/performance.md, "Reads beside orders").
+READ_SLOTS = 1
 # A read that finds every slot taken waits this long, then answers 503.
 READ_WAIT_SECONDS = 10.0
 RETRY_AFTER_SECONDS = 1
