@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from trading_orders.adapters.http.parameters import api_key_matches, ascii_number
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +68,10 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        length = next((value for name, value in scope["headers"] if name == b"content-length"), None)
-        if length is not None and length.isdigit():
-            if int(length) > self._max_bytes:
+        announced = next((value for name, value in scope["headers"] if name == b"content-length"), None)
+        length = None if announced is None else ascii_number(announced)
+        if length is not None:
+            if length > self._max_bytes:
                 await self._refuse(send)
                 return
             await self._app(scope, receive, send)
@@ -121,8 +123,7 @@ class ApiKeyGuard:
             await self._app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"x-api-key")
-        # compare_digest: the time taken must not tell how much of a guess was right.
-        if given is not None and hmac.compare_digest(given, self._api_key):
+        if api_key_matches(given, self._api_key):
             await self._app(scope, receive, send)
             return
         problem = "missing" if given is None else "wrong"
