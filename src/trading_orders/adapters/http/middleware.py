@@ -41,6 +41,8 @@ class RequestLog:
             await self._app(scope, receive, noting_status)
         finally:
             order_id = scope.get("state", {}).get(ORDER_ID_STATE, "-")
+            # The path is the client's, percent-decoded: it may hold a line feed.
+            # The log's formatter escapes every record (log_files.OneLineFormatter).
             logger.info(
                 "%s %s %d %.2fms order=%s",
                 scope["method"],
