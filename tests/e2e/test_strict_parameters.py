@@ -43,6 +43,14 @@ def test_unicode_digits_and_control_characters_answer_422_naming_the_parameter(
                     answer = requests.get(f"{service.base_url}{path}", params={parameter: value}, timeout=5)
                     assert answer.status_code == 422, (path, parameter, value, answer.status_code, answer.text)
                     assert answer.json()["message"].startswith(f"{parameter}: "), answer.text
+        for parameter in ("since", "until"):
+            for digit in UNICODE_DIGITS:
+                moment = f"2026-11-2{digit}T00:00:00Z"
+                answer = requests.get(f"{service.base_url}/orders", params={parameter: moment}, timeout=5)
+                assert answer.status_code == 422 and answer.json()["message"].startswith(f"{parameter}: ")
+        long_key = {"Idempotency-Key": "k" * 256}
+        answer = requests.post(f"{service.base_url}/create_order", json=body, headers=long_key, timeout=5)
+        assert answer.status_code == 422 and answer.json()["message"].startswith("Idempotency-Key: ")
         for target, parameter in BAD_NAMES:
             answer = requests.get(f"{service.base_url}{target}", timeout=5)
             assert answer.status_code == 422, (target, answer.status_code, answer.text)
