@@ -7,13 +7,13 @@ import dataclasses
 from typing import Annotated
 
 from dependency_injector.wiring import Provide, inject
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from trading_orders.adapters.http.injection import AwaitedProvide
 from trading_orders.adapters.http.middleware import ORDER_ID_STATE
 from trading_orders.adapters.http.order_ingress import IdempotencyScope
-from trading_orders.adapters.http.parameters import HistoryQuery, IdempotencyKey
+from trading_orders.adapters.http.parameters import HistoryQuery, IdempotencyKey, OrderId
 from trading_orders.adapters.http.schemas import (
     NAME_MAX_LENGTH,
     CreateOrderRequest,
@@ -91,7 +91,7 @@ def list_orders(
 )
 @inject
 def get_order(
-    order_id: Annotated[str, Path(min_length=1, max_length=64)],
+    order_id: OrderId,
     history: Annotated[OrderHistory, Depends(Provide[Container.order_history])],
 ) -> LoggedOrderBody | JSONResponse:
     """One order with its per-user decisions, or 404."""

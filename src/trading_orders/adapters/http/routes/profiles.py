@@ -7,9 +7,10 @@ import logging
 from typing import Annotated
 
 from dependency_injector.wiring import Provide, inject
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from trading_orders.adapters.http.parameters import UserName
 from trading_orders.adapters.http.schemas import (
     ErrorAnswer,
     LoggedOrderBody,
@@ -51,7 +52,7 @@ def list_users(overview: Annotated[DeskOverview, Depends(Provide[Container.desk_
 )
 @inject
 def get_user(
-    user: Annotated[str, Path(min_length=1, max_length=200)],
+    user: UserName,
     overview: Annotated[DeskOverview, Depends(Provide[Container.desk_overview])],
 ) -> UserDetail | JSONResponse:
     """One user's profile, open positions and latest 20 orders with a decision for them, or 404."""
