@@ -36,7 +36,8 @@ def test_bad_paging_answers_422_naming_the_parameter(service_factory: ServiceFac
     with service_factory(PROFILE) as service:
         place(service.base_url, "ACC", "BUY")
         cases: list[tuple[dict[str, str | int], str]] = [
-            ({"cursor": "not-a-cursor"}, "cursor: cursor 'not-a-cursor' was not handed out"),
+            ({"cursor": "not-a-cursor"}, "cursor: String should match pattern"),
+            ({"cursor": "ffff"}, "cursor: cursor 'ffff' was not handed out"),
             ({"limit": 0}, "limit: Input should be greater than or equal to 1"),
             ({"limit": 1001}, "limit: Input should be less than or equal to 1000"),
             ({"since": "yesterday"}, "since: Input should be a valid datetime"),

@@ -72,6 +72,9 @@ def test_an_api_key_guards_every_endpoint_but_health_and_is_never_logged(
         assert order(service.base_url, "ACC", "BUY").status_code == 401
         wrong = order(service.base_url, "ACC", "BUY", **{"X-API-Key": "guess-number-one"})
         assert (wrong.status_code, wrong.json()) == (401, {"detail": "X-API-Key header wrong"})
+        # Over 1024 bytes is wrong without comparing it, even if it starts with the key.
+        too_long = order(service.base_url, "ACC", "BUY", **{"X-API-Key": key + "k" * 2000})
+        assert (too_long.status_code, too_long.json()) == (401, {"detail": "X-API-Key header wrong"})
         assert requests.get(f"{service.base_url}/positions", timeout=5).status_code == 401
         assert requests.get(f"{service.base_url}/metrics", timeout=5).status_code == 401
         assert requests.get(f"{service.base_url}/health", timeout=5).status_code == 200

@@ -23,6 +23,7 @@ from trading_orders.adapters.storage.tinydb_store.order_log import JsonLinesOrde
 from trading_orders.adapters.storage.tinydb_store.position_snapshots import TinyDBPositionStore
 from trading_orders.adapters.storage.tinydb_store.store import TinyDBOrderStore
 from trading_orders.adapters.storage.tinydb_store.trade_log import JsonLinesTradeLog
+from trading_orders.application.errors import InvalidCursor
 from trading_orders.application.order_history import HistoryFilter, OrderHistory
 from trading_orders.application.order_service import OrderService, PlacedOrder
 from trading_orders.application.ports import OrderStore
@@ -130,6 +131,25 @@ def test_positions_trades_and_the_log_agree(open_store: OpenStore) -> None:
     assert store.history.order("o2") is not None and store.history.order("nope") is None
     state = store.store.state()
     assert (state.last_sequence, state.open_positions, state.reachable) == (3, 1, True)
+
+
+# Each store's own cursors refuse what only looks like one: Unicode digits
+# ("²" crashed int() after isdigit() said yes), signs, spaces, underscores,
+# "0x", and numbers too long for any log. The HTTP layer refuses these first;
+# the stores refuse them too, whoever calls them.
+NOT_CURSORS = ["²", "0.²", "\u0661", "\U0001d7d8", "\u0663.\u0661"]
+NOT_CURSORS += ["-1", "+1", " 1", "1 ", "1_0", "0x1", "-0.1", "1.", ".1", "9" * 19, ""]
+
+
+@pytest.mark.parametrize("cursor", NOT_CURSORS)
+def test_a_cursor_the_store_did_not_hand_out_is_refused(open_store: OpenStore, cursor: str) -> None:
+    service, store = open_store()
+    for instrument, side in [("GRASIM", Side.BUY), ("GRASIM", Side.SELL)]:
+        place(service, Order("STRATEGY_A", instrument, side))
+    with pytest.raises(InvalidCursor):
+        store.history.orders(HistoryFilter(), limit=10, cursor=cursor)
+    with pytest.raises(InvalidCursor):
+        store.history.trades(HistoryFilter(), limit=10, cursor=cursor)
 
 
 def test_an_idempotency_key_is_decided_once(open_store: OpenStore) -> None:

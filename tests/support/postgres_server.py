@@ -40,16 +40,29 @@ class ThrowawayPostgres:
 
     def start(self) -> ThrowawayPostgres:
         """Create the cluster and start it; raises PostgresUnavailable with the server's own words."""
-        initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
+        initdb = _binary("initdb")
         if self._as:
             shutil.chown(self._directory, "postgres")
         data = self._directory / "data"
         self._run([initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
+        self._start_server()
+        return self
+
+    def _start_server(self) -> None:
         options = f"-p {self.port} -k {self._directory} -c listen_addresses={LOOPBACK}"
         if not self._durable:
             options += " -c fsync=off"
-        self._run([pg_ctl, "-D", str(data), "-o", options, "-l", str(self._directory / "server.log"), "-w", "start"])
-        return self
+        data = self._directory / "data"
+        log = self._directory / "server.log"
+        self._run([_binary("pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "start"])
+
+    def crash(self) -> None:
+        """Stop the server at once, as a crash would (no shutdown checkpoint; every connection cut)."""
+        self._run([_binary("pg_ctl"), "-D", str(self._directory / "data"), "-m", "immediate", "-w", "stop"])
+
+    def start_again(self) -> None:
+        """Start the server after crash(), on the same port and data (it recovers from its WAL)."""
+        self._start_server()
 
     def _run(self, command: list[str]) -> None:
         result = subprocess.run([*self._as, *command], capture_output=True, text=True, timeout=120)

@@ -18,8 +18,56 @@ _configuring = threading.Lock()
 _writer: _LogWriter | None = None
 
 
-class _UtcFormatter(logging.Formatter):
-    """Timestamps in UTC, ISO-8601, so logs from every host line up."""
+# Escapes with a name of their own; every other non-printable character is
+# written by its code point.
+_NAMED_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_for_log(text: str) -> str:
+    r"""``text`` with every non-printable character and the backslash written as a visible escape.
+
+    CR, LF and TAB read ``\r``, ``\n``, ``\t``; other control characters, DEL,
+    C1 controls, U+0085, U+2028, U+2029, format and unassigned characters read
+    ``\xNN``, ``\uNNNN`` or ``\UNNNNNNNN`` (whatever ``str.isprintable()``
+    refuses; the space stays). The backslash reads ``\\``, so the result reads
+    back one way only: ``\n`` in it was a line feed, ``\\n`` a backslash and an n.
+    """
+    if text.isprintable() and "\\" not in text:
+        return text  # the usual line: no copy
+    return "".join(_escape(character) for character in text)
+
+
+def _escape(character: str) -> str:
+    named = _NAMED_ESCAPES.get(character)
+    if named is not None:
+        return named
+    if character.isprintable():
+        return character
+    code = ord(character)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+class OneLineFormatter(logging.Formatter):
+    r"""One record, one line: a UTC ISO-8601 timestamp, the level, the logger, then the escaped rest.
+
+    Why the whole rendered record is escaped here rather than each value a
+    client sent at each call site: a request's path, a header, an order's
+    STRATEGY or an exception's text reach the log through many calls (ours,
+    the brief's logInfo, libraries'), and one call that forgot would let a
+    client write a line of its own (CWE-117). Escaped here, no record can hold
+    a line break, so every line of the file starts with the service's own
+    timestamp and level. The price: a traceback is one line too, its lines
+    joined by a visible ``\n`` (``sed 's/\\n/\n/g'`` unfolds it), and the
+    service's own backslashes read doubled.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line, its message, traceback and stack escaped."""
+        return escape_for_log(super().format(record))
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
         """The record's time as ISO-8601 UTC with milliseconds."""
@@ -72,7 +120,7 @@ def configure_logging(directory: Path, level: str = "INFO") -> Path:
             return _configured
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / LOG_FILE
-        formatter = _UtcFormatter(_FORMAT)
+        formatter = OneLineFormatter(_FORMAT)
         to_file = logging.handlers.RotatingFileHandler(path, maxBytes=10_000_000, backupCount=5, encoding="utf-8")
         to_console = logging.StreamHandler(sys.stderr)
         for handler in (to_file, to_console):

@@ -5,6 +5,10 @@ class StorageUnavailable(Exception):
     """The store could not record an order; nothing of it was kept, and a retry may succeed."""
 
 
+class OrderInDoubt(StorageUnavailable):
+    """The store cannot tell whether an order was recorded; a retry with its idempotency key finds out."""
+
+
 class IdempotencyKeyReused(Exception):
     """An idempotency key already names a different order; the message says which."""
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from trading_orders.adapters.http.parameters import api_key_matches, ascii_number
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class RequestLog:
             await self._app(scope, receive, noting_status)
         finally:
             order_id = scope.get("state", {}).get(ORDER_ID_STATE, "-")
+            # The path is the client's, percent-decoded: it may hold a line feed.
+            # The log's formatter escapes every record (log_files.OneLineFormatter).
             logger.info(
                 "%s %s %d %.2fms order=%s",
                 scope["method"],
@@ -69,9 +72,10 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        length = next((value for name, value in scope["headers"] if name == b"content-length"), None)
-        if length is not None and length.isdigit():
-            if int(length) > self._max_bytes:
+        announced = next((value for name, value in scope["headers"] if name == b"content-length"), None)
+        length = None if announced is None else ascii_number(announced)
+        if length is not None:
+            if length > self._max_bytes:
                 await self._refuse(send)
                 return
             await self._app(scope, receive, send)
@@ -125,12 +129,11 @@ class ApiKeyGuard:
         given = dict(scope["headers"]).get(b"x-api-key")
         if scope["path"] in OPEN_PATHS:
             # Served either way; the path tells a client without the key less.
-            key_given = given is not None and hmac.compare_digest(given, self._api_key)
+            key_given = api_key_matches(given, self._api_key)
             scope.setdefault("state", {})[API_KEY_STATE] = key_given
             await self._app(scope, receive, send)
             return
-        # compare_digest: the time taken must not tell how much of a guess was right.
-        if given is not None and hmac.compare_digest(given, self._api_key):
+        if api_key_matches(given, self._api_key):
             await self._app(scope, receive, send)
             return
         problem = "missing" if given is None else "wrong"

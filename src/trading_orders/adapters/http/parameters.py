@@ -1,15 +1,90 @@
-"""Query parameters and headers shared by several routes, each checked before an endpoint runs."""
+"""Every query parameter, path parameter and header the service reads, each parsed strictly before an endpoint runs.
 
+The one place that says what a client may send besides the order body:
+
+- a number is 1-18 ASCII digits ``0-9``: never ``str.isdigit()`` or a bare
+  ``int()``, which take "²", Arabic-Indic or mathematical digits (and " 5", "+5", "1_0") for digits;
+- every string has a bounded length, and a name (filter, user, order id)
+  holds no control character: PostgreSQL refuses a NUL in a query, which
+  would answer 500 rather than "no such thing";
+- a cursor has the one shape every store hands out (hex digits, an optional
+  dot and decimal digits); the store still checks it names a place it knows.
+
+A value that breaks a rule answers 422 naming the parameter.
+"""
+
+import hmac
 import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import Header, Query
+from fastapi import Header, Path, Query
+from pydantic import BeforeValidator
 
 from trading_orders.adapters.http.schemas import IsoTime
 from trading_orders.application.order_history import DEFAULT_PAGE, MAX_PAGE, HistoryFilter
 
-Filter = Annotated[str | None, Query(min_length=1, max_length=200)]
+# The longest number any parameter or header means: 18 digits stay below 2**63.
+_ASCII_NUMBER = re.compile(r"[0-9]{1,18}")
+
+
+def ascii_number(text: str | bytes) -> int | None:
+    """The number ``text`` writes in 1-18 ASCII digits, or None when it is anything else."""
+    if isinstance(text, bytes):
+        text = text.decode("latin-1")
+    return int(text) if _ASCII_NUMBER.fullmatch(text) else None
+
+
+def _number(value: object) -> object:
+    # Query parameters arrive as text: take only ASCII digits, before pydantic's
+    # lax int parsing (which reads " 5", "+5", "5.0" and "1_0") sees them.
+    if isinstance(value, str):
+        number = ascii_number(value)
+        if number is None:
+            raise ValueError("expected a whole number written with the ASCII digits 0-9")
+        return number
+    return value
+
+
+NAME_MAX_LENGTH = 200
+# No C0 control character and no DEL: the rule the order body's names follow.
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+
+Filter = Annotated[str | None, Query(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
+UserName = Annotated[str, Path(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
+OrderId = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_PATTERN)]
+
+# Hex digits (a byte offset or a sequence), then perhaps "." and a position
+# inside that entry: the shape of every cursor a store hands out.
+CURSOR_PATTERN = r"^[0-9a-f]{1,18}(\.[0-9]{1,9})?$"
+CURSOR_MAX_LENGTH = 28
+Cursor = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=CURSOR_MAX_LENGTH,
+        pattern=CURSOR_PATTERN,
+        description="next_cursor of the previous page, as it was handed out.",
+    ),
+]
+
+Limit = Annotated[
+    int,
+    BeforeValidator(_number),
+    Query(ge=1, le=MAX_PAGE, description=f"Page size, 1-{MAX_PAGE} in ASCII digits."),
+]
+
+# The longest ISO-8601 time with microseconds and an offset is 32 characters.
+_TIME_MAX_LENGTH = 40
+
+
+def _short_ascii_time(value: object) -> object:
+    if isinstance(value, str) and (len(value) > _TIME_MAX_LENGTH or not value.isascii()):
+        raise ValueError(f"expected an ISO-8601 time in ASCII, at most {_TIME_MAX_LENGTH} characters")
+    return value
+
+
+Moment = Annotated[IsoTime | None, BeforeValidator(_short_ascii_time)]
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7e]+$"
@@ -35,6 +110,16 @@ IdempotencyKey = Annotated[
     ),
 ]
 
+# A key longer than this is wrong without comparing it.
+API_KEY_MAX_BYTES = 1024
+
+
+def api_key_matches(given: bytes | None, expected: bytes) -> bool:
+    """Whether the X-API-Key header ``given`` is ``expected``, compared in a time that tells nothing of a guess."""
+    if given is None or len(given) > API_KEY_MAX_BYTES:
+        return False
+    return hmac.compare_digest(given, expected)
+
 
 class HistoryQuery:
     """The filters and paging of GET /orders and GET /trades."""
@@ -44,10 +129,10 @@ class HistoryQuery:
         strategy: Filter = None,
         instrument: Filter = None,
         user: Filter = None,
-        since: Annotated[IsoTime | None, Query(description="ISO-8601; only what happened at or after it.")] = None,
-        until: Annotated[IsoTime | None, Query(description="ISO-8601; only what happened at or before it.")] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size.")] = DEFAULT_PAGE,
-        cursor: Annotated[str | None, Query(max_length=64, description="next_cursor of the previous page.")] = None,
+        since: Annotated[Moment, Query(description="ISO-8601; only what happened at or after it.")] = None,
+        until: Annotated[Moment, Query(description="ISO-8601; only what happened at or before it.")] = None,
+        limit: Limit = DEFAULT_PAGE,
+        cursor: Cursor = None,
     ) -> None:
         """Collect the query parameters."""
         self.filter = HistoryFilter(

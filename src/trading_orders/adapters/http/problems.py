@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from trading_orders.application.errors import (
     IdempotencyKeyReused,
     InvalidCursor,
+    OrderInDoubt,
     ServiceNotStarted,
     StorageUnavailable,
 )
@@ -72,7 +73,12 @@ async def _answer_store_failure(request: Request, error: Exception) -> JSONRespo
     # operator can find in the log.
     incident = _incident()
     logger.error("%s %s not served (incident %s): %s", request.method, request.url.path, incident, error)
-    if request.method == "POST":
+    if isinstance(error, OrderInDoubt):
+        detail = (
+            "the order may have been recorded: the store could not confirm it; retry with the same "
+            "Idempotency-Key to get its answer without placing it twice"
+        )
+    elif request.method == "POST":
         detail = "the order was not recorded: the store is unavailable; retry with the same Idempotency-Key"
     else:
         detail = "the store is unavailable; retry shortly"

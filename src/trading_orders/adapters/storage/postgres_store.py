@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -13,7 +14,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from trading_orders.adapters.storage.sql_order_store import SqlOrderStore
-from trading_orders.application.errors import StorageUnavailable
+from trading_orders.application.errors import OrderInDoubt, StorageUnavailable
 from trading_orders.domain.model import PositionScope
 
 logger = logging.getLogger(__name__)
@@ -46,24 +47,36 @@ _MIGRATIONS = (
 
 
 class _PostgresSql:
-    """A psycopg connection as the stores' Sql (``?`` becomes ``%s``)."""
+    """A psycopg connection as the stores' Sql (``?`` becomes ``%s``); a database error is StorageUnavailable."""
 
-    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+    def __init__(self, connection: psycopg.Connection[Any], where: str) -> None:
         self._connection = connection
+        self._where = where
 
     def rows(self, statement: str, values: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         """The rows a query answers."""
-        return list(self._connection.execute(statement.replace("?", "%s"), values).fetchall())
+        with self._unavailable_on_error():
+            return list(self._connection.execute(statement.replace("?", "%s"), values).fetchall())
 
     def run(self, statement: str, values: Sequence[object] = ()) -> None:
         """Execute a statement that answers no rows."""
-        self._connection.execute(statement.replace("?", "%s"), values)
+        with self._unavailable_on_error():
+            self._connection.execute(statement.replace("?", "%s"), values)
 
     def run_many(self, statement: str, rows: Sequence[Sequence[object]]) -> None:
         """Execute a statement once per row of values, pipelined."""
         if rows:
-            with self._connection.cursor() as cursor:
+            with self._unavailable_on_error(), self._connection.cursor() as cursor:
                 cursor.executemany(statement.replace("?", "%s"), rows)
+
+    @contextmanager
+    def _unavailable_on_error(self) -> Iterator[None]:
+        # A lost server or connection is the store being unavailable (503),
+        # never an error of the service (500).
+        try:
+            yield
+        except psycopg.Error as error:
+            raise StorageUnavailable(f"{self._where} failed: {type(error).__name__}: {error}") from error
 
 
 def lock_id(name: str) -> int:
@@ -77,7 +90,7 @@ class _PostgresBatch:
     def __init__(self, store: PostgresOrderStore, connection: psycopg.Connection[Any]) -> None:
         self._store = store
         self._connection: psycopg.Connection[Any] | None = connection
-        self.sql = _PostgresSql(connection)
+        self.sql = _PostgresSql(connection, store.where)
 
     def _live(self) -> psycopg.Connection[Any]:
         if self._connection is None:
@@ -118,14 +131,24 @@ class _PostgresBatch:
         except psycopg.Error as error:
             raise StorageUnavailable(f"the order was not recorded in {self._store.where}: {error}") from error
 
-    def commit(self) -> None:
-        """COMMIT and give the connection back to the pool."""
+    def commit(self, witness: str) -> None:
+        """COMMIT and give the connection back to the pool; a COMMIT whose answer was lost is settled first."""
         connection = self._live()
         try:
             connection.commit()
         except psycopg.Error as error:
+            lost = connection.broken or connection.closed
             self.roll_back()
-            raise StorageUnavailable(f"the order was not recorded in {self._store.where}: {error}") from error
+            if not lost:
+                raise StorageUnavailable(f"the order was not recorded in {self._store.where}: {error}") from error
+            # The server may have committed before the connection went: the
+            # answer depends on what it did, not on what the client heard.
+            if self._store.settle_lost_commit(witness, error):
+                return
+            raise StorageUnavailable(
+                f"the order was not recorded in {self._store.where}: the connection was lost during COMMIT "
+                f"({error}) and the database has not recorded it"
+            ) from error
         self._end()
 
     def roll_back(self) -> None:
@@ -150,10 +173,15 @@ class _PostgresBatch:
 class PostgresOrderStore(SqlOrderStore):
     """Orders, trades, positions and idempotency keys in the PostgreSQL database at ``url``."""
 
-    def __init__(self, url: str, scope: PositionScope, pool_size: int = 8) -> None:
-        """Connect lazily through a pool of up to ``pool_size`` connections."""
+    def __init__(self, url: str, scope: PositionScope, pool_size: int = 8, settle_seconds: float = 10.0) -> None:
+        """Connect lazily through a pool of up to ``pool_size`` connections.
+
+        A COMMIT whose answer is lost with its connection is settled by asking
+        the database again for up to ``settle_seconds``.
+        """
         super().__init__(scope, _without_password(url))
-        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, timeout=30)
+        self._settle_seconds = settle_seconds
+        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, timeout=settle_seconds)
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -168,7 +196,7 @@ class PostgresOrderStore(SqlOrderStore):
     @contextmanager
     def _reading(self) -> Iterator[_PostgresSql]:
         with self._connection() as connection:
-            yield _PostgresSql(connection)
+            yield _PostgresSql(connection, self.where)
 
     @contextmanager
     def _writing(self) -> Iterator[_PostgresSql]:
@@ -176,7 +204,7 @@ class PostgresOrderStore(SqlOrderStore):
             try:
                 with connection.transaction():
                     connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SEQUENCE_LOCK,))
-                    yield _PostgresSql(connection)
+                    yield _PostgresSql(connection, self.where)
             except psycopg.Error as error:
                 raise StorageUnavailable(f"the order was not recorded in {self.where}: {error}") from error
 
@@ -191,7 +219,46 @@ class PostgresOrderStore(SqlOrderStore):
         return _PostgresBatch(self, connection)
 
     def _give_back(self, connection: psycopg.Connection[Any]) -> None:
+        broken = connection.broken or connection.closed
         self._pool.putconn(connection)
+        if broken:
+            # One broken connection after a server restart means every idle
+            # one is: drop them now, or each would fail an order of its own.
+            self._pool.check()
+
+    def settle_lost_commit(self, witness: str, error: BaseException) -> bool:
+        """Whether the transaction holding order ``witness`` committed, asked on a fresh connection; blocks.
+
+        Raises OrderInDoubt when the database cannot be asked within
+        ``settle_seconds``: then neither answer would be true.
+        """
+        deadline = time.monotonic() + self._settle_seconds
+        pause = 0.05
+        while True:
+            try:
+                with self._connection() as connection, connection.transaction():
+                    # The committing transaction held the sequence lock to its
+                    # very end: once this one has it, that COMMIT has happened
+                    # or never will (a dead server's locks die with it).
+                    connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SEQUENCE_LOCK,))
+                    found = connection.execute("SELECT 1 FROM orders WHERE order_id = %s", (witness,)).fetchone()
+            except (psycopg.Error, StorageUnavailable) as failure:
+                if time.monotonic() + pause > deadline:
+                    raise OrderInDoubt(
+                        f"the connection to {self.where} was lost during COMMIT ({error}) and whether order "
+                        f"{witness} was recorded could not be asked ({failure})"
+                    ) from failure
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+                continue
+            logger.warning(
+                "the connection to %s was lost during COMMIT (%s): order %s and its batch %s",
+                self.where,
+                error,
+                witness,
+                "were recorded" if found else "were not recorded",
+            )
+            return found is not None
 
     async def run_for_order(self, work: Callable[..., Done], *args: Any) -> Done:
         """Run one order's statements on a worker thread: a round trip to the server, or a wait for its locks."""

@@ -20,7 +20,7 @@ import itertools
 import json
 from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from trading_orders.adapters.storage.codec import entry_from_dict, entry_to_dict, format_time, parse_time
 from trading_orders.application.errors import StorageUnavailable
@@ -53,8 +53,13 @@ class BatchConnection(Protocol):
         """Wait for the right to assign the next sequences, held until the transaction ends."""
         ...
 
-    def commit(self) -> None:
-        """Commit and give the connection back; raises StorageUnavailable (rolled back) when it cannot."""
+    def commit(self, witness: str) -> None:
+        """Commit and give the connection back; raises StorageUnavailable (rolled back) when it cannot.
+
+        ``witness`` is the id of an order of the transaction: where the answer
+        to COMMIT can be lost with the connection, the database is asked
+        whether that order is recorded, and all of the transaction with it.
+        """
         ...
 
     def roll_back(self) -> None:
@@ -231,7 +236,7 @@ class Batch:
         except BaseException:
             connection.roll_back()
             raise
-        connection.commit()
+        connection.commit(entries[0].decision.order_id)
         return entries
 
     def _trades(self, entries: list[OrderLogEntry], moved: dict[str, datetime]) -> list[tuple[int, Trade]]:
@@ -364,19 +369,22 @@ class BatchWriter:
                 )
             except BaseException as error:
                 await self._abandon(batch, error)
-                raise
+                _raise_as_unavailable(error)
             if joined:
                 return batch
             # Another process holds one of them: waiting for it while this
             # batch holds locks others may wait for could deadlock, so the batch
             # commits first and a new one waits holding nothing.
             await self.finish(batch)
-        batch = await self._open()
+        try:
+            batch = await self._open()
+        except BaseException as error:
+            _raise_as_unavailable(error)
         try:
             await asyncio.to_thread(batch.gather, needs, self._others(needs), wait=True)
         except BaseException as error:
             await self._abandon(batch, error)
-            raise
+            _raise_as_unavailable(error)
         return batch
 
     def _others(self, needs: OrderNeeds) -> list[OrderNeeds]:
@@ -433,6 +441,14 @@ def _settle(batch: Batch, committing: asyncio.Future[list[OrderLogEntry]]) -> No
         batch.done.set_result(committing.result())
     else:
         batch.done.set_exception(_unavailable(error))
+
+
+def _raise_as_unavailable(error: BaseException) -> NoReturn:
+    # An order is answered 503 for whatever kept its batch from the database;
+    # a cancellation or an error already saying so goes on as it is.
+    if isinstance(error, StorageUnavailable) or not isinstance(error, Exception):
+        raise error
+    raise _unavailable(error) from error
 
 
 def _unavailable(error: BaseException) -> StorageUnavailable:

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 from trading_orders.adapters.storage.codec import entry_from_dict, parse_time
+from trading_orders.adapters.storage.cursors import decimal_cursor
 from trading_orders.adapters.storage.sql_batches import (
     Batch,
     BatchConnection,
@@ -23,7 +24,7 @@ from trading_orders.adapters.storage.sql_batches import (
     order_needs,
     position_of,
 )
-from trading_orders.application.errors import InvalidCursor, StartupError
+from trading_orders.application.errors import StartupError
 from trading_orders.application.ports import StoreState
 from trading_orders.domain.model import OrderLogEntry, Position, PositionScope, Trade
 from trading_orders.domain.portfolio import PortfolioSlice
@@ -307,6 +308,4 @@ class SqlTradeReader:
 def _cursor(cursor: str | None) -> int:
     if cursor is None:
         return 2**62
-    if not cursor.isdigit() or len(cursor) > 18:
-        raise InvalidCursor(f"cursor {cursor!r} was not handed out by this service")
-    return int(cursor)
+    return decimal_cursor(cursor)

@@ -81,8 +81,8 @@ class _SqliteBatch:
     def take_sequence_lock(self) -> None:
         """Nothing to take: the batch holds the database's write lock whole."""
 
-    def commit(self) -> None:
-        """COMMIT, then let the next batch (of any process) in."""
+    def commit(self, witness: str) -> None:
+        """COMMIT, then let the next batch (of any process) in; a local COMMIT's answer cannot be lost."""
         connection = self._connection
         if connection is None:
             raise StorageUnavailable(f"the batch on {self._store.path} has already ended")

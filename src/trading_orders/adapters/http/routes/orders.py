@@ -7,14 +7,14 @@ import dataclasses
 from typing import Annotated, Any
 
 from dependency_injector.wiring import inject
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from trading_orders.adapters.http.injection import AwaitedProvide
 from trading_orders.adapters.http.lanes import RETRY_AFTER_SECONDS, Lane
 from trading_orders.adapters.http.middleware import ORDER_ID_STATE
 from trading_orders.adapters.http.order_ingress import IdempotencyScope
-from trading_orders.adapters.http.parameters import HistoryQuery, IdempotencyKey
+from trading_orders.adapters.http.parameters import HistoryQuery, IdempotencyKey, OrderId
 from trading_orders.adapters.http.schemas import (
     NAME_MAX_LENGTH,
     CreateOrderRequest,
@@ -116,7 +116,7 @@ async def list_orders(
 @inject
 async def get_order(
     request: Request,
-    order_id: Annotated[str, Path(min_length=1, max_length=64)],
+    order_id: OrderId,
     history: Annotated[OrderHistory, Depends(AwaitedProvide[Container.order_history])],
 ) -> LoggedOrderBody | JSONResponse:
     """One order with its per-user decisions, or 404."""

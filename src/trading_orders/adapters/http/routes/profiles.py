@@ -7,11 +7,12 @@ import logging
 from typing import Annotated
 
 from dependency_injector.wiring import Provide, inject
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from trading_orders.adapters.http.injection import AwaitedProvide
 from trading_orders.adapters.http.lanes import Lane
+from trading_orders.adapters.http.parameters import UserName
 from trading_orders.adapters.http.routes.orders import BUSY
 from trading_orders.adapters.http.schemas import (
     ErrorAnswer,
@@ -57,7 +58,7 @@ def list_users(overview: Annotated[DeskOverview, Depends(Provide[Container.desk_
 @inject
 async def get_user(
     request: Request,
-    user: Annotated[str, Path(min_length=1, max_length=200)],
+    user: UserName,
     overview: Annotated[DeskOverview, Depends(AwaitedProvide[Container.desk_overview])],
 ) -> UserDetail | JSONResponse:
     """One user's profile, open positions and latest 20 orders with a decision for them, or 404."""

@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from trading_orders.adapters.storage.tinydb_store.backoff import Backoff
-from trading_orders.application.errors import StorageUnavailable
+from trading_orders.application.errors import OrderInDoubt, StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ class GroupCommit:
         self._answer_held(
             error
             if rolled_back
-            else StorageUnavailable(
+            else OrderInDoubt(
                 f"{error} and could not be undone yet: whether the order was recorded is known once the store "
                 "takes orders again; retry it with its Idempotency-Key"
             )

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from trading_orders.adapters.storage.atomic_file import fsync_directory
+from trading_orders.adapters.storage.cursors import hexadecimal_cursor
 from trading_orders.adapters.storage.file_lock import ExclusiveFileLock
 from trading_orders.application.errors import CorruptStore, InvalidCursor, StorageUnavailable
 from trading_orders.domain.model import DomainError
@@ -39,10 +40,7 @@ def _last_newline_end(handle: BinaryIO, end: int) -> int:
 
 def line_offset(lines: JsonLinesFile, cursor: str) -> int:
     """The byte offset a cursor of ``lines`` names; raises InvalidCursor unless a line starts there."""
-    try:
-        offset = int(cursor, 16)
-    except ValueError:
-        raise InvalidCursor(f"cursor {cursor!r} was not handed out by this service") from None
+    offset = hexadecimal_cursor(cursor)
     if not lines.is_line_start(offset):
         raise InvalidCursor(f"cursor {cursor!r} was not handed out by this service")
     return offset

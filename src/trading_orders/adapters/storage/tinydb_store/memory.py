@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from trading_orders.adapters.storage.cursors import decimal_cursor
 from trading_orders.adapters.storage.tinydb_store.parts import StoredPositions
 from trading_orders.application.errors import InvalidCursor
 from trading_orders.domain.model import OrderLogEntry, Trade
@@ -61,9 +62,10 @@ class InMemoryTradeLog:
 def _index(cursor: str | None, size: int) -> int:
     if cursor is None:
         return size
-    if not cursor.isdigit() or int(cursor) > size:
+    index = decimal_cursor(cursor)
+    if index > size:
         raise InvalidCursor(f"cursor {cursor!r} was not handed out by this service")
-    return int(cursor)
+    return index
 
 
 class InMemoryOrderLog:

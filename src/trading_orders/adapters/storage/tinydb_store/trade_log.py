@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from trading_orders.adapters.storage.codec import trade_from_dict, trade_to_dict
-from trading_orders.adapters.storage.tinydb_store.json_lines import JsonLinesFile, line_offset
+from trading_orders.adapters.storage.cursors import hexadecimal_and_decimal_cursor
+from trading_orders.adapters.storage.tinydb_store.json_lines import JsonLinesFile
 from trading_orders.application.errors import InvalidCursor
 from trading_orders.domain.model import Trade
 
@@ -59,14 +60,11 @@ class JsonLinesTradeLog:
         """(cursor, trade) newest first; a cursor is "<line offset>.<index in the line>"."""
         before: int | None = None
         if cursor is not None:
-            line, _, index = cursor.partition(".")
-            if not index.isdigit():
-                raise InvalidCursor(f"cursor {cursor!r} was not handed out by this service")
-            before = line_offset(self._file, line)
-            if before >= self._file.visible_size:
+            before, index = hexadecimal_and_decimal_cursor(cursor)
+            if before >= self._file.visible_size or not self._file.is_line_start(before):
                 raise InvalidCursor(f"cursor {cursor!r} was not handed out by this service")
             trades = self._file.read_at(before)["trades"]
-            for position in range(min(int(index), len(trades)) - 1, -1, -1):
+            for position in range(min(index, len(trades)) - 1, -1, -1):
                 yield f"{before:x}.{position}", trade_from_dict(trades[position])
         for offset, record in self._file.backward(before):
             trades = record["trades"]
