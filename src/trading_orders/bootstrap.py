@@ -35,6 +35,8 @@ def build_container(settings: Settings) -> Container:
             "snapshot_every_orders": settings.snapshot_every_orders,
             "snapshot_every_seconds": settings.snapshot_every_seconds,
             "read_scan_budget": settings.read_scan_budget,
+            "events_poll_seconds": settings.events_poll_seconds,
+            "events_buffer": settings.events_buffer,
         }
     )
     return container
@@ -68,6 +70,7 @@ def create_app(settings: Settings, container: Container | None = None) -> ASGIAp
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        await container.decision_feed().close()
         # Uvicorn has drained the requests in flight by now: closing the
         # stores releases their locks for the next process.
         container.unwire()

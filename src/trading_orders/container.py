@@ -19,6 +19,7 @@ from trading_orders.adapters.storage.tinydb_store.resources import (
 )
 from trading_orders.adapters.storage.tinydb_store.verification import verify_directory
 from trading_orders.adapters.system_clock import SystemClock
+from trading_orders.application.decision_feed import DecisionFeed
 from trading_orders.application.desk_overview import DeskOverview
 from trading_orders.application.order_history import OrderHistory
 from trading_orders.application.order_service import OrderService
@@ -86,6 +87,13 @@ class Container(containers.DeclarativeContainer):
     )
     order_history = providers.Singleton(
         OrderHistory, order_log=order_log_reader, trade_log=trade_log_reader, scan_budget=config.read_scan_budget
+    )
+    decision_feed = providers.Singleton(
+        DecisionFeed,
+        order_log=order_log_reader,
+        store=order_store,
+        poll_seconds=config.events_poll_seconds,
+        buffer=config.events_buffer,
     )
     desk_overview = providers.Singleton(DeskOverview, service=order_service, history=order_history)
 

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trading_orders.application.decision_feed import DEFAULT_BUFFER, DEFAULT_POLL_SECONDS
 from trading_orders.application.errors import StartupError
 from trading_orders.application.order_history import SCAN_BUDGET
 from trading_orders.domain.model import PositionScope
@@ -37,6 +38,8 @@ class _Environment(BaseSettings):
     snapshot_every_orders: int = Field(default=10_000, ge=1)
     snapshot_every_seconds: float = Field(default=10.0, gt=0)
     read_scan_budget: int = Field(default=SCAN_BUDGET, ge=1)
+    events_poll_seconds: float = Field(default=DEFAULT_POLL_SECONDS, gt=0, le=60)
+    events_buffer: int = Field(default=DEFAULT_BUFFER, ge=1, le=1_000_000)
 
     @field_validator("store", "position_scope", mode="before")
     @classmethod
@@ -67,6 +70,10 @@ class Settings:
     snapshot_every_seconds: float = 10.0
     # How many log entries one read of the history may read (see order_history.SCAN_BUDGET).
     read_scan_budget: int = SCAN_BUDGET
+    # How often GET /events looks for new orders in the log, and how many
+    # may wait for one follower before it is cut off (application.decision_feed).
+    events_poll_seconds: float = DEFAULT_POLL_SECONDS
+    events_buffer: int = DEFAULT_BUFFER
 
     @classmethod
     def from_environment(cls, project_root: Path) -> Settings:
@@ -100,4 +107,6 @@ class Settings:
             snapshot_every_orders=env.snapshot_every_orders,
             snapshot_every_seconds=env.snapshot_every_seconds,
             read_scan_budget=env.read_scan_budget,
+            events_poll_seconds=env.events_poll_seconds,
+            events_buffer=env.events_buffer,
         )

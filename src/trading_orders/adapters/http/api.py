@@ -12,11 +12,11 @@ from trading_orders.adapters.http.lanes import LaneBusy, answer_busy, health_lan
 from trading_orders.adapters.http.middleware import ApiKeyGuard, BodySizeLimit, RequestLog
 from trading_orders.adapters.http.order_ingress import IdempotencyScope, OrderIngress
 from trading_orders.adapters.http.problems import answer_failures
-from trading_orders.adapters.http.routes import operations, orders, positions, profiles, trades
+from trading_orders.adapters.http.routes import events, operations, orders, positions, profiles, trades
 from trading_orders.application.order_service import OrderService
 
 # The modules whose endpoints the container wires.
-ROUTE_MODULES: tuple[ModuleType, ...] = (orders, positions, trades, profiles, operations)
+ROUTE_MODULES: tuple[ModuleType, ...] = (orders, events, positions, trades, profiles, operations)
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 

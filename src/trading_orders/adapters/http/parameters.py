@@ -23,6 +23,7 @@ from pydantic import BeforeValidator
 
 from trading_orders.adapters.http.schemas import IsoTime
 from trading_orders.application.order_history import DEFAULT_PAGE, MAX_PAGE, HistoryFilter
+from trading_orders.domain.model import OrderStatus
 
 # The longest number any parameter or header means: 18 digits stay below 2**63.
 _ASCII_NUMBER = re.compile(r"[0-9]{1,18}")
@@ -145,3 +146,38 @@ class HistoryQuery:
 def _utc(moment: datetime | None) -> datetime | None:
     # A time without a zone is taken as UTC, the only zone on the wire.
     return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+Sequence = Annotated[
+    int | None,
+    BeforeValidator(_number),
+    Query(ge=0, description="Replay the orders after this sequence, then follow; Last-Event-ID wins over it."),
+]
+LastEventId = Annotated[
+    int | None,
+    BeforeValidator(_number),
+    Header(
+        alias="Last-Event-ID",
+        ge=0,
+        description="The id of the last event received: the stream resumes after it (what EventSource sends).",
+    ),
+]
+
+
+class StreamQuery:
+    """Where GET /events starts, and which orders it keeps."""
+
+    def __init__(
+        self,
+        strategy: Filter = None,
+        instrument: Filter = None,
+        user: Filter = None,
+        status: Annotated[OrderStatus | None, Query(description="ACCEPTED or REJECTED.")] = None,
+        after: Sequence = None,
+        last_event_id: LastEventId = None,
+    ) -> None:
+        """Collect the query parameters and the resume header."""
+        self.filter = HistoryFilter(strategy=strategy, instrument=instrument, user=user, status=status)
+        # A browser's EventSource reconnects to the same URL, ?after and all,
+        # with the id it last saw in the header: the header is the later news.
+        self.after = last_event_id if last_event_id is not None else after

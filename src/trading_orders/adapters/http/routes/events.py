@@ -1,0 +1,113 @@
+"""The decision stream: GET /events, every logged order as a Server-Sent Event, resumable by sequence."""
+
+# No `from __future__ import annotations` here: dependency-injector reads the
+# Provide markers from the evaluated signatures of the endpoints.
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from dependency_injector.wiring import inject
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from trading_orders.adapters.http.injection import AwaitedProvide
+from trading_orders.adapters.http.lanes import Lane, LaneBusy
+from trading_orders.adapters.http.parameters import StreamQuery
+from trading_orders.adapters.http.schemas import ErrorAnswer, LoggedOrderBody
+from trading_orders.application.decision_feed import DecisionFeed, FellBehind, Progress, ResumePointAhead
+from trading_orders.application.errors import StorageUnavailable
+from trading_orders.application.order_history import HistoryFilter
+from trading_orders.container import Container
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+# Comments this often keep proxies and load balancers from closing a quiet stream.
+HEARTBEAT_SECONDS = 15
+# What EventSource waits before reconnecting after the stream ends or breaks.
+RETRY_MILLISECONDS = 1000
+# A follower whose socket takes no bytes for this long is disconnected: its
+# kernel buffers are full and it is not reading.
+SEND_TIMEOUT_SECONDS = 30.0
+
+STREAM_DESCRIPTION = """\
+Server-Sent Events (`text/event-stream`), one per logged order, oldest first:
+`event: order`, `id:` the order's sequence, `data:` the order as `GET /orders/{order_id}` shows it.
+Resume with the `Last-Event-ID` header (what a browser's EventSource sends on reconnecting) or
+`?after=SEQ`: the stream replays from the log every order after that sequence, then follows live,
+with no gap and no duplicate, across restarts of the service too.
+
+Other events: `progress` (`id:` the last sequence read, when a filter kept none of many orders),
+and `resume` (`data: {"after": N, "reason": ...}`, the last event of a stream whose reader fell
+behind: reconnect with `after=N`). `: ping` comments every 15 s keep proxies from closing it.
+"""
+
+
+def _order_event(body: LoggedOrderBody) -> ServerSentEvent:
+    # by_alias: the body GET /orders/{id} answers, RESPONSE and all.
+    return ServerSentEvent(body.model_dump_json(by_alias=True), event="order", id=str(body.sequence))
+
+
+def _resume_event(after: int, reason: str) -> ServerSentEvent:
+    return ServerSentEvent(json.dumps({"after": after, "reason": reason}), event="resume", id=str(after))
+
+
+async def _events(feed: DecisionFeed, after: int, keeps: HistoryFilter, lane: Lane) -> AsyncIterator[ServerSentEvent]:
+    """The stream's events, ending with a resume event when it cannot go on."""
+    last = after
+    yield ServerSentEvent(comment="trading-orders decision stream", retry=RETRY_MILLISECONDS)
+    try:
+        async for item in feed.follow(after, keeps, lane.run):
+            if isinstance(item, FellBehind):
+                logger.info("a follower of /events fell behind at sequence %d: %s", item.after, item.reason)
+                yield _resume_event(item.after, item.reason)
+                return
+            if isinstance(item, Progress):
+                last = item.sequence
+                yield ServerSentEvent(json.dumps({"sequence": last}), event="progress", id=str(last))
+                continue
+            last = item.sequence
+            yield _order_event(LoggedOrderBody.from_logged(item))
+    except (LaneBusy, StorageUnavailable) as error:
+        # The headers are sent: the answer can no longer be a 503. The
+        # follower learns where to resume and its EventSource retries.
+        logger.warning("/events stopped at sequence %d: %s", last, error)
+        yield _resume_event(last, "the order log cannot be read now; retry shortly")
+
+
+@router.get(
+    "/events",
+    summary="Follow the decisions as they are logged",
+    description=STREAM_DESCRIPTION,
+    response_class=EventSourceResponse,
+    response_model=None,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "The stream of logged orders."},
+        409: {"model": ErrorAnswer, "description": "The resume point is beyond the log's last sequence."},
+        503: {"model": ErrorAnswer, "description": "The order log cannot be read now."},
+    },
+)
+@inject
+async def events(
+    request: Request,
+    query: Annotated[StreamQuery, Depends()],
+    feed: Annotated[DecisionFeed, Depends(AwaitedProvide[Container.decision_feed])],
+) -> EventSourceResponse | JSONResponse:
+    """Every logged order after the resume point, then each one as it is logged."""
+    lane: Lane = request.app.state.read_lane
+    after = query.after or 0
+    try:
+        await feed.check_resume_point(after, lane.run)
+    except ResumePointAhead as error:
+        return JSONResponse(status_code=409, content={"detail": str(error)})
+    return EventSourceResponse(
+        _events(feed, after, query.filter, lane),
+        ping=HEARTBEAT_SECONDS,
+        send_timeout=SEND_TIMEOUT_SECONDS,
+        # Proxies such as nginx buffer a response unless told not to.
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

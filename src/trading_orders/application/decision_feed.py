@@ -1,0 +1,221 @@
+"""The decision stream: every logged order after a sequence, from the log, then live as it is logged.
+
+A follower names the last sequence it has handled and receives every entry
+after it, oldest first, each once: first what the log already holds, read
+in chunks, then what a single poller per process reads from the log as it
+grows. The log is the only source, so a follower resumes across restarts of
+either side with no gap and no duplicate. A follower that does not keep up
+is cut off with the sequence to resume from; its buffer never grows past
+``buffer`` entries and nobody else waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from itertools import islice
+from typing import Protocol, TypeVar
+
+from trading_orders.application.order_history import HistoryFilter
+from trading_orders.application.ports import OrderLogReader, OrderStore
+from trading_orders.domain.model import OrderLogEntry
+
+logger = logging.getLogger(__name__)
+
+# Entries read from the log in one hop while catching up: about 5 ms of
+# decoding, so a long replay does not hold a read thread for long at a time.
+CATCH_UP_CHUNK = 500
+# Entries waiting for one follower before it is cut off.
+DEFAULT_BUFFER = 1000
+DEFAULT_POLL_SECONDS = 0.1
+
+Result = TypeVar("Result")
+
+
+class BlockingReads(Protocol):
+    """Runs a blocking read off the event loop (the service's read lane)."""
+
+    def __call__(self, read: Callable[[], Result], /) -> Awaitable[Result]:
+        """The result of ``read``, run where blocking is allowed."""
+        ...
+
+
+class ResumePointAhead(ValueError):
+    """The follower's last sequence is beyond the log's last: it followed another log."""
+
+
+@dataclass(frozen=True, slots=True)
+class FellBehind:
+    """The follower was cut off; it resumes after ``after``."""
+
+    after: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """The follower has seen every entry up to ``sequence``, none of them kept by its filter."""
+
+    sequence: int
+
+
+FeedItem = OrderLogEntry | FellBehind | Progress
+
+
+class _Follower:
+    """One follower's bounded buffer of the live entries it keeps, and how far the poller has read for it."""
+
+    def __init__(self, keeps: HistoryFilter, buffer: int, seen: int) -> None:
+        self.keeps = keeps
+        self.entries: asyncio.Queue[OrderLogEntry] = asyncio.Queue(maxsize=buffer)
+        # The newest sequence published to this follower, kept or not.
+        self.seen = seen
+        # Set when an entry found the buffer full: every entry before it was
+        # queued or not kept, so the follower resumes after this sequence.
+        self.cut_off: int | None = None
+        self.arrived = asyncio.Event()
+
+
+class DecisionFeed:
+    """Follows the order log for any number of followers with one reader of the log per process."""
+
+    def __init__(
+        self,
+        order_log: OrderLogReader,
+        store: OrderStore,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
+        buffer: int = DEFAULT_BUFFER,
+    ) -> None:
+        """Follow ``order_log``, whose newest sequence ``store`` tells, polling every ``poll_seconds``."""
+        if poll_seconds <= 0:
+            raise ValueError(f"poll_seconds must be above 0, got {poll_seconds}")
+        if buffer < 1:
+            raise ValueError(f"buffer must be at least 1, got {buffer}")
+        self._order_log = order_log
+        self._store = store
+        self._poll_seconds = poll_seconds
+        self._buffer = buffer
+        self._followers: set[_Follower] = set()
+        self._published = 0
+        self._poller: asyncio.Task[None] | None = None
+
+    async def check_resume_point(self, after: int, reads: BlockingReads) -> None:
+        """Raise ResumePointAhead when ``after`` is beyond the log's newest sequence."""
+        newest = (await reads(self._store.state)).last_sequence
+        if after > newest:
+            raise ResumePointAhead(
+                f"sequence {after} is beyond the order log's last, {newest}: this log is not the one followed"
+            )
+
+    async def follow(
+        self, after: int, keeps: HistoryFilter, reads: BlockingReads, progress_every: int = CATCH_UP_CHUNK
+    ) -> AsyncGenerator[FeedItem, None]:
+        """Every entry after sequence ``after`` that ``keeps`` keeps, oldest first, each once; then live.
+
+        Ends with FellBehind when the follower could not keep up. Between kept
+        entries it yields Progress at most every ``progress_every`` entries
+        read, so a filtered follower can resume without rereading them.
+        """
+        last = after
+        # The sequence of the last item yielded: Progress is due when the
+        # follower has read ``progress_every`` entries past it, none kept.
+        told = after
+        # Catch up from the log without a live buffer, so a long replay cannot
+        # overflow it; then join the poller and read once more what was logged
+        # meanwhile: it publishes only what comes after the point it had reached.
+        follower: _Follower | None = None
+        try:
+            while True:
+                chunk = await reads(partial(self._chunk_after, last))
+                for entry in chunk:
+                    last = entry.sequence
+                    if keeps.keeps_order(entry):
+                        told = last
+                        yield entry
+                if follower is not None:
+                    if len(chunk) == CATCH_UP_CHUNK:
+                        yield FellBehind(last, "too many orders arrived while catching up; resume from here")
+                        return
+                    break
+                if last - told >= progress_every:
+                    told = last
+                    yield Progress(last)
+                if len(chunk) < CATCH_UP_CHUNK:
+                    follower = self._join(last, keeps)
+            while True:
+                if not follower.entries.empty():
+                    entry = follower.entries.get_nowait()
+                    if entry.sequence > last:
+                        last = told = entry.sequence
+                        yield entry
+                    continue
+                if follower.cut_off is not None:
+                    yield FellBehind(
+                        max(last, follower.cut_off), f"more than {self._buffer} orders waited for this follower"
+                    )
+                    return
+                # Every kept entry up to ``seen`` was queued, and the queue is empty.
+                last = max(last, follower.seen)
+                if last - told >= progress_every:
+                    told = last
+                    yield Progress(last)
+                    continue
+                follower.arrived.clear()
+                await follower.arrived.wait()
+        finally:
+            if follower is not None:
+                self._followers.discard(follower)
+
+    def _chunk_after(self, sequence: int) -> list[OrderLogEntry]:
+        return list(islice(self._order_log.entries_after(sequence), CATCH_UP_CHUNK))
+
+    def _join(self, caught_up_to: int, keeps: HistoryFilter) -> _Follower:
+        follower = _Follower(keeps, self._buffer, caught_up_to)
+        if self._poller is None or self._poller.done():
+            # Nobody was following: the poller starts where this follower is,
+            # and everything up to there it has read itself.
+            self._published = caught_up_to
+            self._poller = asyncio.get_running_loop().create_task(self._poll(), name="decision-feed")
+        self._followers.add(follower)
+        return follower
+
+    async def _poll(self) -> None:
+        """Read what the log gained and hand it to every follower, until nobody follows."""
+        while self._followers:
+            try:
+                fresh = await asyncio.to_thread(self._chunk_after, self._published)
+            except Exception:
+                # A store that fails now (a lost database, a disk error) may
+                # heal: followers keep waiting, and the next poll tries again.
+                logger.exception("decision feed: reading the order log failed; retrying")
+                fresh = []
+            for entry in fresh:
+                self._publish(entry)
+            if len(fresh) < CATCH_UP_CHUNK:
+                await asyncio.sleep(self._poll_seconds)
+
+    def _publish(self, entry: OrderLogEntry) -> None:
+        self._published = entry.sequence
+        for follower in list(self._followers):
+            if entry.sequence <= follower.seen:
+                continue
+            if follower.keeps.keeps_order(entry):
+                try:
+                    follower.entries.put_nowait(entry)
+                except asyncio.QueueFull:
+                    follower.cut_off = entry.sequence - 1
+                    self._followers.discard(follower)
+            follower.seen = entry.sequence
+            follower.arrived.set()
+
+    async def close(self) -> None:
+        """Stop the poller."""
+        self._followers.clear()
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller

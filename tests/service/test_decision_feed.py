@@ -1,0 +1,138 @@
+"""The decision feed over a log in memory: each entry once and in order, bounded followers, progress."""
+
+import asyncio
+from collections.abc import AsyncGenerator, Callable, Iterator
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import pytest
+
+from trading_orders.application.decision_feed import DecisionFeed, FeedItem, FellBehind, Progress, ResumePointAhead
+from trading_orders.application.order_history import HistoryFilter
+from trading_orders.application.ports import StoreState
+from trading_orders.domain.model import Order, OrderDecision, OrderLogEntry, Side
+
+Result = TypeVar("Result")
+
+
+class GrowingLog:
+    """An order log in memory that a test appends to; also the store that says how long it is."""
+
+    def __init__(self) -> None:
+        self.entries: list[OrderLogEntry] = []
+
+    def append(self, count: int, strategy: str = "S1") -> None:
+        """Log ``count`` more orders of ``strategy``."""
+        for _ in range(count):
+            sequence = len(self.entries) + 1
+            decision = OrderDecision(f"o{sequence}", datetime.now(UTC), Order(strategy, "ACC", Side.BUY), ())
+            self.entries.append(OrderLogEntry(sequence, decision))
+
+    def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
+        """The entries after ``sequence``, oldest first."""
+        return iter(self.entries[sequence:])
+
+    def state(self) -> StoreState:
+        """The log's length."""
+        return StoreState(len(self.entries), 0, True)
+
+
+async def inline(read: Callable[[], Result]) -> Result:
+    """Runs a read on the loop: the log is in memory."""
+    return read()
+
+
+def feed_over(log: GrowingLog, buffer: int = 1000) -> DecisionFeed:
+    """A feed polling ``log`` often."""
+    return DecisionFeed(log, log, poll_seconds=0.001, buffer=buffer)  # type: ignore[arg-type]
+
+
+async def take(items: AsyncGenerator[FeedItem, None], count: int) -> list[FeedItem]:
+    """The next ``count`` items, failing after a second without one."""
+    return [await asyncio.wait_for(anext(items), 1) for _ in range(count)]
+
+
+def sequences(items: list[FeedItem]) -> list[int]:
+    """The sequence of each entry in ``items``."""
+    return [item.sequence for item in items if isinstance(item, OrderLogEntry)]
+
+
+def test_followers_joining_at_different_points_each_get_every_later_entry_once() -> None:
+    async def scenario() -> None:
+        log = GrowingLog()
+        feed = feed_over(log)
+        log.append(3)
+        early = feed.follow(0, HistoryFilter(), inline)
+        assert sequences(await take(early, 3)) == [1, 2, 3]
+        log.append(2)
+        assert sequences(await take(early, 2)) == [4, 5]
+        # The poller has published up to 5: a second follower from 1 catches up from the log.
+        late = feed.follow(1, HistoryFilter(), inline)
+        assert sequences(await take(late, 4)) == [2, 3, 4, 5]
+        log.append(3)
+        assert sequences(await take(early, 3)) == [6, 7, 8]
+        assert sequences(await take(late, 3)) == [6, 7, 8]
+        await early.aclose()
+        await late.aclose()
+        await feed.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_follower_that_does_not_keep_up_is_cut_off_where_it_can_resume_and_the_other_is_not() -> None:
+    async def scenario() -> None:
+        log = GrowingLog()
+        feed = feed_over(log, buffer=2)
+        slow = feed.follow(0, HistoryFilter(), inline)
+        other = feed.follow(0, HistoryFilter(strategy="S2"), inline, progress_every=10**9)
+        first = asyncio.ensure_future(anext(other))
+        log.append(1)
+        assert sequences(await take(slow, 1)) == [1], "from the log, catching up"
+        live = asyncio.ensure_future(anext(slow))
+        await asyncio.sleep(0.02)
+        log.append(1)
+        assert sequences([await asyncio.wait_for(live, 1)]) == [2], "from the poller, live"
+        log.append(6)  # 3-8 in one poll, while the slow follower reads nothing
+        await asyncio.sleep(0.05)
+        items = await take(slow, 3)
+        assert sequences(items[:2]) == [3, 4]
+        assert isinstance(items[2], FellBehind) and items[2].after == 4
+        with pytest.raises(StopAsyncIteration):
+            await anext(slow)
+        log.append(1, strategy="S2")
+        kept = await asyncio.wait_for(first, 1)
+        assert isinstance(kept, OrderLogEntry) and kept.sequence == 9
+        await other.aclose()
+        await feed.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_filtered_follower_hears_how_far_it_has_read() -> None:
+    async def scenario() -> None:
+        log = GrowingLog()
+        feed = feed_over(log)
+        log.append(7)
+        follower = feed.follow(0, HistoryFilter(strategy="S2"), inline, progress_every=5)
+        progress = await take(follower, 1)
+        assert progress == [Progress(7)], "catching up, it read 7 entries and kept none"
+        log.append(4)
+        log.append(1, strategy="S2")
+        later = await take(follower, 1)
+        assert sequences(later) == [12]
+        await follower.aclose()
+        await feed.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_resume_point_beyond_the_log_is_refused() -> None:
+    async def scenario() -> None:
+        log = GrowingLog()
+        log.append(2)
+        feed = feed_over(log)
+        await feed.check_resume_point(2, inline)
+        with pytest.raises(ResumePointAhead, match="sequence 3 is beyond the order log's last, 2"):
+            await feed.check_resume_point(3, inline)
+
+    asyncio.run(scenario())
