@@ -8,15 +8,16 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp
 
+from trading_orders.adapters.http.desk_session import DeskSessions
 from trading_orders.adapters.http.lanes import LaneBusy, answer_busy, health_lane, read_lane
 from trading_orders.adapters.http.middleware import ApiKeyGuard, BodySizeLimit, RequestLog
 from trading_orders.adapters.http.order_ingress import IdempotencyScope, OrderIngress
 from trading_orders.adapters.http.problems import answer_failures
-from trading_orders.adapters.http.routes import events, operations, orders, positions, profiles, trades
+from trading_orders.adapters.http.routes import desk, events, operations, orders, positions, profiles, trades
 from trading_orders.application.order_service import OrderService
 
 # The modules whose endpoints the container wires.
-ROUTE_MODULES: tuple[ModuleType, ...] = (orders, events, positions, trades, profiles, operations)
+ROUTE_MODULES: tuple[ModuleType, ...] = (orders, events, positions, trades, profiles, operations, desk)
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -24,7 +25,8 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 def build_api(lifespan: Lifespan, service: OrderService, api_key: str | None = None) -> ASGIApp:
     """The HTTP application: every route of the contract, orders placed on ``service``.
 
-    ``api_key``, if given, guards every path but /health. The layers,
+    ``api_key``, if given, guards every path but /health and the desk's page
+    (its reads take the desk's session cookie too). The layers,
     outermost first: the access log, the key guard, the body-size limit, the
     order ingress (the well-formed order's short path), FastAPI.
     """
@@ -50,7 +52,9 @@ def build_api(lifespan: Lifespan, service: OrderService, api_key: str | None = N
     # One plain ASGI layer rather than FastAPI's max_body_size, which wraps
     # every request in three and cost the order path a fifth of its time.
     served = BodySizeLimit(served, max_bytes=orders.MAX_BODY_BYTES)
-    if api_key:
-        served = ApiKeyGuard(served, api_key=api_key)
+    sessions = DeskSessions(api_key) if api_key else None
+    app.state.desk_sessions = sessions
+    if sessions is not None and api_key:
+        served = ApiKeyGuard(served, api_key=api_key, sessions=sessions)
     # Outermost, so it logs refusals by the key guard too.
     return RequestLog(served)

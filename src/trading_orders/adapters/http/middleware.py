@@ -8,14 +8,21 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from trading_orders.adapters.http.desk_session import DeskSessions
 from trading_orders.adapters.http.parameters import api_key_matches, ascii_number
 
 logger = logging.getLogger(__name__)
 
 ORDER_ID_STATE = "order_id"
-# Set on a request to an open path when an API key is configured: whether it carried the key.
+# Set on a request to an open path when an API key is configured: whether it carried the key
+# (or, for a read, the desk's session cookie).
 API_KEY_STATE = "api_key_given"
-OPEN_PATHS = frozenset({"/health"})
+# The desk's page, its scripts and styles hold no data: they are the prompt for the key.
+OPEN_PATHS = frozenset({"/health", "/desk", "/desk/session"})
+OPEN_PREFIXES = ("/desk/static/",)
+# The desk's cookie is good for reads only: a cookie is sent by the browser on
+# its own, and a read changes nothing, so there is no request to forge.
+SESSION_METHODS = frozenset({"GET", "HEAD"})
 
 
 class RequestLog:
@@ -114,32 +121,48 @@ class BodySizeLimit:
 
 
 class ApiKeyGuard:
-    """Answers 401 to a request without the configured X-API-Key header (all paths but /health)."""
+    """Answers 401 to a request without the configured X-API-Key header (all paths but the open ones).
 
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
-        """Wrap ``app``, requiring ``api_key``."""
+    A read (GET, HEAD) may carry the desk's session cookie instead of the
+    header; nothing under /admin takes it.
+    """
+
+    def __init__(self, app: ASGIApp, api_key: str, sessions: DeskSessions) -> None:
+        """Wrap ``app``, requiring ``api_key`` or, for a read, a session of ``sessions``."""
         self._app = app
         self._api_key = api_key.encode()
+        self._sessions = sessions
+
+    def _authorized(self, scope: Scope, headers: dict[bytes, bytes]) -> bool:
+        given = headers.get(b"x-api-key")
+        if given is not None:
+            # A wrong key is refused even beside a good cookie: the client meant the key.
+            return api_key_matches(given, self._api_key)
+        if scope["method"] not in SESSION_METHODS or scope["path"].startswith("/admin"):
+            return False
+        return self._sessions.expiry_in(headers.get(b"cookie")) is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass the request on if it carries the key, else answer 401."""
+        """Pass the request on if it carries the key (or a read, the session), else answer 401."""
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"x-api-key")
-        if scope["path"] in OPEN_PATHS:
+        headers = dict(scope["headers"])
+        authorized = self._authorized(scope, headers)
+        path: str = scope["path"]
+        if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             # Served either way; the path tells a client without the key less.
-            key_given = api_key_matches(given, self._api_key)
-            scope.setdefault("state", {})[API_KEY_STATE] = key_given
+            scope.setdefault("state", {})[API_KEY_STATE] = authorized
             await self._app(scope, receive, send)
             return
-        if api_key_matches(given, self._api_key):
+        if authorized:
             await self._app(scope, receive, send)
             return
+        given = headers.get(b"x-api-key")
         problem = "missing" if given is None else "wrong"
         client = scope.get("client") or ("unknown", 0)
         # The key itself, right or wrong, never goes into the log.
-        logger.warning("refused %s %s from %s: X-API-Key %s", scope["method"], scope["path"], client[0], problem)
+        logger.warning("refused %s %s from %s: X-API-Key %s", scope["method"], path, client[0], problem)
         body = json.dumps({"detail": f"X-API-Key header {problem}"}).encode()
         await send(
             {

@@ -272,3 +272,17 @@ class ValidationErrorAnswer(BaseModel):
 
     message: str
     detail: list[dict[str, object]]
+
+
+class DeskSessionRequest(BaseModel):
+    """The API key, typed into the desk once, traded for a session cookie."""
+
+    api_key: str = Field(min_length=1, max_length=1024, description="The service's TRADING_ORDERS_API_KEY.")
+
+
+class DeskSessionAnswer(BaseModel):
+    """Whether the desk may read: the service needs a key, and this browser has a session."""
+
+    key_required: bool = Field(description="True when the service is run with TRADING_ORDERS_API_KEY.")
+    active: bool = Field(description="True when this request may read: no key is needed, or it carries one.")
+    expires_at: datetime | None = Field(description="When the session cookie stops working; null without one.")

@@ -1,0 +1,446 @@
+// The desk: shows the newest orders of the order log and follows GET /events.
+// Every URL is relative to the page, so nothing is asked of any other origin
+// and the desk works behind a path prefix too. Data from the service is put
+// into the page as text (textContent), never as HTML: names come from clients.
+"use strict";
+
+const SHOWN_ORDERS = 200; // rows the blotter keeps; older ones fall off
+const FIRST_PAGE = 100; // orders read from GET /orders on load
+const WINDOW_SECONDS = 300; // the chart's span
+const BUCKET_SECONDS = 10; // one bar of the chart
+const HEALTH_EVERY_MS = 5000;
+const POSITIONS_DEBOUNCE_MS = 300;
+const REOPEN_AFTER_MS = 2000;
+const ANNOUNCE_EVERY_MS = 1500;
+const CHART_EVERY_MS = 1000;
+
+const desk = {
+  filters: { user: "", strategy: "" },
+  lastSequence: 0, // the newest sequence shown or read: where the stream resumes
+  orders: new Map(), // sequence -> order: the rows shown, one per sequence
+  recent: [], // {at, accepted} of every order seen within the chart's window
+  stream: null,
+  load: 0, // counts loads, so the answers of a load that a newer one replaced are dropped
+  timers: { positions: 0, reopen: 0, announce: 0 },
+  unannounced: [],
+};
+
+const byId = (id) => document.getElementById(id);
+
+class NeedsKey extends Error {}
+
+function withFilters(extra) {
+  const query = new URLSearchParams(extra);
+  for (const [name, value] of Object.entries(desk.filters)) {
+    if (value) query.set(name, value);
+  }
+  return query.toString();
+}
+
+async function getJson(path) {
+  const answer = await fetch(path, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+  if (answer.status === 401) throw new NeedsKey(path);
+  if (!answer.ok) throw new Error(`${path}: HTTP ${answer.status}`);
+  return answer.json();
+}
+
+function element(tag, text, className) {
+  const made = document.createElement(tag);
+  if (text !== undefined) made.textContent = text;
+  if (className) made.className = className;
+  return made;
+}
+
+// Colour and text: the badge says ACCEPTED or REJECTED, with a mark, whatever the colours look like.
+function statusBadge(status) {
+  const accepted = status === "ACCEPTED";
+  return element("span", `${accepted ? "✓" : "✗"} ${status}`, `status ${accepted ? "accepted" : "rejected"}`);
+}
+
+function setState(id, text, kind) {
+  const shown = byId(id);
+  shown.textContent = text;
+  shown.className = `state ${kind}`;
+}
+
+// --- the blotter ---------------------------------------------------------
+
+function orderRow(order) {
+  const row = document.createElement("tr");
+  row.dataset.sequence = String(order.sequence);
+  row.append(
+    element("td", String(order.sequence), "number"),
+    element("td", order.received_at.slice(11, 23)),
+    element("td", order.strategy),
+    element("td", order.instrument),
+    element("td", order.position),
+  );
+  const result = element("td");
+  result.append(statusBadge(order.RESPONSE));
+  if (order.reason) result.append(element("span", ` ${order.reason}`, "reason"));
+  const decisions = element("td");
+  const list = element("ul", undefined, "decisions");
+  for (const decision of order.decisions) {
+    const item = element("li");
+    item.dataset.user = decision.user;
+    item.dataset.status = decision.status;
+    item.append(element("span", `${decision.user}: `), statusBadge(decision.status));
+    if (decision.reason) item.append(element("span", ` ${decision.reason}`, "reason"));
+    list.append(item);
+  }
+  decisions.append(list);
+  row.append(result, decisions);
+  return row;
+}
+
+function noteSequence(sequence) {
+  if (sequence > desk.lastSequence) {
+    desk.lastSequence = sequence;
+    byId("last-sequence").textContent = String(sequence);
+  }
+}
+
+// Adds one order unless its sequence is already shown; true when it was added.
+function addOrder(order, live) {
+  if (desk.orders.has(order.sequence)) return false;
+  desk.orders.set(order.sequence, order);
+  noteSequence(order.sequence);
+  desk.recent.push({ at: Date.parse(order.received_at), accepted: order.RESPONSE === "ACCEPTED" });
+  const body = byId("blotter").tBodies[0];
+  const row = orderRow(order);
+  // Newest first; an order older than some shown (a replay) goes in its place.
+  const later = [...body.rows].find((shown) => Number(shown.dataset.sequence) < order.sequence);
+  body.insertBefore(row, later ?? null);
+  if (live) row.classList.add("fresh");
+  while (desk.orders.size > SHOWN_ORDERS) {
+    const oldest = Math.min(...desk.orders.keys());
+    desk.orders.delete(oldest);
+    body.querySelector(`tr[data-sequence="${oldest}"]`)?.remove();
+  }
+  byId("blotter-empty").hidden = desk.orders.size > 0;
+  return true;
+}
+
+function announce(order) {
+  desk.unannounced.push(order);
+  if (desk.timers.announce) return;
+  // At most one announcement every so often: a busy desk must not drown a screen reader.
+  desk.timers.announce = setTimeout(() => {
+    const latest = desk.unannounced.at(-1);
+    const count = desk.unannounced.length;
+    desk.unannounced = [];
+    desk.timers.announce = 0;
+    const what = `${latest.strategy} ${latest.instrument} ${latest.position} ${latest.RESPONSE}`;
+    byId("announcer").textContent = count === 1 ? `New order ${latest.sequence}: ${what}` :
+      `${count} new orders; the latest, ${latest.sequence}: ${what}`;
+  }, ANNOUNCE_EVERY_MS);
+}
+
+// --- rejection reasons, the chart ---------------------------------------
+
+function drawReasons() {
+  const counts = new Map();
+  for (const order of desk.orders.values()) {
+    if (order.reason) counts.set(order.reason, (counts.get(order.reason) ?? 0) + 1);
+    for (const decision of order.decisions) {
+      if (decision.reason) counts.set(decision.reason, (counts.get(decision.reason) ?? 0) + 1);
+    }
+  }
+  const body = byId("reasons").tBodies[0];
+  body.replaceChildren(
+    ...[...counts].sort((a, b) => b[1] - a[1]).map(([reason, count]) => {
+      const row = element("tr");
+      row.dataset.reason = reason;
+      row.append(element("td", reason), element("td", String(count), "number"));
+      return row;
+    }),
+  );
+  byId("reasons-empty").hidden = counts.size > 0;
+}
+
+function chartBuckets(now) {
+  const start = now - WINDOW_SECONDS * 1000;
+  desk.recent = desk.recent.filter((seen) => seen.at >= start);
+  const buckets = Array.from({ length: WINDOW_SECONDS / BUCKET_SECONDS }, () => ({ orders: 0, accepted: 0 }));
+  for (const seen of desk.recent) {
+    const index = Math.min(buckets.length - 1, Math.floor((seen.at - start) / (BUCKET_SECONDS * 1000)));
+    buckets[index].orders += 1;
+    if (seen.accepted) buckets[index].accepted += 1;
+  }
+  return buckets;
+}
+
+function drawChart() {
+  const buckets = chartBuckets(Date.now());
+  const canvas = byId("rate-chart");
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth || 480;
+  const height = canvas.clientHeight || 140;
+  canvas.width = Math.round(width * ratio);
+  canvas.height = Math.round(height * ratio);
+  const pen = canvas.getContext("2d");
+  pen.scale(ratio, ratio);
+  pen.clearRect(0, 0, width, height);
+  const top = 16;
+  const plot = height - top - 4;
+  const peak = Math.max(...buckets.map((b) => b.orders / BUCKET_SECONDS), 0.1);
+  const step = width / buckets.length;
+  pen.fillStyle = "#6c8fb3";
+  buckets.forEach((bucket, index) => {
+    const bar = (bucket.orders / BUCKET_SECONDS / peak) * plot;
+    pen.fillRect(index * step + 1, top + plot - bar, step - 2, bar);
+  });
+  pen.strokeStyle = "#0b6b2e";
+  pen.lineWidth = 2;
+  pen.beginPath();
+  let drawing = false;
+  buckets.forEach((bucket, index) => {
+    if (bucket.orders === 0) {
+      drawing = false;
+      return;
+    }
+    const x = index * step + step / 2;
+    const y = top + plot - (bucket.accepted / bucket.orders) * plot;
+    if (drawing) pen.lineTo(x, y);
+    else pen.moveTo(x, y);
+    drawing = true;
+  });
+  pen.stroke();
+  pen.fillStyle = "#1b1f24";
+  pen.font = "12px system-ui, sans-serif";
+  pen.fillText(`${peak.toFixed(2)} orders/s`, 2, 12);
+  pen.textAlign = "right";
+  pen.fillText("100% accepted", width - 2, 12);
+
+  const total = buckets.reduce((sum, b) => sum + b.orders, 0);
+  const accepted = buckets.reduce((sum, b) => sum + b.accepted, 0);
+  byId("rate-summary").textContent = total === 0 ? `No orders in the last ${WINDOW_SECONDS / 60} minutes.` :
+    `Last ${WINDOW_SECONDS / 60} minutes: ${total} orders, ${(total / WINDOW_SECONDS).toFixed(2)} orders/s, ` +
+    `${Math.round((100 * accepted) / total)}% accepted.`;
+}
+
+// --- positions ----------------------------------------------------------
+
+async function refreshPositions() {
+  const load = desk.load;
+  const { positions } = await getJson(`positions?${withFilters({})}`);
+  if (load !== desk.load) return;
+  const held = new Map(); // "user\u0000strategy" -> [user, strategy, instruments]
+  for (const position of positions) {
+    const key = `${position.user}\u0000${position.strategy}`;
+    if (!held.has(key)) held.set(key, [position.user, position.strategy, []]);
+    held.get(key)[2].push(position.instrument);
+  }
+  const rows = [...held.values()].sort((a, b) => a[0].localeCompare(b[0]) || a[1].localeCompare(b[1]));
+  byId("positions").tBodies[0].replaceChildren(
+    ...rows.map(([user, strategy, instruments]) => {
+      const row = element("tr");
+      row.dataset.user = user;
+      row.dataset.strategy = strategy;
+      row.append(
+        element("td", user),
+        element("td", strategy),
+        element("td", String(instruments.length), "number"),
+        element("td", instruments.sort().join(", ")),
+      );
+      return row;
+    }),
+  );
+  byId("positions-empty").hidden = rows.length > 0;
+}
+
+// Many orders in a burst ask for one read of the positions, not one each.
+function positionsSoon() {
+  clearTimeout(desk.timers.positions);
+  desk.timers.positions = setTimeout(() => refreshPositions().catch(onFailure), POSITIONS_DEBOUNCE_MS);
+}
+
+// --- the stream ---------------------------------------------------------
+
+function closeStream() {
+  clearTimeout(desk.timers.reopen);
+  if (desk.stream) desk.stream.close();
+  desk.stream = null;
+}
+
+function openStream(after) {
+  closeStream();
+  // No key in the URL: with an API key set, the session cookie goes along by itself.
+  const stream = new EventSource(`events?${withFilters({ after: String(after) })}`);
+  desk.stream = stream;
+  stream.addEventListener("open", () => setState("stream", "live", "ok"));
+  stream.addEventListener("order", (event) => {
+    const order = JSON.parse(event.data);
+    if (!addOrder(order, true)) return;
+    announce(order);
+    drawReasons();
+    drawChart();
+    positionsSoon();
+  });
+  // A filter kept none of the orders read: the stream has still moved on.
+  stream.addEventListener("progress", (event) => noteSequence(Number(event.lastEventId)));
+  // This reader fell behind: the service ends the stream and says where to go on.
+  stream.addEventListener("resume", (event) => {
+    const { after: resumeAt } = JSON.parse(event.data);
+    closeStream();
+    setState("stream", "catching up", "unknown");
+    openStream(resumeAt);
+  });
+  stream.addEventListener("error", () => {
+    if (desk.stream !== stream) return;
+    setState("stream", "reconnecting…", "bad");
+    // CONNECTING: the browser retries by itself, sending Last-Event-ID, the
+    // last sequence it got. CLOSED: it gave up (an answer other than 200),
+    // so the desk finds out why and opens a new one.
+    if (stream.readyState === EventSource.CLOSED) {
+      desk.timers.reopen = setTimeout(() => reopen().catch(onFailure), REOPEN_AFTER_MS);
+    }
+  });
+}
+
+async function reopen() {
+  const session = await getJson("desk/session");
+  if (!session.active) throw new NeedsKey("desk/session");
+  // The desk never loaded (the service was down when the page opened): load it now.
+  if (byId("desk").hidden) return openDesk(session);
+  const { orders } = await getJson("orders?limit=1");
+  const newest = orders.length ? orders[0].sequence : 0;
+  // A log shorter than what was shown is another log (an in-memory store restarted): start over.
+  if (newest < desk.lastSequence) return loadDesk();
+  openStream(desk.lastSequence);
+}
+
+// --- loading, filters, the key -------------------------------------------
+
+function clearData() {
+  closeStream();
+  desk.orders.clear();
+  desk.recent = [];
+  desk.lastSequence = 0;
+  byId("last-sequence").textContent = "–";
+  byId("blotter").tBodies[0].replaceChildren();
+  byId("positions").tBodies[0].replaceChildren();
+  byId("reasons").tBodies[0].replaceChildren();
+  byId("blotter-empty").hidden = false;
+  byId("positions-empty").hidden = false;
+  byId("reasons-empty").hidden = false;
+}
+
+async function loadDesk() {
+  const load = ++desk.load;
+  clearData();
+  setState("stream", "loading…", "unknown");
+  const filtered = Object.values(desk.filters).some(Boolean);
+  // With a filter, the page below may hold nothing recent: resume from the
+  // log's newest sequence, read first, so no order logged meanwhile is missed.
+  const logEnd = filtered ? await getJson("orders?limit=1") : { orders: [] };
+  const page = await getJson(`orders?${withFilters({ limit: String(FIRST_PAGE) })}`);
+  if (load !== desk.load) return;
+  for (const order of page.orders) addOrder(order, false);
+  const after = Math.max(desk.lastSequence, logEnd.orders.length ? logEnd.orders[0].sequence : 0);
+  noteSequence(after);
+  drawReasons();
+  drawChart();
+  openStream(after);
+  await refreshPositions();
+}
+
+function fillChoices(select, names) {
+  const chosen = select.value;
+  select.replaceChildren(select.options[0]);
+  for (const name of names) select.append(new Option(name, name));
+  select.value = names.includes(chosen) ? chosen : "";
+}
+
+async function loadChoices() {
+  const [{ users }, { strategies }] = await Promise.all([getJson("users"), getJson("strategies")]);
+  fillChoices(byId("filter-user"), users.map((u) => u.user));
+  fillChoices(byId("filter-strategy"), strategies.map((s) => s.strategy));
+}
+
+function showLogin() {
+  clearData();
+  desk.load += 1;
+  setState("stream", "not connected", "unknown");
+  byId("desk").hidden = true;
+  byId("logout").hidden = true;
+  byId("login").hidden = false;
+  byId("api-key").focus();
+}
+
+async function openDesk(session) {
+  byId("login").hidden = true;
+  byId("desk").hidden = false;
+  byId("logout").hidden = !session.key_required;
+  await loadChoices();
+  await loadDesk();
+}
+
+function onFailure(error) {
+  if (error instanceof NeedsKey) {
+    showLogin();
+    return;
+  }
+  // The stream reconnects by itself; a failed read is retried by the next event or poll.
+  setState("stream", "reconnecting…", "bad");
+  if (!desk.stream || desk.stream.readyState === EventSource.CLOSED) {
+    clearTimeout(desk.timers.reopen);
+    desk.timers.reopen = setTimeout(() => reopen().catch(onFailure), REOPEN_AFTER_MS);
+  }
+}
+
+async function logIn(event) {
+  event.preventDefault();
+  const field = byId("api-key");
+  const answer = await fetch("desk/session", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    credentials: "same-origin",
+    body: JSON.stringify({ api_key: field.value }),
+  });
+  field.value = "";
+  if (!answer.ok) {
+    byId("login-error").textContent = answer.status === 401 ? "That is not the API key." :
+      `The service answered ${answer.status}.`;
+    field.focus();
+    return;
+  }
+  byId("login-error").textContent = "";
+  await openDesk(await answer.json());
+}
+
+async function logOut() {
+  await fetch("desk/session", { method: "DELETE", credentials: "same-origin" });
+  showLogin();
+}
+
+async function pollHealth() {
+  try {
+    const answer = await fetch("health", { headers: { Accept: "application/json" }, cache: "no-store" });
+    const { status } = await answer.json();
+    setState("health", status, answer.ok ? "ok" : "bad");
+  } catch {
+    setState("health", "unreachable", "bad");
+  }
+}
+
+function changeFilters() {
+  desk.filters = { user: byId("filter-user").value, strategy: byId("filter-strategy").value };
+  loadDesk().catch(onFailure);
+}
+
+async function boot() {
+  byId("login-form").addEventListener("submit", (event) => logIn(event).catch(onFailure));
+  byId("logout").addEventListener("click", () => logOut().catch(onFailure));
+  byId("filter-user").addEventListener("change", changeFilters);
+  byId("filter-strategy").addEventListener("change", changeFilters);
+  pollHealth();
+  setInterval(pollHealth, HEALTH_EVERY_MS);
+  // The window slides even when no order comes.
+  setInterval(drawChart, CHART_EVERY_MS);
+  const session = await getJson("desk/session");
+  if (session.active) await openDesk(session);
+  else showLogin();
+}
+
+boot().catch(onFailure);

@@ -1,0 +1,114 @@
+"""The desk: its page and assets (package data under ../desk), and the session that lets it read with an API key."""
+
+import logging
+from datetime import UTC, datetime
+from importlib import resources
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from trading_orders.adapters.http.desk_session import COOKIE_NAME, DeskSessions, cleared_cookie
+from trading_orders.adapters.http.middleware import API_KEY_STATE
+from trading_orders.adapters.http.schemas import DeskSessionAnswer, DeskSessionRequest, ErrorAnswer
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+# The files under desk/, read once: a handful of small files, and a fixed list
+# means no path a client sends ever reaches the file system.
+_MEDIA_TYPES = {
+    "desk.js": "text/javascript; charset=utf-8",
+    "desk.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
+_DESK = resources.files("trading_orders.adapters.http") / "desk"
+ASSETS = {name: _DESK.joinpath(name).read_bytes() for name in _MEDIA_TYPES}
+PAGE = _DESK.joinpath("index.html").read_bytes()
+
+# The browser itself refuses anything from another origin: no CDN, no font,
+# no beacon, even if a future edit of the page asked for one.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # A new release's page and scripts are fetched again, never mixed with an old one's.
+    "Cache-Control": "no-cache",
+}
+
+
+@router.get("/desk", include_in_schema=False)
+def desk_page() -> Response:
+    """The desk's page; without a session it only asks for the API key."""
+    return Response(PAGE, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
+
+
+@router.get("/desk/static/{name}", include_in_schema=False)
+def desk_asset(name: str) -> Response:
+    """One of the desk's scripts, styles or icons; 404 for any other name."""
+    if name not in ASSETS:
+        return JSONResponse(status_code=404, content={"detail": "Not Found"})
+    return Response(ASSETS[name], media_type=_MEDIA_TYPES[name], headers=_PAGE_HEADERS)
+
+
+def _sessions(request: Request) -> DeskSessions | None:
+    sessions: DeskSessions | None = request.app.state.desk_sessions
+    return sessions
+
+
+def _answer(request: Request, expires: int | None) -> DeskSessionAnswer:
+    key_required = _sessions(request) is not None
+    return DeskSessionAnswer(
+        key_required=key_required,
+        active=not key_required or expires is not None or getattr(request.state, API_KEY_STATE, False),
+        expires_at=None if expires is None else datetime.fromtimestamp(expires, UTC),
+    )
+
+
+@router.get("/desk/session", response_model=DeskSessionAnswer, summary="May this browser read? (the desk asks)")
+def desk_session(request: Request) -> DeskSessionAnswer:
+    """Whether a key is needed and whether this request has it or a session; never 401, so the desk can ask."""
+    sessions = _sessions(request)
+    expires = None if sessions is None else sessions.expiry(request.cookies.get(COOKIE_NAME))
+    return _answer(request, expires)
+
+
+@router.post(
+    "/desk/session",
+    response_model=DeskSessionAnswer,
+    summary="Trade the API key for the desk's session cookie",
+    description=(
+        "For the right key, sets a signed session cookie (HttpOnly, SameSite=Strict, a few hours) that "
+        "GET requests (the reads, /events) take in place of the X-API-Key header; POST /create_order and "
+        "/admin never do. Without a configured key, sets nothing: every client may read."
+    ),
+    responses={
+        401: {"model": ErrorAnswer, "description": "Not the API key; nothing is set."},
+        415: {"model": ErrorAnswer, "description": "The request is not sent as application/json."},
+    },
+)
+def open_desk_session(
+    body: DeskSessionRequest, request: Request, response: Response
+) -> DeskSessionAnswer | JSONResponse:
+    """Set the session cookie for the right API key; 401 and nothing set for any other."""
+    sessions = _sessions(request)
+    if sessions is None:
+        return _answer(request, None)
+    if not sessions.opened_by(body.api_key):
+        client = request.client.host if request.client else "unknown"
+        logger.warning("refused a desk session from %s: wrong API key", client)
+        return JSONResponse(status_code=401, content={"detail": "not the API key"})
+    token, expires = sessions.issue()
+    response.headers["Set-Cookie"] = sessions.cookie(token, expires, secure=request.url.scheme == "https")
+    return _answer(request, expires)
+
+
+@router.delete("/desk/session", response_model=DeskSessionAnswer, summary="End the desk's session (log out)")
+def close_desk_session(request: Request, response: Response) -> DeskSessionAnswer:
+    """Make the browser forget its session cookie."""
+    response.headers["Set-Cookie"] = cleared_cookie(secure=request.url.scheme == "https")
+    key_required = _sessions(request) is not None
+    return DeskSessionAnswer(key_required=key_required, active=not key_required, expires_at=None)
