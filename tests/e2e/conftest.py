@@ -1,11 +1,14 @@
 """Fixtures that run the real service (uvicorn, Order_Handler:app) on a free loopback port."""
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
+from tests.support.desk_browser import chromium_path, launch_chromium
 from tests.support.service_process import ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,3 +52,18 @@ def service_factory(tmp_path: Path, data_dir: Path) -> Iterator[ServiceFactory]:
     yield make
     for service in made:
         service.kill()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium under Playwright, once per session; in CI a missing chromium fails, never skips."""
+    executable = chromium_path()
+    if executable is None:
+        message = "the desk's browser tests need chromium: apt-get install -y chromium (make test does it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        launched = launch_chromium(playwright, executable)
+        yield launched
+        launched.close()

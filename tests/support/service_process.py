@@ -61,9 +61,13 @@ class ServiceProcess:
         """The URL the service answers on, http://127.0.0.1:<port>."""
         return f"http://{LOOPBACK}:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> ServiceProcess:
-        """Start the process and wait until /health answers; raises RuntimeError with its output if not."""
-        self.launch()
+    def start(self, timeout: float = 20.0, same_port: bool = False) -> ServiceProcess:
+        """Start the process and wait until /health answers; raises RuntimeError with its output if not.
+
+        ``same_port`` restarts on the port of the last start, as a restarted
+        server comes back where its clients (a browser's EventSource) left it.
+        """
+        self.launch(same_port)
         assert self._process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -78,9 +82,10 @@ class ServiceProcess:
         self.kill()
         raise RuntimeError(f"service did not answer /health within {timeout}s: {self.output()}")
 
-    def launch(self) -> None:
+    def launch(self, same_port: bool = False) -> None:
         """Start the process without waiting for it to be ready (to kill it during start-up)."""
-        self.port = free_port()
+        if not (same_port and self.port):
+            self.port = free_port()
         listen = ["--host", LOOPBACK, "--port", str(self.port)]
         if self._entry == "serve":
             command = [sys.executable, "-m", "trading_orders", "serve", *listen]

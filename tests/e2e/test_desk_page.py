@@ -1,0 +1,203 @@
+"""The /desk page in a real browser (Debian's chromium under Playwright) against the real service over HTTP."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from playwright.sync_api import Browser, expect
+
+from tests.e2e.conftest import ServiceFactory
+from tests.support.desk_browser import DeskPage
+
+pytestmark = pytest.mark.slow
+
+HOLLAND = "Holland Proctor"
+OAKLEE = "Oaklee Wagner"
+PROFILE = {
+    HOLLAND: {"STRATEGY_A": ["BIRLASOFT", "GRASIM", "EICHER"], "STRATEGY_B": ["MINDA"]},
+    OAKLEE: {"STRATEGY_A": ["GRASIM"], "STRATEGY_D": ["ACC"]},
+}
+# The brief's promise for a desk: an order shows within 2 s of its answer.
+SHOWN_WITHIN_MS = 2000
+
+
+def place(base_url: str, strategy: str, instrument: str, side: str, api_key: str | None = None) -> dict[str, Any]:
+    headers = {"X-API-Key": api_key} if api_key else {}
+    body = {"STRATEGY": strategy, "INSTRUMENT": instrument, "POSITION": side}
+    answer = requests.post(f"{base_url}/create_order", json=body, headers=headers, timeout=5)
+    assert answer.status_code == 200, answer.text
+    order: dict[str, Any] = requests.get(
+        f"{base_url}/orders/{answer.json()['order_id']}", headers=headers, timeout=5
+    ).json()
+    return order
+
+
+@pytest.fixture
+def pages(browser: Browser) -> Iterator[list[DeskPage]]:
+    opened: list[DeskPage] = []
+    yield opened
+    for page in opened:
+        page.close()
+
+
+def test_the_desk_loads_from_the_service_alone_and_shows_a_new_order_within_two_seconds(
+    service_factory: ServiceFactory, browser: Browser, pages: list[DeskPage]
+) -> None:
+    with service_factory(PROFILE) as service:
+        earlier = place(service.base_url, "STRATEGY_A", "GRASIM", "SELL")
+        desk = DeskPage.open(browser, service.base_url)
+        pages.append(desk)
+        expect(desk.row(earlier["sequence"])).to_be_visible()
+        expect(desk.page.locator("#health")).to_have_text("ok")
+        expect(desk.page.locator("#stream")).to_have_text("live")
+
+        order = place(service.base_url, "STRATEGY_A", "GRASIM", "BUY")
+        row = desk.row(order["sequence"])
+        expect(row).to_be_visible(timeout=SHOWN_WITHIN_MS)
+        expect(row).to_contain_text("STRATEGY_A")
+        expect(row).to_contain_text("GRASIM")
+        expect(row).to_contain_text("BUY")
+        expect(row).to_contain_text("ACCEPTED")
+        for user in (HOLLAND, OAKLEE):
+            # Text beside the colour: the status is written out.
+            expect(desk.decision(order["sequence"], user)).to_have_text(f"{user}: ✓ ACCEPTED")
+        rejected = place(service.base_url, "STRATEGY_A", "EICHER", "SELL")
+        expect(desk.decision(rejected["sequence"], HOLLAND)).to_have_text(f"{HOLLAND}: ✗ REJECTED NO_OPEN_POSITION")
+        expect(desk.decision(rejected["sequence"], OAKLEE)).to_contain_text("INSTRUMENT_NOT_IN_STRATEGY")
+        expect(desk.page.locator("#last-sequence")).to_have_text(str(rejected["sequence"]))
+        assert desk.sequences() == [rejected["sequence"], order["sequence"], earlier["sequence"]]
+        # Holland and Oaklee for the first SELL, Holland for the second; Oaklee does not trade EICHER.
+        expect(desk.page.locator('#reasons tr[data-reason="NO_OPEN_POSITION"] td.number')).to_have_text("3")
+        expect(desk.page.locator('#reasons tr[data-reason="INSTRUMENT_NOT_IN_STRATEGY"] td.number')).to_have_text("1")
+        expect(desk.page.locator("#rate-summary")).to_contain_text("3 orders")
+        expect(desk.page.locator("#announcer")).to_contain_text(f"{rejected['sequence']}")
+
+        assert desk.errors == []
+        assert desk.requests_elsewhere() == []
+        assert any(url.startswith(f"{service.base_url}/events?") for url in desk.requests)
+
+
+def test_open_positions_follow_a_buy_and_a_sell(
+    service_factory: ServiceFactory, browser: Browser, pages: list[DeskPage]
+) -> None:
+    with service_factory(PROFILE) as service:
+        desk = DeskPage.open(browser, service.base_url)
+        pages.append(desk)
+        expect(desk.page.locator("#positions-empty")).to_be_visible()
+        place(service.base_url, "STRATEGY_A", "GRASIM", "BUY")
+        place(service.base_url, "STRATEGY_A", "EICHER", "BUY")
+        holland = desk.positions(HOLLAND, "STRATEGY_A")
+        expect(holland).to_have_text(f"{HOLLAND}STRATEGY_A2EICHER, GRASIM", timeout=SHOWN_WITHIN_MS)
+        expect(desk.positions(OAKLEE, "STRATEGY_A")).to_have_text(f"{OAKLEE}STRATEGY_A1GRASIM")
+
+        place(service.base_url, "STRATEGY_A", "GRASIM", "SELL")
+        expect(holland).to_have_text(f"{HOLLAND}STRATEGY_A1EICHER", timeout=SHOWN_WITHIN_MS)
+        expect(desk.positions(OAKLEE, "STRATEGY_A")).to_have_count(0)
+        assert desk.errors == []
+
+
+def test_a_filter_reopens_the_stream_with_only_the_orders_it_keeps(
+    service_factory: ServiceFactory, browser: Browser, pages: list[DeskPage]
+) -> None:
+    with service_factory(PROFILE) as service:
+        minda = place(service.base_url, "STRATEGY_B", "MINDA", "BUY")
+        acc = place(service.base_url, "STRATEGY_D", "ACC", "BUY")
+        desk = DeskPage.open(browser, service.base_url)
+        pages.append(desk)
+        expect(desk.rows()).to_have_count(2)
+
+        desk.page.select_option("#filter-user", OAKLEE)
+        expect(desk.rows()).to_have_count(1)
+        expect(desk.row(acc["sequence"])).to_be_visible()
+        expect(desk.positions(HOLLAND, "STRATEGY_B")).to_have_count(0)
+        expect(desk.positions(OAKLEE, "STRATEGY_D")).to_be_visible()
+        place(service.base_url, "STRATEGY_B", "MINDA", "SELL")  # Holland's alone: filtered out
+        kept = place(service.base_url, "STRATEGY_D", "ACC", "SELL")
+        expect(desk.row(kept["sequence"])).to_be_visible(timeout=SHOWN_WITHIN_MS)
+        assert desk.sequences() == [kept["sequence"], acc["sequence"]]
+        assert any(f"user={OAKLEE.replace(' ', '+')}" in url for url in desk.requests if "/events?" in url)
+
+        desk.page.select_option("#filter-user", "")
+        expect(desk.rows()).to_have_count(4)
+        assert minda["sequence"] in desk.sequences()
+        assert desk.errors == []
+
+
+@pytest.mark.parametrize("restart", ["kill", "stop"])
+def test_after_a_restart_the_desk_shows_the_orders_placed_meanwhile_exactly_once(
+    service_factory: ServiceFactory, browser: Browser, pages: list[DeskPage], restart: str
+) -> None:
+    service = service_factory(PROFILE).start()
+    desk = DeskPage.open(browser, service.base_url)
+    pages.append(desk)
+    first = place(service.base_url, "STRATEGY_A", "GRASIM", "BUY")
+    expect(desk.row(first["sequence"])).to_be_visible(timeout=SHOWN_WITHIN_MS)
+
+    if restart == "kill":
+        service.kill()
+    else:
+        service.stop()
+    expect(desk.page.locator("#stream")).to_have_text("reconnecting…")
+    expect(desk.page.locator("#health")).to_have_text("unreachable", timeout=10_000)
+    # Back on the same port over the same data: the page's own origin.
+    service.start(same_port=True)
+    meanwhile = [
+        place(service.base_url, "STRATEGY_A", "GRASIM", "SELL"),
+        place(service.base_url, "STRATEGY_B", "MINDA", "BUY"),
+        place(service.base_url, "STRATEGY_D", "ACC", "BUY"),
+    ]
+    expect(desk.page.locator("#stream")).to_have_text("live", timeout=10_000)
+    for order in meanwhile:
+        expect(desk.row(order["sequence"])).to_be_visible()
+    after = place(service.base_url, "STRATEGY_B", "MINDA", "SELL")
+    expect(desk.row(after["sequence"])).to_be_visible(timeout=SHOWN_WITHIN_MS)
+
+    expected = [after["sequence"], *[o["sequence"] for o in reversed(meanwhile)], first["sequence"]]
+    assert expected == [5, 4, 3, 2, 1]
+    assert desk.sequences() == expected
+    expect(desk.positions(OAKLEE, "STRATEGY_D")).to_be_visible()
+    expect(desk.positions(HOLLAND, "STRATEGY_B")).to_have_count(0)
+    service.stop()
+
+
+def test_with_an_api_key_the_desk_asks_for_it_and_shows_no_data_until_it_is_given(
+    service_factory: ServiceFactory, browser: Browser, pages: list[DeskPage]
+) -> None:
+    key = "desk-key-7f3a"
+    with service_factory(PROFILE, api_key=key) as service:
+        earlier = place(service.base_url, "STRATEGY_A", "GRASIM", "BUY", api_key=key)
+        desk = DeskPage.open(browser, service.base_url)
+        pages.append(desk)
+        expect(desk.page.locator("#login")).to_be_visible()
+        expect(desk.page.locator("#desk")).to_be_hidden()
+        expect(desk.page.locator("#health")).to_have_text("ok")
+        assert desk.rows().count() == 0
+        data_paths = ("/orders", "/events", "/positions", "/users", "/strategies", "/trades")
+        asked = [url.removeprefix(service.base_url) for url in desk.requests]
+        assert not [path for path in asked if path.startswith(data_paths)], asked
+
+        desk.page.fill("#api-key", "not-the-key")
+        desk.page.click("#login-form button[type=submit]")
+        expect(desk.page.locator("#login-error")).to_have_text("That is not the API key.")
+        expect(desk.page.locator("#desk")).to_be_hidden()
+        assert desk.page.context.cookies() == []
+
+        desk.page.fill("#api-key", key)
+        desk.page.click("#login-form button[type=submit]")
+        expect(desk.row(earlier["sequence"])).to_be_visible()
+        expect(desk.page.locator("#login")).to_be_hidden()
+        expect(desk.positions(HOLLAND, "STRATEGY_A")).to_be_visible()
+        later = place(service.base_url, "STRATEGY_A", "GRASIM", "SELL", api_key=key)
+        expect(desk.row(later["sequence"])).to_be_visible(timeout=SHOWN_WITHIN_MS)
+        (cookie,) = desk.page.context.cookies()
+        assert (cookie["httpOnly"], cookie.get("sameSite"), cookie["secure"]) == (True, "Strict", False)
+        assert key not in cookie["value"]
+        # The key never travels in a URL, where access logs and history keep it.
+        assert not [url for url in desk.requests if key in url]
+
+        desk.page.click("#logout")
+        expect(desk.page.locator("#login")).to_be_visible()
+        assert desk.rows().count() == 0
+        assert desk.page.context.cookies() == []
+        assert desk.requests_elsewhere() == []
