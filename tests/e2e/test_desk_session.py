@@ -32,6 +32,10 @@ def test_the_right_key_sets_a_strict_http_only_cookie_and_a_wrong_one_sets_nothi
             url, data=json.dumps({"api_key": KEY}), headers={"Content-Type": "text/plain"}, timeout=5
         )
         assert as_text.status_code == 415 and "set-cookie" not in as_text.headers
+        garbled = requests.post(
+            url, data=b'{"api_key": "\x80"}', headers={"Content-Type": "application/json"}, timeout=5
+        )
+        assert garbled.status_code == 400 and "set-cookie" not in garbled.headers
         assert requests.get(url, timeout=5).json() == {"key_required": True, "active": False, "expires_at": None}
 
         right = requests.post(url, json={"api_key": KEY}, timeout=5)
