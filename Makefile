@@ -10,7 +10,7 @@ PORT ?= 8080
 SCOPE ?= strategy
 EXAMPLE_PROFILE := Jsons/worked_example_profile.json
 
-.PHONY: run example test lint test-unit test-service test-integration test-e2e demo bench profile profiles clean
+.PHONY: run example test lint test-unit test-service test-integration test-e2e chromium desk-screenshot demo bench profile profiles clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,7 @@ lint: $(INSTALLED_DEV)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint $(PROFILE)
+test: lint $(PROFILE) chromium
 	$(BIN)/pytest
 
 test-unit: $(INSTALLED_DEV)
@@ -60,8 +60,20 @@ test-service: $(INSTALLED_DEV)
 test-integration: $(INSTALLED_DEV)
 	$(BIN)/pytest tests/integration
 
-test-e2e: $(INSTALLED_DEV)
+test-e2e: $(INSTALLED_DEV) chromium
 	$(BIN)/pytest tests/e2e
+
+# The desk's browser tests drive Debian's chromium (Playwright's own browser
+# download cannot be used): installed from apt when missing, with sudo when not root.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		as_root=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$as_root apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$as_root apt-get install -y -qq chromium >/dev/null; }
+
+# docs/desk.png, the README's picture of the desk, from a real service and browser.
+desk-screenshot: $(INSTALLED_DEV) chromium
+	$(BIN)/python -m tests.support.desk_screenshot docs/desk.png
 
 # Benchmarks print tables and are not part of make test.
 bench: $(INSTALLED)
