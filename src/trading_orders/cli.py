@@ -71,7 +71,8 @@ def run_serve(settings: Settings, host: str, port: int) -> int:
     # rather than "killed by SIGTERM".
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, note_stop)
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port)).run()
+    # log_config None: uvicorn's lines go through the logging configure_logging set up, not its own.
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None)).run()
     return 0
 
 

@@ -130,6 +130,12 @@ def configure_logging(directory: Path, level: str = "INFO") -> Path:
         uvicorn_access = logging.getLogger("uvicorn.access")
         uvicorn_access.handlers.clear()
         uvicorn_access.propagate = False
+        # uvicorn's other lines (start-up, shutdown, an application's
+        # traceback, whose text a client may have chosen) go through these
+        # handlers too: escaped, and in the file. Its levels stay as set.
+        for name in ("uvicorn", "uvicorn.error"):
+            logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
         _writer = _LogWriter(root, [to_file, to_console])
         atexit.register(write_logs_directly)
         _configured = path
