@@ -1,6 +1,6 @@
 """Orders beside followers of GET /events: what followers cost the order path, and how late events arrive.
 
-    .venv/bin/python -m tests.bench.stream_load [--seconds 8] [--followers 0,1,20] [--stalled]
+    .venv/bin/python -m tests.bench.stream_load [--seconds 8] [--followers 0,1,20] [--stalled] [--paced 1000]
 
 Starts the real service (default store, one uvicorn worker) on loopback and,
 for each count of followers, connects that many GET /events streams (read by
@@ -16,6 +16,7 @@ limit cuts it off and the orders must not notice. Not part of make test.
 import argparse
 import json
 import multiprocessing
+import os
 import socket
 import tempfile
 import threading
@@ -33,6 +34,7 @@ from tests.support.event_stream import EventStreamReader
 from tests.support.service_process import LOOPBACK, ServiceProcess
 
 Followed = tuple[bool, list[float]]
+ANY_ORDER = {"STRATEGY": preload.LOAD_STRATEGIES[0], "INSTRUMENT": preload.INSTRUMENTS[0], "POSITION": "SELL"}
 
 
 def _follow(url: str, followers: int, after: int, final: "Synchronized[int]", results: "Queue[Followed]") -> None:
@@ -71,6 +73,12 @@ def _stalled(port: int) -> socket.socket:
     return stalled
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def newest_sequence(url: str) -> int:
     """The sequence of the newest order in the log, 0 when it is empty."""
     newest = requests.get(f"{url}/orders", params={"limit": 1}, timeout=10).json()["orders"]
@@ -88,10 +96,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--followers", default="0,1,20")
     parser.add_argument("--stalled", action="store_true", help="add a follower that never reads")
+    parser.add_argument(
+        "--paced", type=int, default=0, help="offer about this many orders/s (wrk pauses), 0: as fast as it goes"
+    )
+    parser.add_argument("--poll", type=float, default=None, help="TRADING_ORDERS_EVENTS_POLL_SECONDS for the service")
     args = parser.parse_args()
     rows = [
-        "| followers | orders/s | order p99 ms | every order, once, in order | event lag p50 / p99 ms |",
-        "|---|---|---|---|---|",
+        "| followers | orders/s | order p99 ms | service CPU µs per order | every order, once, in order "
+        "| event lag p50 / p99 ms |",
+        "|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory(prefix="stream-load-") as scratch_name:
         scratch = Path(scratch_name)
@@ -102,6 +115,8 @@ def main() -> None:
             "TRADING_ORDERS_LOG_DIR": str(scratch / "logs"),
             "TRADING_ORDERS_LOG_LEVEL": "WARNING",
         }
+        if args.poll is not None:
+            environment["TRADING_ORDERS_EVENTS_POLL_SECONDS"] = str(args.poll)
         with ServiceProcess(ROOT / "Scripts", environment, scratch / "service.out") as service:
             for count in [int(n) for n in args.followers.split(",")]:
                 _wrk(service.port, 64, 1.0)  # warm up, and move the log on
@@ -112,8 +127,13 @@ def main() -> None:
                 reading.start()
                 stalled = _stalled(service.port) if args.stalled else None
                 time.sleep(1.0)
-                run = _wrk(service.port, 64, args.seconds)
+                # Each of the 64 connections pauses 64,000 / rate ms on average between orders.
+                used = cpu_seconds(service.pid)
+                run = _wrk(service.port, 64, args.seconds, 64_000 / args.paced if args.paced else 0)
+                cpu_per_order = (cpu_seconds(service.pid) - used) / run.orders * 1e6
                 final.value = newest_sequence(service.base_url)
+                # One more order wakes a follower that has read everything and waits for the next.
+                requests.post(f"{service.base_url}/create_order", json=ANY_ORDER, timeout=10)
                 followed = [results.get(timeout=60) for _ in range(count)]
                 reading.join()
                 if stalled is not None:
@@ -122,7 +142,7 @@ def main() -> None:
                 whole = "yes" if all(complete for complete, _ in followed) else "NO"
                 label = f"{count}{' + 1 stalled' if stalled is not None else ''}"
                 rows.append(
-                    f"| {label} | {run.per_second:,.0f} | {run.percentile(0.99):.1f} | "
+                    f"| {label} | {run.per_second:,.0f} | {run.percentile(0.99):.1f} | {cpu_per_order:.0f} | "
                     f"{whole if count else '-'} | {_percentile(lags, 0.5):.1f} / {_percentile(lags, 0.99):.1f} |"
                 )
                 print(rows[-1], flush=True)
