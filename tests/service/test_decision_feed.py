@@ -8,6 +8,7 @@ from typing import TypeVar
 import pytest
 
 from trading_orders.application.decision_feed import DecisionFeed, FeedItem, FellBehind, Progress, ResumePointAhead
+from trading_orders.application.errors import StorageUnavailable
 from trading_orders.application.order_history import HistoryFilter
 from trading_orders.application.ports import StoreState
 from trading_orders.domain.model import Order, OrderDecision, OrderLogEntry, Side
@@ -140,3 +141,40 @@ def test_a_resume_point_beyond_the_log_is_refused() -> None:
             await feed.check_resume_point(3, inline)
 
     asyncio.run(scenario())
+
+
+class FailingLog(GrowingLog):
+    """A log whose reads fail while ``failures`` remain, as a store does while its database is away."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 0
+
+    def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
+        """Fail while failures remain, else read."""
+        if self.failures:
+            self.failures -= 1
+            raise StorageUnavailable("the database is unreachable")
+        return super().entries_after(sequence)
+
+
+def test_followers_wait_out_a_log_that_cannot_be_read_and_get_every_entry_after(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        log = FailingLog()
+        feed = feed_over(log)
+        follower = feed.follow(0, HistoryFilter(), inline)
+        live = asyncio.ensure_future(anext(follower))
+        await asyncio.sleep(0.02)
+        log.failures = 20
+        log.append(2)
+        batch = await asyncio.wait_for(live, 2)
+        assert isinstance(batch, list) and [e.sequence for e in batch] == [1, 2]
+        await follower.aclose()
+        await feed.close()
+
+    asyncio.run(scenario())
+    failed = [r for r in caplog.records if "reading the order log failed" in r.getMessage()]
+    assert len(failed) == 1, "said once per outage"
+    assert any("reading the order log again" in r.getMessage() for r in caplog.records)

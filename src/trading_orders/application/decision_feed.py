@@ -192,16 +192,23 @@ class DecisionFeed:
 
     async def _poll(self) -> None:
         """Read what the log gained and hand it to every follower, until nobody follows."""
+        failing = False
         while self._followers:
+            fresh: list[OrderLogEntry] = []
             try:
                 fresh = await asyncio.to_thread(self._chunk_after, self._published)
+                for entry in fresh:
+                    self._publish(entry)
+                if failing:
+                    failing = False
+                    logger.warning("decision feed: reading the order log again")
             except Exception:
                 # A store that fails now (a lost database, a disk error) may
                 # heal: followers keep waiting, and the next poll tries again.
-                logger.exception("decision feed: reading the order log failed; retrying")
-                fresh = []
-            for entry in fresh:
-                self._publish(entry)
+                # Said once per outage, not ten times a second.
+                if not failing:
+                    failing = True
+                    logger.exception("decision feed: reading the order log failed; retrying every poll")
             if len(fresh) < CATCH_UP_CHUNK:
                 await asyncio.sleep(self._poll_seconds)
 
