@@ -47,7 +47,7 @@ def create_app(settings: Settings, container: Container | None = None) -> ASGIAp
 
     ``container`` is one build_container(settings) made, perhaps with providers overridden (tests).
     """
-    configure_logging(settings.log_dir, settings.log_level)
+    configure_logging(settings.log_dir, settings.log_level, settings.log_format)
     logger.info(
         "starting: store %s in %s, profile %s, position scope %s",
         settings.store,

@@ -17,10 +17,12 @@ import uvicorn
 from rich.console import Console
 from rich.progress import Progress
 
+from trading_orders.adapters.http.parameters import ascii_number
 from trading_orders.application.errors import StartupError
 from trading_orders.bootstrap import build_container, create_app_or_exit
 from trading_orders.domain.model import PositionScope
 from trading_orders.settings import Settings, StoreName
+from trading_orders.tools.decision_follower import DecisionFollower, ResumeState
 from trading_orders.tools.desk_client import COLUMNS, ServiceError, fetch, show
 from trading_orders.tools.order_producer import main as produce_orders
 from trading_orders.tools.profile_generator import main as generate_profiles
@@ -69,7 +71,8 @@ def run_serve(settings: Settings, host: str, port: int) -> int:
     # rather than "killed by SIGTERM".
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, note_stop)
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port)).run()
+    # log_config None: uvicorn's lines go through the logging configure_logging set up, not its own.
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None)).run()
     return 0
 
 
@@ -78,6 +81,13 @@ PASS_THROUGH = {
     "generate-profiles": "generate Jsons/user_profile.json (the brief's generator; see its --help)",
     "produce": "send random orders to a running service (the brief's producer; see its --help)",
 }
+
+
+def _sequence(text: str) -> int:
+    number = ascii_number(text)
+    if number is None:
+        raise argparse.ArgumentTypeError(f"expected a sequence, a whole number of ASCII digits: {text!r}")
+    return number
 
 
 def _add_history_filters(command: argparse.ArgumentParser, with_status: bool) -> None:
@@ -113,6 +123,20 @@ def _parser() -> argparse.ArgumentParser:
                 read.add_argument(f"--{name}")
         else:
             _add_history_filters(read, with_status=what == "orders")
+    follow = commands.add_parser(
+        "follow", help="print a running service's decisions as they are logged; with --state, resume after a stop"
+    )
+    follow.add_argument("--url", default=DEFAULT_URL, help=f"the service (default {DEFAULT_URL})")
+    follow.add_argument("--json", action="store_true", help="one JSON object per line, for machines")
+    follow.add_argument(
+        "--after", type=_sequence, help="start after this sequence (0: the whole log; default: from now on)"
+    )
+    follow.add_argument(
+        "--state", type=Path, help="keep the last sequence handled in this file and resume after it (wins over --after)"
+    )
+    for name in ("strategy", "instrument", "user"):
+        follow.add_argument(f"--{name}")
+    follow.add_argument("--status", choices=["ACCEPTED", "REJECTED"])
     check = commands.add_parser("verify", help="check that the position store and the order log agree")
     check.add_argument("--data-dir", type=Path, help="default: TRADING_ORDERS_DATA_DIR or ./Jsons")
     check.add_argument("--scope", choices=[s.value for s in PositionScope], help="default: the configured scope")
@@ -145,6 +169,17 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.command in COLUMNS:
         return _run_read(args, settings.api_key)
+    if args.command == "follow":
+        filters = {name: getattr(args, name) for name in ("strategy", "instrument", "user", "status")}
+        follower = DecisionFollower(
+            url=args.url,
+            filters={name: value for name, value in filters.items() if value is not None},
+            api_key=settings.api_key,
+            as_json=args.json,
+            out=sys.stdout,
+            state=ResumeState(args.state) if args.state is not None else None,
+        )
+        return follower.run(args.after)
     data_dir: Path = args.data_dir or settings.data_dir
     chosen = dataclasses.replace(settings, data_dir=data_dir, position_scope=scope)
     try:

@@ -18,6 +18,7 @@ from trading_orders.domain.model import PositionScope
 ENV_PREFIX = "TRADING_ORDERS_"
 StoreName = Literal["tinydb", "memory", "sqlite", "postgres"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogFormat = Literal["text", "json"]
 
 
 class ConfigurationError(StartupError):
@@ -33,6 +34,7 @@ class _Environment(BaseSettings):
     store: StoreName = "tinydb"
     position_scope: PositionScope = PositionScope.STRATEGY
     log_level: LogLevel = "INFO"
+    log_format: LogFormat = "text"
     api_key: SecretStr | None = None
     database_url: SecretStr | None = None
     snapshot_every_orders: int = Field(default=10_000, ge=1)
@@ -41,7 +43,7 @@ class _Environment(BaseSettings):
     events_poll_seconds: float = Field(default=DEFAULT_POLL_SECONDS, gt=0, le=60)
     events_buffer: int = Field(default=DEFAULT_BUFFER, ge=1, le=1_000_000)
 
-    @field_validator("store", "position_scope", mode="before")
+    @field_validator("store", "position_scope", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
@@ -74,6 +76,8 @@ class Settings:
     # may wait for one follower before it is cut off (application.decision_feed).
     events_poll_seconds: float = DEFAULT_POLL_SECONDS
     events_buffer: int = DEFAULT_BUFFER
+    # "json": one JSON object per log line, for log shippers.
+    log_format: LogFormat = "text"
 
     @classmethod
     def from_environment(cls, project_root: Path) -> Settings:
@@ -109,4 +113,5 @@ class Settings:
             read_scan_budget=env.read_scan_budget,
             events_poll_seconds=env.events_poll_seconds,
             events_buffer=env.events_buffer,
+            log_format=env.log_format,
         )

@@ -1,5 +1,6 @@
 """The log file over real HTTP: whatever a client sends, every line is one of the service's own (CWE-117)."""
 
+import json
 import re
 import time
 from pathlib import Path
@@ -71,3 +72,18 @@ def test_no_request_writes_a_line_of_its_own_with_or_without_the_api_key(
     assert f"refused GET /x\\u2028{FORGED_LINE} from 127.0.0.1: X-API-Key missing" in log
     assert f"refused GET /x\\x1b[2K\\r{FORGED_LINE} from 127.0.0.1: X-API-Key wrong" in log
     assert f"S1\\u2028{FORGED_NAME} ACC BUY -> REJECTED UNKNOWN_STRATEGY" in log
+
+
+def test_json_lines_logs_are_one_object_per_line_whatever_a_client_sends(
+    service_factory: ServiceFactory, tmp_path: Path
+) -> None:
+    with service_factory(PROFILE, log_level="DEBUG", log_format="json") as service:
+        assert send_forgeries(service, {}) == [404] * len(BREAKS) + [200]
+    lines = read_log(tmp_path / "logs").split("\n")
+    assert lines[-1] == "" and len(lines) > 10
+    records = [json.loads(line) for line in lines[:-1]]
+    for record in records:
+        assert {"timestamp", "level", "logger", "message"} <= record.keys(), record
+        assert record["timestamp"].endswith("+00:00")
+    messages = [record["message"] for record in records]
+    assert f"GET /x\n{FORGED_LINE} 404" in " ".join(messages), "the path is in a message, as sent"

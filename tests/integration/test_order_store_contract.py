@@ -243,3 +243,14 @@ def test_an_order_cancelled_midway_never_blocks_the_next(open_store: OpenStore, 
     # The cancelled BUY was recorded whole or not at all.
     assert store.store.state().last_sequence == placed.entry.sequence
     assert len(service.open_positions()) == placed.entry.sequence
+
+
+@pytest.mark.parametrize("cursor", ["999", "12345"])
+def test_a_cursor_beyond_the_log_is_refused_not_read_as_the_newest_page(open_store: OpenStore, cursor: str) -> None:
+    service, store = open_store()
+    for instrument, side in [("GRASIM", Side.BUY), ("GRASIM", Side.SELL)]:
+        place(service, Order("STRATEGY_A", instrument, side))
+    with pytest.raises(InvalidCursor):
+        store.history.orders(HistoryFilter(), limit=10, cursor=cursor)
+    with pytest.raises(InvalidCursor):
+        store.history.trades(HistoryFilter(), limit=10, cursor=cursor)

@@ -8,6 +8,7 @@ from typing import TypeVar
 import pytest
 
 from trading_orders.application.decision_feed import DecisionFeed, FeedItem, FellBehind, Progress, ResumePointAhead
+from trading_orders.application.errors import StorageUnavailable
 from trading_orders.application.order_history import HistoryFilter
 from trading_orders.application.ports import StoreState
 from trading_orders.domain.model import Order, OrderDecision, OrderLogEntry, Side
@@ -47,14 +48,19 @@ def feed_over(log: GrowingLog, buffer: int = 1000) -> DecisionFeed:
     return DecisionFeed(log, log, poll_seconds=0.001, buffer=buffer)  # type: ignore[arg-type]
 
 
-async def take(items: AsyncGenerator[FeedItem, None], count: int) -> list[FeedItem]:
-    """The next ``count`` items, failing after a second without one."""
-    return [await asyncio.wait_for(anext(items), 1) for _ in range(count)]
+async def take(items: AsyncGenerator[FeedItem, None]) -> FeedItem:
+    """The next item, failing after a second without one."""
+    return await asyncio.wait_for(anext(items), 1)
 
 
-def sequences(items: list[FeedItem]) -> list[int]:
-    """The sequence of each entry in ``items``."""
-    return [item.sequence for item in items if isinstance(item, OrderLogEntry)]
+async def sequences(items: AsyncGenerator[FeedItem, None], count: int) -> list[int]:
+    """The sequences of the next ``count`` entries, however they are batched; fails on anything else."""
+    found: list[int] = []
+    while len(found) < count:
+        batch = await take(items)
+        assert isinstance(batch, list), batch
+        found += [entry.sequence for entry in batch]
+    return found
 
 
 def test_followers_joining_at_different_points_each_get_every_later_entry_once() -> None:
@@ -63,15 +69,15 @@ def test_followers_joining_at_different_points_each_get_every_later_entry_once()
         feed = feed_over(log)
         log.append(3)
         early = feed.follow(0, HistoryFilter(), inline)
-        assert sequences(await take(early, 3)) == [1, 2, 3]
+        assert await sequences(early, 3) == [1, 2, 3]
         log.append(2)
-        assert sequences(await take(early, 2)) == [4, 5]
+        assert await sequences(early, 2) == [4, 5]
         # The poller has published up to 5: a second follower from 1 catches up from the log.
         late = feed.follow(1, HistoryFilter(), inline)
-        assert sequences(await take(late, 4)) == [2, 3, 4, 5]
+        assert await sequences(late, 4) == [2, 3, 4, 5]
         log.append(3)
-        assert sequences(await take(early, 3)) == [6, 7, 8]
-        assert sequences(await take(late, 3)) == [6, 7, 8]
+        assert await sequences(early, 3) == [6, 7, 8]
+        assert await sequences(late, 3) == [6, 7, 8]
         await early.aclose()
         await late.aclose()
         await feed.close()
@@ -87,21 +93,22 @@ def test_a_follower_that_does_not_keep_up_is_cut_off_where_it_can_resume_and_the
         other = feed.follow(0, HistoryFilter(strategy="S2"), inline, progress_every=10**9)
         first = asyncio.ensure_future(anext(other))
         log.append(1)
-        assert sequences(await take(slow, 1)) == [1], "from the log, catching up"
+        assert await sequences(slow, 1) == [1], "from the log, catching up"
         live = asyncio.ensure_future(anext(slow))
         await asyncio.sleep(0.02)
         log.append(1)
-        assert sequences([await asyncio.wait_for(live, 1)]) == [2], "from the poller, live"
+        batch = await asyncio.wait_for(live, 1)
+        assert isinstance(batch, list) and [e.sequence for e in batch] == [2], "from the poller, live"
         log.append(6)  # 3-8 in one poll, while the slow follower reads nothing
         await asyncio.sleep(0.05)
-        items = await take(slow, 3)
-        assert sequences(items[:2]) == [3, 4]
-        assert isinstance(items[2], FellBehind) and items[2].after == 4
+        assert await sequences(slow, 2) == [3, 4]
+        behind = await take(slow)
+        assert isinstance(behind, FellBehind) and behind.after == 4
         with pytest.raises(StopAsyncIteration):
             await anext(slow)
         log.append(1, strategy="S2")
         kept = await asyncio.wait_for(first, 1)
-        assert isinstance(kept, OrderLogEntry) and kept.sequence == 9
+        assert isinstance(kept, list) and [e.sequence for e in kept] == [9]
         await other.aclose()
         await feed.close()
 
@@ -114,12 +121,10 @@ def test_a_filtered_follower_hears_how_far_it_has_read() -> None:
         feed = feed_over(log)
         log.append(7)
         follower = feed.follow(0, HistoryFilter(strategy="S2"), inline, progress_every=5)
-        progress = await take(follower, 1)
-        assert progress == [Progress(7)], "catching up, it read 7 entries and kept none"
+        assert await take(follower) == Progress(7), "catching up, it read 7 entries and kept none"
         log.append(4)
         log.append(1, strategy="S2")
-        later = await take(follower, 1)
-        assert sequences(later) == [12]
+        assert await sequences(follower, 1) == [12]
         await follower.aclose()
         await feed.close()
 
@@ -136,3 +141,40 @@ def test_a_resume_point_beyond_the_log_is_refused() -> None:
             await feed.check_resume_point(3, inline)
 
     asyncio.run(scenario())
+
+
+class FailingLog(GrowingLog):
+    """A log whose reads fail while ``failures`` remain, as a store does while its database is away."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 0
+
+    def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
+        """Fail while failures remain, else read."""
+        if self.failures:
+            self.failures -= 1
+            raise StorageUnavailable("the database is unreachable")
+        return super().entries_after(sequence)
+
+
+def test_followers_wait_out_a_log_that_cannot_be_read_and_get_every_entry_after(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        log = FailingLog()
+        feed = feed_over(log)
+        follower = feed.follow(0, HistoryFilter(), inline)
+        live = asyncio.ensure_future(anext(follower))
+        await asyncio.sleep(0.02)
+        log.failures = 20
+        log.append(2)
+        batch = await asyncio.wait_for(live, 2)
+        assert isinstance(batch, list) and [e.sequence for e in batch] == [1, 2]
+        await follower.aclose()
+        await feed.close()
+
+    asyncio.run(scenario())
+    failed = [r for r in caplog.records if "reading the order log failed" in r.getMessage()]
+    assert len(failed) == 1, "said once per outage"
+    assert any("reading the order log again" in r.getMessage() for r in caplog.records)

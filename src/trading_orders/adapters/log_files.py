@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+from pythonjsonlogger.json import JsonFormatter
+
 LOG_FILE = "trading_orders.log"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _configured: Path | None = None
@@ -106,8 +108,22 @@ class _LogWriter:
                 self._root.addHandler(handler)
 
 
-def configure_logging(directory: Path, level: str = "INFO") -> Path:
+def _json_lines() -> logging.Formatter:
+    return JsonFormatter(
+        "%(levelname)s %(name)s %(message)s",
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp=True,
+        json_ensure_ascii=True,
+    )
+
+
+def configure_logging(directory: Path, level: str = "INFO", log_format: str = "text") -> Path:
     """Send every log record to ``directory``/trading_orders.log (rotated) and stderr; returns the file.
+
+    ``log_format`` "text" writes OneLineFormatter's lines, "json" one JSON
+    object per line (``timestamp``, ``level``, ``logger``, ``message``,
+    ``exc_info``) for log shippers; JSON escapes every control character
+    and, ASCII only, every line separator, so a record is one line there too.
 
     The first call decides where logs go; later calls only change the level.
     Records are written by a thread of their own (see write_logs_directly).
@@ -120,7 +136,7 @@ def configure_logging(directory: Path, level: str = "INFO") -> Path:
             return _configured
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / LOG_FILE
-        formatter = OneLineFormatter(_FORMAT)
+        formatter = OneLineFormatter(_FORMAT) if log_format == "text" else _json_lines()
         to_file = logging.handlers.RotatingFileHandler(path, maxBytes=10_000_000, backupCount=5, encoding="utf-8")
         to_console = logging.StreamHandler(sys.stderr)
         for handler in (to_file, to_console):
@@ -130,6 +146,12 @@ def configure_logging(directory: Path, level: str = "INFO") -> Path:
         uvicorn_access = logging.getLogger("uvicorn.access")
         uvicorn_access.handlers.clear()
         uvicorn_access.propagate = False
+        # uvicorn's other lines (start-up, shutdown, an application's
+        # traceback, whose text a client may have chosen) go through these
+        # handlers too: escaped, and in the file. Its levels stay as set.
+        for name in ("uvicorn", "uvicorn.error"):
+            logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
         _writer = _LogWriter(root, [to_file, to_console])
         atexit.register(write_logs_directly)
         _configured = path

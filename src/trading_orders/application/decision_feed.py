@@ -63,7 +63,9 @@ class Progress:
     sequence: int
 
 
-FeedItem = OrderLogEntry | FellBehind | Progress
+# Entries come in batches, oldest first: what one read of the log or one
+# drain of the live buffer found, so a stream can send them in one write.
+FeedItem = list[OrderLogEntry] | FellBehind | Progress
 
 
 class _Follower:
@@ -114,7 +116,7 @@ class DecisionFeed:
     async def follow(
         self, after: int, keeps: HistoryFilter, reads: BlockingReads, progress_every: int = CATCH_UP_CHUNK
     ) -> AsyncGenerator[FeedItem, None]:
-        """Every entry after sequence ``after`` that ``keeps`` keeps, oldest first, each once; then live.
+        """Every entry after sequence ``after`` that ``keeps`` keeps, oldest first, each once, in batches; then live.
 
         Ends with FellBehind when the follower could not keep up. Between kept
         entries it yields Progress at most every ``progress_every`` entries
@@ -131,11 +133,12 @@ class DecisionFeed:
         try:
             while True:
                 chunk = await reads(partial(self._chunk_after, last))
-                for entry in chunk:
-                    last = entry.sequence
-                    if keeps.keeps_order(entry):
-                        told = last
-                        yield entry
+                kept = [entry for entry in chunk if keeps.keeps_order(entry)]
+                if chunk:
+                    last = chunk[-1].sequence
+                if kept:
+                    told = kept[-1].sequence
+                    yield kept
                 if follower is not None:
                     if len(chunk) == CATCH_UP_CHUNK:
                         yield FellBehind(last, "too many orders arrived while catching up; resume from here")
@@ -148,10 +151,14 @@ class DecisionFeed:
                     follower = self._join(last, keeps)
             while True:
                 if not follower.entries.empty():
-                    entry = follower.entries.get_nowait()
-                    if entry.sequence > last:
-                        last = told = entry.sequence
-                        yield entry
+                    fresh = []
+                    while not follower.entries.empty():
+                        entry = follower.entries.get_nowait()
+                        if entry.sequence > last:
+                            fresh.append(entry)
+                            last = told = entry.sequence
+                    if fresh:
+                        yield fresh
                     continue
                 if follower.cut_off is not None:
                     yield FellBehind(
@@ -185,16 +192,23 @@ class DecisionFeed:
 
     async def _poll(self) -> None:
         """Read what the log gained and hand it to every follower, until nobody follows."""
+        failing = False
         while self._followers:
+            fresh: list[OrderLogEntry] = []
             try:
                 fresh = await asyncio.to_thread(self._chunk_after, self._published)
+                for entry in fresh:
+                    self._publish(entry)
+                if failing:
+                    failing = False
+                    logger.warning("decision feed: reading the order log again")
             except Exception:
                 # A store that fails now (a lost database, a disk error) may
                 # heal: followers keep waiting, and the next poll tries again.
-                logger.exception("decision feed: reading the order log failed; retrying")
-                fresh = []
-            for entry in fresh:
-                self._publish(entry)
+                # Said once per outage, not ten times a second.
+                if not failing:
+                    failing = True
+                    logger.exception("decision feed: reading the order log failed; retrying every poll")
             if len(fresh) < CATCH_UP_CHUNK:
                 await asyncio.sleep(self._poll_seconds)
 

@@ -33,12 +33,17 @@ def fetch(url: str, what: str, filters: dict[str, str], api_key: str | None) -> 
     return rows
 
 
+def decisions_cell(order: dict[str, Any]) -> str:
+    """Each user's decision of ``order`` as "user: ACCEPTED|reason", or the order's own reason."""
+    users = ", ".join(f"{d['user']}: {d['reason'] or d['status']}" for d in order.get("decisions") or [])
+    # An order rejected as a whole (UNKNOWN_STRATEGY) has no per-user decisions, only its reason.
+    return users or str(order.get("reason") or "")
+
+
 def _cell(column: str, row: dict[str, Any]) -> str:
-    value = row.get(column)
     if column == "decisions":
-        users = ", ".join(f"{d['user']}: {d['reason'] or d['status']}" for d in value or [])
-        # An order rejected as a whole (UNKNOWN_STRATEGY) has no per-user decisions, only its reason.
-        return users or str(row.get("reason") or "")
+        return decisions_cell(row)
+    value = row.get(column)
     return "" if value is None else str(value)
 
 

@@ -16,21 +16,22 @@ _HEXADECIMAL = re.compile(r"[0-9a-f]{1,16}")
 _HEXADECIMAL_AND_DECIMAL = re.compile(r"([0-9a-f]{1,16})\.([0-9]{1,9})")
 
 
-def _refused(cursor: str) -> InvalidCursor:
+def not_handed_out(cursor: str) -> InvalidCursor:
+    """The error for ``cursor``, which this service did not hand out."""
     return InvalidCursor(f"cursor {cursor!r} was not handed out by this service")
 
 
 def decimal_cursor(cursor: str) -> int:
     """The number a cursor written as ``str(n)`` names."""
     if _DECIMAL.fullmatch(cursor) is None:
-        raise _refused(cursor)
+        raise not_handed_out(cursor)
     return int(cursor)
 
 
 def hexadecimal_cursor(cursor: str) -> int:
     """The number a cursor written as ``f"{n:x}"`` names."""
     if _HEXADECIMAL.fullmatch(cursor) is None:
-        raise _refused(cursor)
+        raise not_handed_out(cursor)
     return int(cursor, 16)
 
 
@@ -38,5 +39,5 @@ def hexadecimal_and_decimal_cursor(cursor: str) -> tuple[int, int]:
     """The two numbers a cursor written as ``f"{n:x}.{m}"`` names."""
     parts = _HEXADECIMAL_AND_DECIMAL.fullmatch(cursor)
     if parts is None:
-        raise _refused(cursor)
+        raise not_handed_out(cursor)
     return int(parts[1], 16), int(parts[2])

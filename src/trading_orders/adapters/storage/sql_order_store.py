@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 from trading_orders.adapters.storage.codec import entry_from_dict, parse_time
-from trading_orders.adapters.storage.cursors import decimal_cursor
+from trading_orders.adapters.storage.cursors import decimal_cursor, not_handed_out
 from trading_orders.adapters.storage.sql_batches import (
     Batch,
     BatchConnection,
@@ -238,6 +238,7 @@ class SqlOrderStore(ABC):
     def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, OrderLogEntry]]:
         """(cursor, entry) newest first; a cursor is the entry's sequence, looked up by primary key."""
         before = _cursor(cursor)
+        self._check_handed_out("SELECT 1 FROM orders WHERE sequence = ?", cursor, before)
         while True:
             with self._reading() as sql:
                 rows = sql.rows(
@@ -264,6 +265,14 @@ class SqlOrderStore(ABC):
                 return
             after = rows[-1][0]
 
+    def _check_handed_out(self, lookup: str, cursor: str | None, key: int) -> None:
+        """Raise InvalidCursor unless ``cursor`` names a row ``lookup`` finds: one beyond the log is no page."""
+        if cursor is None:
+            return
+        with self._reading() as sql:
+            if not sql.rows(lookup, (key,)):
+                raise not_handed_out(cursor)
+
     def find_by_order_id(self, order_id: str) -> OrderLogEntry | None:
         """The entry of order ``order_id``, if any (by its unique index)."""
         with self._reading() as sql:
@@ -273,6 +282,7 @@ class SqlOrderStore(ABC):
     def trades_newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, Trade]]:
         """(cursor, trade) newest first; a cursor is the trade's row id."""
         before = _cursor(cursor)
+        self._check_handed_out("SELECT 1 FROM trades WHERE id = ?", cursor, before)
         while True:
             with self._reading() as sql:
                 rows = sql.rows(

@@ -5,6 +5,7 @@
 
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -21,6 +22,7 @@ from trading_orders.application.decision_feed import DecisionFeed, FellBehind, P
 from trading_orders.application.errors import StorageUnavailable
 from trading_orders.application.order_history import HistoryFilter
 from trading_orders.container import Container
+from trading_orders.domain.model import OrderLogEntry
 
 logger = logging.getLogger(__name__)
 
@@ -47,16 +49,43 @@ behind: reconnect with `after=N`). `: ping` comments every 15 s keep proxies fro
 """
 
 
-def _order_event(body: LoggedOrderBody) -> ServerSentEvent:
-    # by_alias: the body GET /orders/{id} answers, RESPONSE and all.
-    return ServerSentEvent(body.model_dump_json(by_alias=True), event="order", id=str(body.sequence))
+class _EncodedOrders:
+    """Each order's event, encoded once however many followers send it."""
+
+    def __init__(self, size: int = 8192) -> None:
+        self._size = size
+        self._encoded: OrderedDict[int, tuple[str, bytes]] = OrderedDict()
+
+    def events(self, entries: list[OrderLogEntry]) -> bytes:
+        """The ``order`` events of ``entries``, in one piece for one write."""
+        return b"".join(self._event(entry) for entry in entries)
+
+    def _event(self, entry: OrderLogEntry) -> bytes:
+        order_id = entry.decision.order_id
+        cached = self._encoded.get(entry.sequence)
+        # A sequence names one durable entry for good; the order id guards the cache anyway.
+        if cached is not None and cached[0] == order_id:
+            return cached[1]
+        body = LoggedOrderBody.from_logged(entry)
+        # by_alias: the body GET /orders/{id} answers, RESPONSE and all.
+        event = ServerSentEvent(body.model_dump_json(by_alias=True), event="order", id=str(entry.sequence))
+        encoded = event.encode()
+        self._encoded[entry.sequence] = (order_id, encoded)
+        if len(self._encoded) > self._size:
+            self._encoded.popitem(last=False)
+        return encoded
+
+
+_ENCODED = _EncodedOrders()
 
 
 def _resume_event(after: int, reason: str) -> ServerSentEvent:
     return ServerSentEvent(json.dumps({"after": after, "reason": reason}), event="resume", id=str(after))
 
 
-async def _events(feed: DecisionFeed, after: int, keeps: HistoryFilter, lane: Lane) -> AsyncIterator[ServerSentEvent]:
+async def _events(
+    feed: DecisionFeed, after: int, keeps: HistoryFilter, lane: Lane
+) -> AsyncIterator[ServerSentEvent | bytes]:
     """The stream's events, ending with a resume event when it cannot go on."""
     last = after
     yield ServerSentEvent(comment="trading-orders decision stream", retry=RETRY_MILLISECONDS)
@@ -70,8 +99,8 @@ async def _events(feed: DecisionFeed, after: int, keeps: HistoryFilter, lane: La
                 last = item.sequence
                 yield ServerSentEvent(json.dumps({"sequence": last}), event="progress", id=str(last))
                 continue
-            last = item.sequence
-            yield _order_event(LoggedOrderBody.from_logged(item))
+            last = item[-1].sequence
+            yield _ENCODED.events(item)
     except (LaneBusy, StorageUnavailable) as error:
         # The headers are sent: the answer can no longer be a 503. The
         # follower learns where to resume and its EventSource retries.

@@ -169,6 +169,14 @@ class GroupCommit:
             self._flush()
         except StorageUnavailable as error:
             self._roll_back(error)
+        except Exception as unexpected:
+            # Met by a read or a checkpoint flushing for everyone: what the
+            # disk holds is unknown, so it is treated as the disk's failure
+            # (roll back to what it vouches for) and the caller answers 503.
+            logger.critical("a flush outside the group-commit thread failed unexpectedly; rolling back", exc_info=True)
+            failure = StorageUnavailable(f"the order log's flush failed ({type(unexpected).__name__})")
+            self._roll_back(failure)
+            raise failure from unexpected
         finally:
             with self._condition:
                 self._flushing = False

@@ -115,8 +115,10 @@ class InMemoryOrderLog:
 
     def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
         """The entries with a sequence above ``sequence``, oldest first."""
-        # Sequences are 1, 2, 3, ...: entry n sits at index n - 1.
-        return iter(self._entries[max(sequence, 0) :])
+        # Sequences are 1, 2, 3, ...: entry n sits at index n - 1. By index,
+        # not a slice: a follower reading 500 at a time must not copy the log each time.
+        entries = self._entries
+        return (entries[index] for index in range(max(sequence, 0), len(entries)))
 
     def find_by_idempotency_key(self, key: str) -> OrderLogEntry | None:
         """The entry recorded with idempotency key ``key``, if any."""

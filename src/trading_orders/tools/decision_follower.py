@@ -1,0 +1,226 @@
+"""`trading-orders follow`: print the service's decisions as they are logged, resuming where it left off.
+
+The pattern a downstream system (an executor, a risk monitor) copies: read
+GET /events from the last sequence handled, handle each order, then record
+its sequence durably; after a crash or a restart of either side, resume
+from the recorded sequence. Stopped by SIGTERM or SIGINT, it finishes the
+order in hand and records it first, so each order is handled exactly once;
+killed outright, the one order being handled may be handled again on
+restart (the same sequence: a handler that records it can tell).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+import httpx
+from httpx_sse import ServerSentEvent, SSEError, connect_sse
+
+from trading_orders.adapters.storage.atomic_file import write_atomically
+from trading_orders.tools.desk_client import ServiceError, decisions_cell
+
+# Waits between attempts to reach the service: doubling, at most this long.
+MOST_SECONDS_BETWEEN_ATTEMPTS = 10.0
+# Longer than the stream's 15 s heartbeat: silence past it means a dead connection.
+READ_TIMEOUT_SECONDS = 45.0
+
+
+class StateFileError(RuntimeError):
+    """The state file cannot be read or written; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """The file that holds the last sequence handled, written atomically."""
+
+    path: Path
+
+    def load(self) -> int | None:
+        """The last sequence handled, None when there is no state file yet."""
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise StateFileError(f"cannot read the state file {self.path}: {error.strerror}") from error
+        try:
+            sequence = json.loads(text)["last_sequence"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise StateFileError(f"the state file {self.path} is not one this command wrote: {text[:80]!r}") from error
+        if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0:
+            raise StateFileError(f"the state file {self.path} holds no sequence: {text[:80]!r}")
+        return sequence
+
+    def save(self, sequence: int) -> None:
+        """Record ``sequence`` as handled; durable when this returns."""
+        try:
+            write_atomically(self.path, json.dumps({"last_sequence": sequence}).encode() + b"\n")
+        except OSError as error:
+            raise StateFileError(f"cannot write the state file {self.path}: {error.strerror}") from error
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGINT arrived outside the handling of an order."""
+
+
+class _StopSignals:
+    """Lets a stop signal end the follower at once, except while an order is handled and recorded."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._handling = False
+
+    def _on_signal(self, number: int, frame: FrameType | None) -> None:
+        self.requested = True
+        if not self._handling:
+            raise _Stopped
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Catch SIGTERM and SIGINT for the duration of the block."""
+        previous = {number: signal.signal(number, self._on_signal) for number in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+    @contextmanager
+    def handling(self) -> Iterator[None]:
+        """A block a stop signal does not interrupt; a stop asked for during it ends the follower after it."""
+        self._handling = True
+        try:
+            yield
+        finally:
+            self._handling = False
+        if self.requested:
+            raise _Stopped
+
+
+def order_line(order: dict[str, Any]) -> str:
+    """One order as a line for people: sequence, time, order, answer, and each user's decision."""
+    return "  ".join(
+        [
+            str(order["sequence"]).rjust(8),
+            order["received_at"],
+            f"{order['strategy']} {order['instrument']} {order['position']}",
+            order["RESPONSE"],
+            decisions_cell(order),
+        ]
+    )
+
+
+@dataclass
+class DecisionFollower:
+    """Follows GET /events of the service at ``url`` with ``filters``, printing each order to ``out``."""
+
+    url: str
+    filters: dict[str, str]
+    api_key: str | None
+    as_json: bool
+    out: TextIO
+    state: ResumeState | None = None
+    # For tests: the pause between attempts, given the attempt's number.
+    pause: Callable[[int], float] = lambda attempt: min(MOST_SECONDS_BETWEEN_ATTEMPTS, 0.5 * 2**attempt)
+
+    def run(self, after: int | None) -> int:
+        """Follow until stopped; returns the exit status (0 stopped by a signal, 1 on an error it cannot outlast)."""
+        stops = _StopSignals()
+        try:
+            with stops.installed():
+                last = self.state.load() if self.state is not None else None
+                if last is None:
+                    last = after if after is not None else self._newest_sequence()
+                self._follow_from(last, stops)
+        except _Stopped:
+            return 0
+        except (ServiceError, StateFileError) as error:
+            print(f"trading-orders follow: {error}", file=sys.stderr)
+            return 1
+        return 0
+
+    def _headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.api_key} if self.api_key else {}
+
+    def _newest_sequence(self) -> int:
+        """Where "from now" is: the newest order's sequence, 0 for an empty log."""
+        try:
+            answer = httpx.get(
+                f"{self.url.rstrip('/')}/orders", params={"limit": 1}, headers=self._headers(), timeout=30
+            )
+        except httpx.HTTPError as error:
+            raise ServiceError(f"cannot reach the service at {self.url}: {error}") from error
+        if answer.status_code != 200:
+            raise ServiceError(f"GET /orders answered {answer.status_code}: {answer.text}")
+        orders: list[dict[str, Any]] = answer.json()["orders"]
+        return int(orders[0]["sequence"]) if orders else 0
+
+    def _follow_from(self, last: int, stops: _StopSignals) -> None:
+        attempt = 0
+        timeout = httpx.Timeout(30.0, read=READ_TIMEOUT_SECONDS)
+        with httpx.Client(timeout=timeout) as client:
+            while True:
+                try:
+                    with connect_sse(
+                        client,
+                        "GET",
+                        f"{self.url.rstrip('/')}/events",
+                        params=self.filters,
+                        headers={**self._headers(), "Last-Event-ID": str(last)},
+                    ) as source:
+                        if source.response.status_code == 200:
+                            attempt = 0
+                            print(f"trading-orders follow: following {self.url} after {last}", file=sys.stderr)
+                            last = self._read(source.iter_sse(), last, stops)
+                        else:
+                            self._refused(source.response)
+                except (httpx.TransportError, SSEError) as error:
+                    print(f"trading-orders follow: {self.url}: {error}; retrying", file=sys.stderr)
+                # The stream ended (a restart, a resume event) or broke: resume after ``last``.
+                time.sleep(self.pause(attempt))
+                attempt += 1
+
+    def _read(self, events: Iterator[ServerSentEvent], last: int, stops: _StopSignals) -> int:
+        """Handle the events of one connection; returns the last sequence handled when it ends."""
+        for event in events:
+            if event.event == "order":
+                order = json.loads(event.data)
+                with stops.handling():
+                    self._handle(order)
+                    last = int(order["sequence"])
+                    if self.state is not None:
+                        self.state.save(last)
+            elif event.event in ("progress", "resume"):
+                data = json.loads(event.data)
+                with stops.handling():
+                    last = int(data["sequence"] if event.event == "progress" else data["after"])
+                    if self.state is not None:
+                        self.state.save(last)
+                if event.event == "resume":
+                    print(f"trading-orders follow: {data['reason']}; resuming after {last}", file=sys.stderr)
+        return last
+
+    def _refused(self, response: httpx.Response) -> None:
+        """Raise ServiceError for a refusal that retrying does not change; a 503 is retried."""
+        response.read()
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        if response.status_code != 503:
+            raise ServiceError(f"GET /events answered {response.status_code}: {detail}")
+        print(f"trading-orders follow: the service is not ready ({detail}); retrying", file=sys.stderr)
+
+    def _handle(self, order: dict[str, Any]) -> None:
+        """Print one order, and push it out before its sequence is recorded."""
+        self.out.write((json.dumps(order) if self.as_json else order_line(order)) + "\n")
+        self.out.flush()
