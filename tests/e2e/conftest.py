@@ -54,9 +54,11 @@ def service_factory(tmp_path: Path, data_dir: Path) -> Iterator[ServiceFactory]:
         service.kill()
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API runs an event loop in this
+# thread while it is open, and every later test that calls asyncio.run() fails.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's chromium under Playwright, once per session; in CI a missing chromium fails, never skips."""
+    """Debian's chromium under Playwright, once per test module; in CI a missing chromium fails, never skips."""
     executable = chromium_path()
     if executable is None:
         message = "the desk's browser tests need chromium: apt-get install -y chromium (make test does it)"
