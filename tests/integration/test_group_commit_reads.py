@@ -18,6 +18,6 @@ def test_an_unexpected_error_in_a_flush_run_by_a_read_is_rolled_back_and_raised_
         commits.end_epoch(0, error)
 
     commits = GroupCommit(flush=flush, is_durable=lambda sequence: False, roll_back=roll_back)
-    with pytest.raises(StorageUnavailable, match=r"the order log.s flush failed \(IndexError\)"):
+    with pytest.raises(StorageUnavailable, match=r"the order log.s commit failed \(IndexError\)"):
         commits.wait((1, commits.epoch))
     assert len(rolled_back) == 1 and commits.epoch == 1, "entry 1 was dropped, as after a failed fsync"

@@ -174,7 +174,7 @@ class GroupCommit:
             # disk holds is unknown, so it is treated as the disk's failure
             # (roll back to what it vouches for) and the caller answers 503.
             logger.critical("a flush outside the group-commit thread failed unexpectedly; rolling back", exc_info=True)
-            failure = StorageUnavailable(f"the order log's flush failed ({type(unexpected).__name__})")
+            failure = _unexpected_failure(unexpected)
             self._roll_back(failure)
             raise failure from unexpected
         finally:
@@ -205,7 +205,7 @@ class GroupCommit:
                     self._serving = False
                     self._failures_in_a_row += 1
                     logger.critical("the group-commit thread failed unexpectedly; recovering", exc_info=True)
-                    error = StorageUnavailable(f"the order log's commit failed ({type(unexpected).__name__})")
+                    error = _unexpected_failure(unexpected)
                     self._unrecovered = error
             if not self._recover(error):
                 return
@@ -309,3 +309,8 @@ def _settle(outcomes: list[Outcome]) -> None:
             future.set_result(None)
         else:
             future.set_exception(error)
+
+
+def _unexpected_failure(unexpected: BaseException) -> StorageUnavailable:
+    """What an unexpected error in a flush, by the committer or anyone, is reported as: the disk's failure."""
+    return StorageUnavailable(f"the order log's commit failed ({type(unexpected).__name__})")
