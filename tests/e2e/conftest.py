@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.postgres_server import PostgresUnavailable, ThrowawayPostgres
 from tests.support.service_process import ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,3 +50,16 @@ def service_factory(tmp_path: Path, data_dir: Path) -> Iterator[ServiceFactory]:
     yield make
     for service in made:
         service.kill()
+
+
+@pytest.fixture
+def own_server() -> Iterator[ThrowawayPostgres]:
+    """A PostgreSQL server of this test's own, for a test that stops or crashes it."""
+    server = ThrowawayPostgres(durable=True)
+    try:
+        server.start()
+    except PostgresUnavailable as error:
+        server.stop()
+        pytest.fail(f"cannot start a throwaway PostgreSQL: {error}")
+    yield server
+    server.stop()
