@@ -28,9 +28,23 @@ def fetch(url: str, what: str, filters: dict[str, str], api_key: str | None) -> 
     except requests.RequestException as error:
         raise ServiceError(f"cannot reach the service at {url}: {error}") from error
     if answer.status_code != 200:
-        raise ServiceError(f"GET /{what} answered {answer.status_code}: {answer.text}")
+        raise ServiceError(f"GET /{what} answered {refusal(answer)}")
     rows: list[dict[str, Any]] = answer.json()[what]
     return rows
+
+
+def refusal(answer: requests.Response) -> str:
+    """What an error answer says: its status, and the problem's title and detail when it is one (RFC 9457)."""
+    media_type = answer.headers.get("Content-Type", "").split(";")[0].strip()
+    if media_type == "application/problem+json":
+        try:
+            problem = answer.json()
+        except ValueError:
+            problem = None
+        if isinstance(problem, dict) and isinstance(problem.get("detail"), str):
+            return f"{answer.status_code} {problem.get('title', '')}: {problem['detail']}"
+    # Not a problem of this service (a proxy's page, uvicorn's plain text): as it came, cut short.
+    return f"{answer.status_code}: {answer.text[:500]}"
 
 
 def _cell(column: str, row: dict[str, Any]) -> str:
