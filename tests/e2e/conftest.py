@@ -9,6 +9,7 @@ import pytest
 from playwright.sync_api import Browser, sync_playwright
 
 from tests.support.desk_browser import chromium_path, launch_chromium
+from tests.support.postgres_server import PostgresUnavailable, ThrowawayPostgres
 from tests.support.service_process import ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,3 +70,16 @@ def browser() -> Iterator[Browser]:
         launched = launch_chromium(playwright, executable)
         yield launched
         launched.close()
+
+
+@pytest.fixture
+def own_server() -> Iterator[ThrowawayPostgres]:
+    """A PostgreSQL server of this test's own, for a test that stops or crashes it."""
+    server = ThrowawayPostgres(durable=True)
+    try:
+        server.start()
+    except PostgresUnavailable as error:
+        server.stop()
+        pytest.fail(f"cannot start a throwaway PostgreSQL: {error}")
+    yield server
+    server.stop()

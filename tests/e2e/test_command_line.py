@@ -67,6 +67,21 @@ def test_a_read_command_without_a_service_says_so(tmp_path: Path) -> None:
     assert result.returncode == 1 and "cannot reach the service at http://127.0.0.1:9" in result.stderr
 
 
+def test_a_refused_read_or_order_prints_the_problems_title_and_detail(service_factory: ServiceFactory) -> None:
+    root = Path(__file__).resolve().parents[2]
+    with service_factory(PROFILE, api_key="the-desk-key") as service:
+        refused = cli("orders", "--url", service.base_url)
+        assert refused.returncode == 1
+        assert refused.stderr.strip() == (
+            "trading-orders orders: GET /orders answered 401 API key missing or wrong: X-API-Key header missing"
+        )
+        url = f"{service.base_url}/create_order"
+        produced = cli("produce", "--count", "1", "--interval", "0", "--seed", "1", "--url", url, cwd=root)
+        assert produced.stdout.splitlines()[0].endswith(
+            "-> ERROR 401 API key missing or wrong: X-API-Key header missing"
+        )
+
+
 def test_export_then_import_gives_the_same_orders_positions_and_trades(
     service_factory: ServiceFactory, data_dir: Path, tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ import requests
 
 from tests.e2e.conftest import ServiceFactory
 from tests.support.event_stream import EventStreamReader
+from tests.support.problem_answers import OURS, assert_problem
 
 PROFILE = {"U1": {"S1": ["ACC", "INFY"]}}
 BUY_ACC = {"STRATEGY": "S1", "INSTRUMENT": "ACC", "POSITION": "BUY"}
@@ -26,7 +27,8 @@ def test_the_right_key_sets_a_strict_http_only_cookie_and_a_wrong_one_sets_nothi
     with service_factory(PROFILE, api_key=KEY) as service:
         url = f"{service.base_url}/desk/session"
         wrong = requests.post(url, json={"api_key": "guess"}, timeout=5)
-        assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
+        assert_problem(wrong, 401, OURS + "desk-key")
+        assert "set-cookie" not in wrong.headers
         # A form or a text/plain fetch is what another site's page can send without asking: refused.
         as_text = requests.post(
             url, data=json.dumps({"api_key": KEY}), headers={"Content-Type": "text/plain"}, timeout=5
@@ -108,7 +110,8 @@ def test_the_page_and_its_assets_load_without_the_key_and_allow_nothing_from_els
         assert "default-src 'none'" in policy and "connect-src 'self'" in policy and "script-src 'self'" in policy
         for asset in ("desk.js", "desk.css", "favicon.svg"):
             assert requests.get(f"{service.base_url}/desk/static/{asset}", timeout=5).status_code == 200
-        assert requests.get(f"{service.base_url}/desk/static/index.html", timeout=5).status_code == 404
+        unknown = requests.get(f"{service.base_url}/desk/static/index.html", timeout=5)
+        assert assert_problem(unknown, 404, "about:blank")["detail"] == "the desk has no asset named 'index.html'"
         assert requests.get(f"{service.base_url}/desk/static/..%2Fdesk_session.py", timeout=5).status_code == 404
         # Nothing on the page names another host.
         for text in (page.text, requests.get(f"{service.base_url}/desk/static/desk.js", timeout=5).text):

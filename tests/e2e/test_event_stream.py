@@ -10,6 +10,7 @@ import requests
 
 from tests.e2e.conftest import ServiceFactory
 from tests.support.event_stream import EventStreamReader, serving_pid, worker_pids
+from tests.support.problem_answers import OURS, assert_problem
 
 PROFILE = {"U1": {"S1": ["ACC", "INFY"], "S2": ["TCS"]}, "U2": {"S1": ["ACC"]}}
 
@@ -84,7 +85,8 @@ def test_a_resume_point_beyond_the_log_or_not_a_number_is_refused(service_factor
     with service_factory(PROFILE) as service:
         alternate(service.base_url, 2)
         ahead = requests.get(f"{service.base_url}/events", params={"after": 3}, timeout=5)
-        assert ahead.status_code == 409 and "beyond the order log's last, 2" in ahead.text
+        problem = assert_problem(ahead, 409, OURS + "resume-point-ahead")
+        assert "beyond the order log's last, 2" in str(problem["detail"]) and problem["last_sequence"] == 2
         for value in ["-1", "²", "1.5", "x"]:
             answer = requests.get(f"{service.base_url}/events", headers={"Last-Event-ID": value}, timeout=5)
             assert answer.status_code == 422 and "Last-Event-ID" in answer.text, (value, answer.text)

@@ -93,7 +93,7 @@ def test_health_and_the_documented_schema(service_factory: ServiceFactory) -> No
         assert health == {"status": "ok", "store_reachable": True, "last_sequence": 0, "open_positions": 0}
         schema = requests.get(f"{service.base_url}/openapi.json", timeout=5).json()
         models = schema["components"]["schemas"]
-        assert {"CreateOrderRequest", "OrderAnswer", "PositionsAnswer", "ValidationErrorAnswer"} <= set(models)
+        assert {"CreateOrderRequest", "OrderAnswer", "PositionsAnswer", "ValidationProblem"} <= set(models)
         assert models["CreateOrderRequest"]["examples"][0]["STRATEGY"] == "STRATEGY_B"
         assert models["OrderAnswer"]["examples"][0]["RESPONSE"] == "ACCEPTED"
         assert {"/create_order", "/positions", "/health", "/metrics"} <= set(schema["paths"])

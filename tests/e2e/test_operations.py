@@ -7,6 +7,12 @@ import requests
 from tests.e2e.conftest import ServiceFactory
 
 PROFILE = {"U1": {"S1": ["ACC", "INFY"]}, "U2": {"S1": ["ACC"]}}
+KEY_WRONG = {
+    "type": "https://trading-orders.invalid/problems/api-key",
+    "title": "API key missing or wrong",
+    "status": 401,
+    "detail": "X-API-Key header wrong",
+}
 
 
 def order(base_url: str, instrument: str, side: str, **headers: str) -> requests.Response:
@@ -71,10 +77,11 @@ def test_an_api_key_guards_every_endpoint_but_health_and_is_never_logged(
     with service_factory(PROFILE, api_key=key) as service:
         assert order(service.base_url, "ACC", "BUY").status_code == 401
         wrong = order(service.base_url, "ACC", "BUY", **{"X-API-Key": "guess-number-one"})
-        assert (wrong.status_code, wrong.json()) == (401, {"detail": "X-API-Key header wrong"})
+        assert (wrong.status_code, wrong.json()) == (401, KEY_WRONG)
+        assert wrong.headers["WWW-Authenticate"] == "X-API-Key"
         # Over 1024 bytes is wrong without comparing it, even if it starts with the key.
         too_long = order(service.base_url, "ACC", "BUY", **{"X-API-Key": key + "k" * 2000})
-        assert (too_long.status_code, too_long.json()) == (401, {"detail": "X-API-Key header wrong"})
+        assert (too_long.status_code, too_long.json()) == (401, KEY_WRONG)
         assert requests.get(f"{service.base_url}/positions", timeout=5).status_code == 401
         assert requests.get(f"{service.base_url}/metrics", timeout=5).status_code == 401
         assert requests.get(f"{service.base_url}/health", timeout=5).status_code == 200

@@ -57,4 +57,6 @@ def test_a_retried_key_with_another_order_is_refused_on_the_short_path(service_f
             service.base_url, json.dumps({**BUY_ACC, "INSTRUMENT": "INFY"}).encode(), {**SHORT, "Idempotency-Key": "k"}
         )
         assert other.status_code == 422
-        assert other.json()["detail"][0]["type"] == "idempotency_key_reused"
+        problem = other.json()
+        assert problem["type"] == "https://trading-orders.invalid/problems/idempotency-key-reused"
+        assert problem["errors"][0]["type"] == "idempotency_key_reused"

@@ -2,31 +2,16 @@
 
 import threading
 import time
-from collections.abc import Iterator
 
-import pytest
 import requests
 
 from tests.e2e.conftest import ServiceFactory
-from tests.support.postgres_server import PostgresUnavailable, ThrowawayPostgres
+from tests.support.postgres_server import ThrowawayPostgres
 from tests.support.service_process import all_pages
 
 CLIENTS = 4
 INSTRUMENTS = [f"I{n}" for n in range(CLIENTS)]
 PROFILE = {"U1": {"S1": INSTRUMENTS}, "U2": {"S1": INSTRUMENTS[::2]}}
-
-
-@pytest.fixture
-def own_server() -> Iterator[ThrowawayPostgres]:
-    """A server of this test's own, since the test crashes it."""
-    server = ThrowawayPostgres(durable=True)
-    try:
-        server.start()
-    except PostgresUnavailable as error:
-        server.stop()
-        pytest.fail(f"cannot start a throwaway PostgreSQL: {error}")
-    yield server
-    server.stop()
 
 
 def _order(instrument: str, n: int) -> dict[str, str]:

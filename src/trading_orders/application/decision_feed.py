@@ -47,6 +47,13 @@ class BlockingReads(Protocol):
 class ResumePointAhead(ValueError):
     """The follower's last sequence is beyond the log's last: it followed another log."""
 
+    def __init__(self, after: int, last_sequence: int) -> None:
+        super().__init__(
+            f"sequence {after} is beyond the order log's last, {last_sequence}: this log is not the one followed"
+        )
+        self.after = after
+        self.last_sequence = last_sequence
+
 
 @dataclass(frozen=True, slots=True)
 class FellBehind:
@@ -109,9 +116,7 @@ class DecisionFeed:
         """Raise ResumePointAhead when ``after`` is beyond the log's newest sequence."""
         newest = (await reads(self._store.state)).last_sequence
         if after > newest:
-            raise ResumePointAhead(
-                f"sequence {after} is beyond the order log's last, {newest}: this log is not the one followed"
-            )
+            raise ResumePointAhead(after, newest)
 
     async def follow(
         self, after: int, keeps: HistoryFilter, reads: BlockingReads, progress_every: int = CATCH_UP_CHUNK

@@ -26,7 +26,7 @@ import httpx
 from httpx_sse import ServerSentEvent, SSEError, connect_sse
 
 from trading_orders.adapters.storage.atomic_file import write_atomically
-from trading_orders.tools.desk_client import ServiceError, decisions_cell
+from trading_orders.tools.desk_client import ServiceError, decisions_cell, refusal
 
 # Waits between attempts to reach the service: doubling, at most this long.
 MOST_SECONDS_BETWEEN_ATTEMPTS = 10.0
@@ -212,13 +212,10 @@ class DecisionFollower:
     def _refused(self, response: httpx.Response) -> None:
         """Raise ServiceError for a refusal that retrying does not change; a 503 is retried."""
         response.read()
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
+        said = refusal(response)
         if response.status_code != 503:
-            raise ServiceError(f"GET /events answered {response.status_code}: {detail}")
-        print(f"trading-orders follow: the service is not ready ({detail}); retrying", file=sys.stderr)
+            raise ServiceError(f"GET /events answered {said}")
+        print(f"trading-orders follow: the service is not ready ({said}); retrying", file=sys.stderr)
 
     def _handle(self, order: dict[str, Any]) -> None:
         """Print one order, and push it out before its sequence is recorded."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import requests
 from rich.console import Console
@@ -28,7 +29,7 @@ def fetch(url: str, what: str, filters: dict[str, str], api_key: str | None) -> 
     except requests.RequestException as error:
         raise ServiceError(f"cannot reach the service at {url}: {error}") from error
     if answer.status_code != 200:
-        raise ServiceError(f"GET /{what} answered {answer.status_code}: {answer.text}")
+        raise ServiceError(f"GET /{what} answered {refusal(answer)}")
     rows: list[dict[str, Any]] = answer.json()[what]
     return rows
 
@@ -38,6 +39,39 @@ def decisions_cell(order: dict[str, Any]) -> str:
     users = ", ".join(f"{d['user']}: {d['reason'] or d['status']}" for d in order.get("decisions") or [])
     # An order rejected as a whole (UNKNOWN_STRATEGY) has no per-user decisions, only its reason.
     return users or str(order.get("reason") or "")
+
+
+class HttpAnswer(Protocol):
+    """What refusal reads of an answer; requests' and httpx's responses both have it."""
+
+    @property
+    def status_code(self) -> int:
+        """The HTTP status."""
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The answer's headers, looked up without regard to case."""
+
+    @property
+    def text(self) -> str:
+        """The body, decoded."""
+
+    def json(self) -> Any:
+        """The body, parsed as JSON."""
+
+
+def refusal(answer: HttpAnswer) -> str:
+    """What an error answer says: its status, and the problem's title and detail when it is one (RFC 9457)."""
+    media_type = answer.headers.get("Content-Type", "").split(";")[0].strip()
+    if media_type == "application/problem+json":
+        try:
+            problem = answer.json()
+        except ValueError:
+            problem = None
+        if isinstance(problem, dict) and isinstance(problem.get("detail"), str):
+            return f"{answer.status_code} {problem.get('title', '')}: {problem['detail']}"
+    # Not a problem of this service (a proxy's page, uvicorn's plain text): as it came, cut short.
+    return f"{answer.status_code}: {answer.text[:500]}"
 
 
 def _cell(column: str, row: dict[str, Any]) -> str:

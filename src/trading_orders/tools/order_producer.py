@@ -15,6 +15,7 @@ import requests
 from rich.console import Console
 from rich.progress import Progress
 
+from trading_orders.tools.desk_client import refusal
 from trading_orders.tools.raw_details import RawDetails, RawDetailsError
 
 DEFAULT_URL = "http://127.0.0.1:8080/create_order"
@@ -92,14 +93,18 @@ def main(argv: list[str] | None, raw_details: Path) -> int:
                 sent += 1
                 try:
                     response = session.post(args.url, json=order, timeout=10)
-                    response.raise_for_status()
-                    answer = response.json()
-                    status = str(answer["RESPONSE"])
-                    detail = ", ".join(
-                        f"{d['user']}: {d['reason'] or d['status']}" for d in answer.get("decisions", [])
-                    ) or str(answer.get("reason"))
-                    print(f"{label} -> {status} ({detail})", flush=True)
-                    tally[status] += 1
+                    if response.status_code == 200:
+                        answer = response.json()
+                        status = str(answer["RESPONSE"])
+                        detail = ", ".join(
+                            f"{d['user']}: {d['reason'] or d['status']}" for d in answer.get("decisions", [])
+                        ) or str(answer.get("reason"))
+                        print(f"{label} -> {status} ({detail})", flush=True)
+                        tally[status] += 1
+                    else:
+                        # The problem's detail says what to do (retry, fix the order), not just the status.
+                        print(f"{label} -> ERROR {refusal(response)}", flush=True)
+                        tally["ERROR"] += 1
                 except (requests.RequestException, ValueError, KeyError) as error:
                     print(f"{label} -> ERROR {error}", flush=True)
                     tally["ERROR"] += 1

@@ -19,6 +19,8 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from trading_orders.adapters.http.problem_details import BUSY, problem_response
+
 logger = logging.getLogger(__name__)
 
 # Reads are CPU-bound (JSON decoding) and share one interpreter lock with the
@@ -85,8 +87,6 @@ def health_lane() -> Lane:
 
 async def answer_busy(request: Request, error: Exception) -> JSONResponse:
     """503 with Retry-After: the reads are all busy, try again shortly."""
-    return JSONResponse(
-        status_code=503,
-        content={"detail": "busy: too many reads at once, retry shortly"},
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    return problem_response(
+        BUSY, "busy: too many reads at once, retry shortly", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
     )

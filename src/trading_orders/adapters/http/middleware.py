@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trading_orders.adapters.http.desk_session import DeskSessions
 from trading_orders.adapters.http.parameters import api_key_matches, ascii_number
+from trading_orders.adapters.http.problem_details import API_KEY_REFUSED, CONTENT_TOO_LARGE, problem_response
+from trading_orders.adapters.http.problems import answer_unexpected, is_answered
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +28,14 @@ SESSION_METHODS = frozenset({"GET", "HEAD"})
 
 
 class RequestLog:
-    """Logs every request once it is answered: method, path, status, duration and order id."""
+    """Logs every request once it is answered (method, path, status, duration, order id); answers 500 if nothing did.
+
+    Starlette answers an unexpected exception with the handler registered for
+    Exception (problems.answer_unexpected) and then raises it again, for
+    uvicorn to log a second traceback; a layer outside FastAPI that fails
+    would get uvicorn's text/plain 500. Outermost, this layer ends both: the
+    failure is answered as a problem and logged once.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         """Wrap ``app``."""
@@ -38,7 +47,7 @@ class RequestLog:
             await self._app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500  # what the client sees if the app fails before answering
+        status: int | None = None
 
         async def noting_status(message: Message) -> None:
             nonlocal status
@@ -48,6 +57,13 @@ class RequestLog:
 
         try:
             await self._app(scope, receive, noting_status)
+        except Exception as error:
+            if not is_answered(scope, error):
+                if status is not None:
+                    # Half an answer is out: only closing the connection tells the client.
+                    raise
+                response = await answer_unexpected(Request(scope, receive), error)
+                await response(scope, receive, noting_status)
         finally:
             order_id = scope.get("state", {}).get(ORDER_ID_STATE, "-")
             # The path is the client's, percent-decoded: it may hold a line feed.
@@ -56,7 +72,7 @@ class RequestLog:
                 "%s %s %d %.2fms order=%s",
                 scope["method"],
                 scope["path"],
-                status,
+                500 if status is None else status,  # a failure that leaves no answer is uvicorn's 500
                 (time.perf_counter() - started) * 1000,
                 order_id,
             )
@@ -83,7 +99,7 @@ class BodySizeLimit:
         length = None if announced is None else ascii_number(announced)
         if length is not None:
             if length > self._max_bytes:
-                await self._refuse(send)
+                await self._refuse(scope, receive, send)
                 return
             await self._app(scope, receive, send)
             return
@@ -100,7 +116,7 @@ class BodySizeLimit:
                 if received > self._max_bytes:
                     # Answer now; the app sees the client leave and its answer goes nowhere.
                     refused = True
-                    await self._refuse(send)
+                    await self._refuse(scope, receive, send)
                     return {"type": "http.disconnect"}
             return message
 
@@ -114,10 +130,9 @@ class BodySizeLimit:
             if not refused:
                 raise
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"detail": f"Content Too Large: a request body is at most {self._max_bytes} bytes"})
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body.encode()})
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"a request body is at most {self._max_bytes} bytes"
+        await problem_response(CONTENT_TOO_LARGE, detail)(scope, receive, send)
 
 
 class ApiKeyGuard:
@@ -163,12 +178,7 @@ class ApiKeyGuard:
         client = scope.get("client") or ("unknown", 0)
         # The key itself, right or wrong, never goes into the log.
         logger.warning("refused %s %s from %s: X-API-Key %s", scope["method"], path, client[0], problem)
-        body = json.dumps({"detail": f"X-API-Key header {problem}"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"X-API-Key")],
-            }
+        refusal = problem_response(
+            API_KEY_REFUSED, f"X-API-Key header {problem}", headers={"WWW-Authenticate": "X-API-Key"}
         )
-        await send({"type": "http.response.body", "body": body})
+        await refusal(scope, receive, send)

@@ -1,4 +1,4 @@
-"""The answers to failures: each exception the application raises, mapped to its status and body."""
+"""The answers to failures: each exception the application raises, mapped to its status and problem."""
 
 import logging
 import secrets
@@ -9,7 +9,22 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import Scope
 
+from trading_orders.adapters.http.problem_details import (
+    IDEMPOTENCY_KEY_REUSED,
+    INTERNAL,
+    INVALID_CURSOR,
+    NOT_READY,
+    ORDER_IN_DOUBT,
+    STORE_UNAVAILABLE,
+    UNSUPPORTED_MEDIA_TYPE,
+    VALIDATION,
+    bare_status,
+    problem_response,
+)
 from trading_orders.application.errors import (
     IdempotencyKeyReused,
     InvalidCursor,
@@ -47,23 +62,23 @@ async def _answer_validation_error(request: Request, error: Exception) -> JSONRe
         # "not a dictionary"; the real problem is the content type.
         message = f"Content-Type: expected application/json, got {content_type or 'none'}"
         logger.info("%s %s refused: %s", request.method, request.url.path, message)
-        return JSONResponse(status_code=415, content={"detail": message})
+        return problem_response(UNSUPPORTED_MEDIA_TYPE, message)
     # Each problem without its input: the client has it, and echoing it back
     # can fail (JSON has no NaN) or reflect 16 KiB of someone's payload.
     problems = [{k: v for k, v in p.items() if k != "input"} for p in error.errors()]
     message = "; ".join(_describe_problem(p) for p in problems)
     logger.info("%s %s refused: %s", request.method, request.url.path, message)
-    return JSONResponse(status_code=422, content={"message": message, "detail": jsonable_encoder(problems)})
+    return problem_response(VALIDATION, message, message=message, errors=jsonable_encoder(problems))
 
 
 async def _answer_key_reused(request: Request, error: Exception) -> JSONResponse:
     logger.info("%s %s refused: %s", request.method, request.url.path, error)
-    problem = {"type": "idempotency_key_reused", "loc": ["header", "Idempotency-Key"], "msg": str(error)}
-    return JSONResponse(status_code=422, content={"message": str(error), "detail": [problem]})
+    problem = {"loc": ["header", "Idempotency-Key"], "msg": str(error), "type": "idempotency_key_reused"}
+    return problem_response(IDEMPOTENCY_KEY_REUSED, str(error), message=str(error), errors=[problem])
 
 
 def _incident() -> str:
-    """A short random id that ties a client's 503 to the log line with its detail."""
+    """A short random id that ties a client's 5xx to the log line with its detail."""
     return secrets.token_hex(6)
 
 
@@ -73,7 +88,9 @@ async def _answer_store_failure(request: Request, error: Exception) -> JSONRespo
     # operator can find in the log.
     incident = _incident()
     logger.error("%s %s not served (incident %s): %s", request.method, request.url.path, incident, error)
+    kind = STORE_UNAVAILABLE
     if isinstance(error, OrderInDoubt):
+        kind = ORDER_IN_DOUBT
         detail = (
             "the order may have been recorded: the store could not confirm it; retry with the same "
             "Idempotency-Key to get its answer without placing it twice"
@@ -82,19 +99,68 @@ async def _answer_store_failure(request: Request, error: Exception) -> JSONRespo
         detail = "the order was not recorded: the store is unavailable; retry with the same Idempotency-Key"
     else:
         detail = "the store is unavailable; retry shortly"
-    return JSONResponse(status_code=503, content={"detail": f"{detail} (incident {incident})"})
+    return problem_response(kind, f"{detail} (incident {incident})", incident=incident)
 
 
 async def _answer_invalid_cursor(request: Request, error: Exception) -> JSONResponse:
-    problem = {"type": "invalid_cursor", "loc": ["query", "cursor"], "msg": str(error)}
-    return JSONResponse(status_code=422, content={"message": f"cursor: {error}", "detail": [problem]})
+    problem = {"loc": ["query", "cursor"], "msg": str(error), "type": "invalid_cursor"}
+    message = f"cursor: {error}"
+    return problem_response(INVALID_CURSOR, message, message=message, errors=[problem])
 
 
 async def _answer_not_started(request: Request, error: Exception) -> JSONResponse:
     incident = _incident()
     logger.warning("%s %s not served (incident %s): not ready: %s", request.method, request.url.path, incident, error)
     detail = f"not ready: the service is starting or recovering its store; retry shortly (incident {incident})"
-    return JSONResponse(status_code=503, content={"detail": detail})
+    return problem_response(NOT_READY, detail, incident=incident)
+
+
+# The longest piece of the client's path an answer repeats.
+_PATH_SHOWN = 200
+
+
+async def _answer_http_status(request: Request, error: Exception) -> Response:
+    # Starlette's and FastAPI's own refusals: an unknown path, a method the
+    # path does not take, a body that is not UTF-8.
+    assert isinstance(error, StarletteHTTPException)
+    headers = dict(error.headers or {})
+    if error.status_code < 400:
+        return Response(status_code=error.status_code, headers=headers)
+    kind = bare_status(error.status_code)
+    path = request.url.path[:_PATH_SHOWN]
+    detail = error.detail
+    if detail == kind.title and error.status_code == 404:
+        detail = f"nothing is served at {path}"
+    elif detail == kind.title and error.status_code == 405:
+        detail = f"{request.method} is not allowed on {path}; allowed: {headers.get('Allow', 'none')}"
+    return problem_response(kind, detail, headers=headers)
+
+
+# Set on the request that an unexpected failure was answered and logged: the
+# exception itself, so the layers outside FastAPI know this one has been dealt with.
+_ANSWERED_FAILURE_STATE = "answered_failure"
+
+
+async def answer_unexpected(request: Request, error: Exception) -> JSONResponse:
+    """500 for a failure nothing else answers: the traceback to the log under an incident id, the id to the client."""
+    incident = _incident()
+    logger.error(
+        "%s %s failed (incident %s): %s",
+        request.method,
+        request.url.path,
+        incident,
+        type(error).__name__,
+        exc_info=error,
+    )
+    setattr(request.state, _ANSWERED_FAILURE_STATE, error)
+    return problem_response(
+        INTERNAL, f"the service failed to answer; the operator can look up incident {incident}", incident=incident
+    )
+
+
+def is_answered(scope: Scope, error: Exception) -> bool:
+    """Whether answer_unexpected has answered and logged ``error`` for the request of ``scope``."""
+    return scope.get("state", {}).get(_ANSWERED_FAILURE_STATE) is error
 
 
 def answer_failures(app: FastAPI) -> None:
@@ -104,3 +170,5 @@ def answer_failures(app: FastAPI) -> None:
     app.add_exception_handler(StorageUnavailable, _answer_store_failure)
     app.add_exception_handler(ServiceNotStarted, _answer_not_started)
     app.add_exception_handler(InvalidCursor, _answer_invalid_cursor)
+    app.add_exception_handler(StarletteHTTPException, _answer_http_status)
+    app.add_exception_handler(Exception, answer_unexpected)

@@ -261,17 +261,67 @@ class HealthAnswer(BaseModel):
     open_positions: int
 
 
-class ErrorAnswer(BaseModel):
-    """Why a request could not be served."""
+class Problem(BaseModel):
+    """RFC 9457 problem details: why a request could not be served (docs/api.md, "Errors")."""
 
-    detail: str
+    # RFC 9457: a client ignores extension members it does not know.
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "https://trading-orders.invalid/problems/order-not-found",
+                    "title": "No such order",
+                    "status": 404,
+                    "detail": "no order has id 'f00'",
+                }
+            ]
+        },
+    )
+
+    type: str = Field(
+        description="A URI naming the kind of problem: https://trading-orders.invalid/problems/<kind>, "
+        "or about:blank when the HTTP status says it all."
+    )
+    title: str = Field(description="The same for every problem of this type.")
+    status: int = Field(description="The HTTP status of the answer.")
+    detail: str = Field(description="What is wrong with this request, in words.")
+    incident: str | None = Field(
+        default=None, description="On a 500 or a store's 503: the id of the service's log line with the cause."
+    )
 
 
-class ValidationErrorAnswer(BaseModel):
-    """Why a request was malformed: ``message`` names each field and its problem."""
+class FieldProblem(BaseModel):
+    """One malformed field: where it is and what is wrong with it."""
 
-    message: str
-    detail: list[dict[str, object]]
+    model_config = ConfigDict(extra="allow")
+
+    loc: list[str | int] = Field(description='Where: ["body", "STRATEGY"], ["query", "user"], ["header", ...].')
+    msg: str
+    type: str = Field(description="pydantic's error type, e.g. missing, string_too_long.")
+
+
+class ValidationProblem(Problem):
+    """A malformed request: ``detail`` (and ``message``) name each field and its problem, ``errors`` lists them."""
+
+    message: str = Field(description="The same as detail; kept for clients of earlier versions.")
+    errors: list[FieldProblem]
+
+
+class ProfileProblem(Problem):
+    """The profile file was not reloaded: ``detail`` says what is wrong with it; the previous profile stays."""
+
+    reloaded: Literal[False]
+
+
+# The bodies problem_details builds; the OpenAPI schema gives them its media type.
+PROBLEM_MODELS: tuple[type[Problem], ...] = (Problem, ValidationProblem, ProfileProblem)
+
+# The OpenAPI answer of every endpoint with a parameter: FastAPI's own
+# default describes a body the service no longer sends.
+MALFORMED_PARAMETER: dict[int | str, dict[str, object]] = {
+    422: {"model": ValidationProblem, "description": "A parameter or header is malformed; detail names it."}
+}
 
 
 class DeskSessionRequest(BaseModel):

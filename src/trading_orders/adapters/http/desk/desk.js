@@ -37,10 +37,21 @@ function withFilters(extra) {
   return query.toString();
 }
 
+// What an error answer says: the problem's detail (RFC 9457), else its status.
+async function problemText(answer) {
+  try {
+    const problem = await answer.json();
+    if (typeof problem.detail === "string") return `${answer.status} ${problem.title}: ${problem.detail}`;
+  } catch (error) {
+    // Not JSON (a proxy's page): the status alone.
+  }
+  return `HTTP ${answer.status}`;
+}
+
 async function getJson(path) {
   const answer = await fetch(path, { headers: { Accept: "application/json" }, credentials: "same-origin" });
   if (answer.status === 401) throw new NeedsKey(path);
-  if (!answer.ok) throw new Error(`${path}: HTTP ${answer.status}`);
+  if (!answer.ok) throw new Error(`${path}: ${await problemText(answer)}`);
   return answer.json();
 }
 
@@ -401,7 +412,7 @@ async function logIn(event) {
   field.value = "";
   if (!answer.ok) {
     byId("login-error").textContent = answer.status === 401 ? "That is not the API key." :
-      `The service answered ${answer.status}.`;
+      `The service answered ${await problemText(answer)}.`;
     field.focus();
     return;
   }

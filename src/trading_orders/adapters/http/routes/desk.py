@@ -9,7 +9,8 @@ from fastapi.responses import JSONResponse, Response
 
 from trading_orders.adapters.http.desk_session import COOKIE_NAME, DeskSessions, cleared_cookie
 from trading_orders.adapters.http.middleware import API_KEY_STATE
-from trading_orders.adapters.http.schemas import DeskSessionAnswer, DeskSessionRequest, ErrorAnswer
+from trading_orders.adapters.http.problem_details import DESK_KEY_REFUSED, bare_status, problem_response
+from trading_orders.adapters.http.schemas import MALFORMED_PARAMETER, DeskSessionAnswer, DeskSessionRequest, Problem
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +50,14 @@ def desk_page() -> Response:
     return Response(PAGE, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
 
 
-@router.get("/desk/static/{name}")
+@router.get(
+    "/desk/static/{name}",
+    responses={404: {"model": Problem, "description": "The desk has no asset of this name."}, **MALFORMED_PARAMETER},
+)
 def desk_asset(name: str) -> Response:
     """One of the desk's scripts, styles or icons; 404 for any other name."""
     if name not in ASSETS:
-        return JSONResponse(status_code=404, content={"detail": "Not Found"})
+        return problem_response(bare_status(404), f"the desk has no asset named {name[:100]!r}")
     return Response(ASSETS[name], media_type=_MEDIA_TYPES[name], headers=_PAGE_HEADERS)
 
 
@@ -89,9 +93,10 @@ def desk_session(request: Request) -> DeskSessionAnswer:
         "/admin never do. Without a configured key, sets nothing: every client may read."
     ),
     responses={
-        400: {"model": ErrorAnswer, "description": "The body cannot be read (it is not UTF-8)."},
-        401: {"model": ErrorAnswer, "description": "Not the API key; nothing is set."},
-        415: {"model": ErrorAnswer, "description": "The request is not sent as application/json."},
+        400: {"model": Problem, "description": "The body cannot be read (it is not UTF-8)."},
+        401: {"model": Problem, "description": "Not the API key; nothing is set."},
+        415: {"model": Problem, "description": "The request is not sent as application/json."},
+        **MALFORMED_PARAMETER,
     },
 )
 def open_desk_session(
@@ -104,7 +109,7 @@ def open_desk_session(
     if not sessions.opened_by(body.api_key):
         client = request.client.host if request.client else "unknown"
         logger.warning("refused a desk session from %s: wrong API key", client)
-        return JSONResponse(status_code=401, content={"detail": "not the API key"})
+        return problem_response(DESK_KEY_REFUSED, "not the service's API key; no session cookie was set")
     token, expires = sessions.issue()
     response.headers["Set-Cookie"] = sessions.cookie(token, expires, secure=request.url.scheme == "https")
     return _answer(request, expires)

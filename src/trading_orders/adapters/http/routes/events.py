@@ -17,7 +17,8 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from trading_orders.adapters.http.injection import AwaitedProvide
 from trading_orders.adapters.http.lanes import Lane, LaneBusy
 from trading_orders.adapters.http.parameters import StreamQuery
-from trading_orders.adapters.http.schemas import ErrorAnswer, LoggedOrderBody
+from trading_orders.adapters.http.problem_details import RESUME_POINT_AHEAD, problem_response
+from trading_orders.adapters.http.schemas import MALFORMED_PARAMETER, LoggedOrderBody, Problem
 from trading_orders.application.decision_feed import DecisionFeed, FellBehind, Progress, ResumePointAhead
 from trading_orders.application.errors import StorageUnavailable
 from trading_orders.application.order_history import HistoryFilter
@@ -116,8 +117,12 @@ async def _events(
     response_model=None,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "The stream of logged orders."},
-        409: {"model": ErrorAnswer, "description": "The resume point is beyond the log's last sequence."},
-        503: {"model": ErrorAnswer, "description": "The order log cannot be read now."},
+        409: {
+            "model": Problem,
+            "description": "The resume point is beyond the log's last sequence, given as last_sequence.",
+        },
+        503: {"model": Problem, "description": "The order log cannot be read now."},
+        **MALFORMED_PARAMETER,
     },
 )
 @inject
@@ -132,7 +137,7 @@ async def events(
     try:
         await feed.check_resume_point(after, lane.run)
     except ResumePointAhead as error:
-        return JSONResponse(status_code=409, content={"detail": str(error)})
+        return problem_response(RESUME_POINT_AHEAD, str(error), last_sequence=error.last_sequence)
     return EventSourceResponse(
         _events(feed, after, query.filter, lane),
         ping=HEARTBEAT_SECONDS,

@@ -15,14 +15,16 @@ from trading_orders.adapters.http.lanes import RETRY_AFTER_SECONDS, Lane
 from trading_orders.adapters.http.middleware import ORDER_ID_STATE
 from trading_orders.adapters.http.order_ingress import IdempotencyScope
 from trading_orders.adapters.http.parameters import HistoryQuery, IdempotencyKey, OrderId
+from trading_orders.adapters.http.problem_details import ORDER_NOT_FOUND, problem_response
 from trading_orders.adapters.http.schemas import (
+    MALFORMED_PARAMETER,
     NAME_MAX_LENGTH,
     CreateOrderRequest,
-    ErrorAnswer,
     LoggedOrderBody,
     OrderAnswer,
     OrdersPage,
-    ValidationErrorAnswer,
+    Problem,
+    ValidationProblem,
 )
 from trading_orders.application.order_history import OrderHistory
 from trading_orders.application.order_service import OrderService
@@ -44,15 +46,19 @@ router = APIRouter()
         f"order is durable on disk. STRATEGY and INSTRUMENT are 1-{NAME_MAX_LENGTH} characters."
     ),
     responses={
-        400: {"model": ErrorAnswer, "description": "The body cannot be read (it is not UTF-8)."},
-        413: {"model": ErrorAnswer, "description": f"The body is over {MAX_BODY_BYTES} bytes."},
-        415: {"model": ErrorAnswer, "description": "The body is not sent as application/json."},
+        400: {"model": Problem, "description": "The body cannot be read (it is not UTF-8)."},
+        413: {"model": Problem, "description": f"The body is over {MAX_BODY_BYTES} bytes."},
+        415: {"model": Problem, "description": "The body is not sent as application/json."},
         422: {
-            "model": ValidationErrorAnswer,
+            "model": ValidationProblem,
             "description": "The body or a header is malformed, or the Idempotency-Key names another order; "
-            "the message names the field.",
+            "detail names the field.",
         },
-        503: {"model": ErrorAnswer, "description": "The order could not be recorded; nothing was kept."},
+        503: {
+            "model": Problem,
+            "description": "The order was not recorded (type store-unavailable, not-ready), or the store could not "
+            "confirm it (order-in-doubt); retry with the same Idempotency-Key.",
+        },
     },
 )
 @inject
@@ -76,9 +82,11 @@ async def create_order(
 # so they neither fill the shared thread pool nor wait in it.
 BUSY: dict[int | str, dict[str, Any]] = {
     503: {
-        "model": ErrorAnswer,
-        "description": f"Every read thread stayed busy; retry after Retry-After ({RETRY_AFTER_SECONDS} s).",
-    }
+        "model": Problem,
+        "description": f"Every read thread stayed busy (type busy): retry after Retry-After ({RETRY_AFTER_SECONDS} s); "
+        "or the store is unavailable or not ready.",
+    },
+    **MALFORMED_PARAMETER,
 }
 
 
@@ -111,7 +119,7 @@ async def list_orders(
     "/orders/{order_id}",
     response_model=LoggedOrderBody,
     summary="One order from the log",
-    responses={404: {"model": ErrorAnswer, "description": "No order has this id."}, **BUSY},
+    responses={404: {"model": Problem, "description": "No order has this id."}, **BUSY},
 )
 @inject
 async def get_order(
@@ -123,5 +131,5 @@ async def get_order(
     lane: Lane = request.app.state.read_lane
     entry = await lane.run(lambda: history.order(order_id))
     if entry is None:
-        return JSONResponse(status_code=404, content={"detail": f"no order has id {order_id!r}"})
+        return problem_response(ORDER_NOT_FOUND, f"no order has id {order_id!r}")
     return LoggedOrderBody.from_logged(entry)

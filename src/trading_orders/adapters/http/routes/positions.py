@@ -9,14 +9,14 @@ from dependency_injector.wiring import Provide, inject
 from fastapi import APIRouter, Depends
 
 from trading_orders.adapters.http.parameters import Filter
-from trading_orders.adapters.http.schemas import PositionBody, PositionsAnswer
+from trading_orders.adapters.http.schemas import MALFORMED_PARAMETER, PositionBody, PositionsAnswer
 from trading_orders.application.order_service import OrderService
 from trading_orders.container import Container
 
 router = APIRouter()
 
 
-@router.get("/positions", response_model=PositionsAnswer, summary="List open positions")
+@router.get("/positions", response_model=PositionsAnswer, summary="List open positions", responses=MALFORMED_PARAMETER)
 @inject
 def list_positions(
     service: Annotated[OrderService, Depends(Provide[Container.order_service])],

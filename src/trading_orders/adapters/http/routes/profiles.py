@@ -13,11 +13,18 @@ from fastapi.responses import JSONResponse
 from trading_orders.adapters.http.injection import AwaitedProvide
 from trading_orders.adapters.http.lanes import Lane
 from trading_orders.adapters.http.parameters import UserName
+from trading_orders.adapters.http.problem_details import (
+    PROFILE_INVALID,
+    UNSUPPORTED_MEDIA_TYPE,
+    USER_NOT_FOUND,
+    problem_response,
+)
 from trading_orders.adapters.http.routes.orders import BUSY
 from trading_orders.adapters.http.schemas import (
-    ErrorAnswer,
     LoggedOrderBody,
     PositionBody,
+    Problem,
+    ProfileProblem,
     ReloadAnswer,
     StrategiesAnswer,
     StrategySummary,
@@ -53,7 +60,7 @@ def list_users(overview: Annotated[DeskOverview, Depends(Provide[Container.desk_
     summary="One user's profile, positions and recent orders",
     description="recent_orders are searched within a bounded number of log entries; "
     "recent_orders_scan_limited says the search stopped there.",
-    responses={404: {"model": ErrorAnswer, "description": "No user has this name."}, **BUSY},
+    responses={404: {"model": Problem, "description": "No user has this name."}, **BUSY},
 )
 @inject
 async def get_user(
@@ -65,7 +72,7 @@ async def get_user(
     lane: Lane = request.app.state.read_lane
     detail = await lane.run(lambda: overview.user(user))
     if detail is None:
-        return JSONResponse(status_code=404, content={"detail": f"no user is named {user!r}"})
+        return problem_response(USER_NOT_FOUND, f"no user is named {user!r}")
     return UserDetail(
         **_summary(detail.summary).model_dump(),
         positions=[PositionBody.from_position(p) for p in detail.positions],
@@ -94,8 +101,9 @@ def list_strategies(
     summary="Re-read the profile file",
     description="The new profile is checked first; on any error the old one stays and the answer says why.",
     responses={
-        415: {"model": ErrorAnswer, "description": "The request is not sent as application/json."},
-        422: {"model": ReloadAnswer, "description": "The file is invalid; the old profile stays."},
+        413: {"model": Problem, "description": "The body is over the size any request may have."},
+        415: {"model": Problem, "description": "The request is not sent as application/json."},
+        422: {"model": ProfileProblem, "description": "The file is invalid; the old profile stays."},
     },
 )
 @inject
@@ -112,14 +120,13 @@ def reload_profile(
         # page a desk's browser opens can trigger a reload.
         logger.info("profile reload refused: Content-Type %s", content_type or "none")
         detail = f"Content-Type: expected application/json, got {content_type or 'none'}"
-        return JSONResponse(status_code=415, content={"detail": detail})
+        return problem_response(UNSUPPORTED_MEDIA_TYPE, detail)
     try:
         outside = service.reload_profile()
     except ProfileUnavailable as error:
         logger.warning("profile reload refused, the old profile stays: %s", error)
         # The log names the file and any OS error; the answer, what is wrong with it.
-        refused = ReloadAnswer(reloaded=False, detail=f"{error.problem}; the previous profile stays in use")
-        return JSONResponse(status_code=422, content=refused.model_dump())
+        return problem_response(PROFILE_INVALID, f"{error.problem}; the previous profile stays in use", reloaded=False)
     profile = service.profile()
     return ReloadAnswer(
         reloaded=True,
