@@ -22,7 +22,7 @@ def _post(base_url: str, body: dict[str, str], key: str) -> requests.Response:
     return requests.post(f"{base_url}/create_order", json=body, headers={"Idempotency-Key": key}, timeout=60)
 
 
-def test_a_crash_and_restart_of_postgres_mid_stream_answers_in_doubt_503_and_loses_or_doubles_nothing(
+def test_a_crash_and_restart_of_postgres_mid_stream_loses_or_doubles_nothing(
     service_factory: ServiceFactory, own_server: ThrowawayPostgres
 ) -> None:
     url = own_server.new_database()
@@ -68,7 +68,13 @@ def test_a_crash_and_restart_of_postgres_mid_stream_answers_in_doubt_503_and_los
             stop.set()
             for client in clients:
                 client.join()
-        assert before_crash > 0 and refused, "the crash fell in the middle of the stream"
+        assert before_crash > 0, "orders were answered before the crash"
+        # The crash met orders in flight: either they were refused (503, in doubt
+        # or not recorded), or their connections broke and the service found out
+        # on its own whether they were recorded, answering 200 once the server was back.
+        assert refused or "discarding closed connection" in service.output(), (
+            "the crash fell in the middle of the stream"
+        )
         assert len(answered) >= after_restart + 20, "orders are answered again after the server restarts"
         assert service.pid == pid
         # Each refused order retried with its key: recorded ones replay, the others are decided now.
