@@ -76,6 +76,13 @@ class Container(containers.DeclarativeContainer):
         postgres=providers.Singleton(SqlTradeReader, postgres_store),
     )
 
+    decision_feed = providers.Singleton(
+        DecisionFeed,
+        order_log=order_log_reader,
+        store=order_store,
+        poll_seconds=config.events_poll_seconds,
+        buffer=config.events_buffer,
+    )
     order_service = providers.Singleton(
         OrderService,
         profile_source=profile_source,
@@ -84,16 +91,10 @@ class Container(containers.DeclarativeContainer):
         order_ids=order_ids,
         scope=config.position_scope,
         metrics=metrics,
+        followers=decision_feed,
     )
     order_history = providers.Singleton(
         OrderHistory, order_log=order_log_reader, trade_log=trade_log_reader, scan_budget=config.read_scan_budget
-    )
-    decision_feed = providers.Singleton(
-        DecisionFeed,
-        order_log=order_log_reader,
-        store=order_store,
-        poll_seconds=config.events_poll_seconds,
-        buffer=config.events_buffer,
     )
     desk_overview = providers.Singleton(DeskOverview, service=order_service, history=order_history)
 

@@ -44,6 +44,20 @@ def test_orders_placed_while_connected_arrive_in_order_as_get_orders_shows_them(
         stream.close()
 
 
+def test_orders_this_process_records_reach_its_followers_without_waiting_for_a_poll(
+    service_factory: ServiceFactory,
+) -> None:
+    # A minute between reads of the log: orders that arrive sooner were handed over on commit.
+    with service_factory(PROFILE, events_poll_seconds="60") as service:
+        stream = EventStreamReader(service.base_url)
+        alternate(service.base_url, 1)
+        assert [o["sequence"] for o in stream.orders(1)] == [1]
+        for expected in (2, 3, 4):
+            alternate(service.base_url, 1)
+            assert [o["sequence"] for o in stream.orders(1, timeout=5)] == [expected]
+        stream.close()
+
+
 def test_a_reconnect_with_last_event_id_gets_exactly_the_later_orders(service_factory: ServiceFactory) -> None:
     with service_factory(PROFILE) as service:
         alternate(service.base_url, 5)

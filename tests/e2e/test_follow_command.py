@@ -128,7 +128,9 @@ def test_a_follower_that_falls_behind_resumes_by_itself_and_misses_nothing(
         stream_orders(service.base_url, 1, 0.0).join()
         # Printed: the follower has caught up and follows live, where its buffer holds 2.
         wait_for(lambda: len(follower.sequences()) == 1)
-        stream_orders(service.base_url, 30, 0.0).join()
+        # Six clients at once: their orders commit together, faster than a buffer of 2 drains.
+        for placing in [stream_orders(service.base_url, 5, 0.0) for _ in range(6)]:
+            placing.join()
         wait_for(lambda: len(follower.sequences()) >= 31)
         assert follower.stop(signal.SIGTERM) == 0
         assert follower.sequences() == list(range(1, 32))

@@ -178,3 +178,31 @@ def test_followers_wait_out_a_log_that_cannot_be_read_and_get_every_entry_after(
     failed = [r for r in caplog.records if "reading the order log failed" in r.getMessage()]
     assert len(failed) == 1, "said once per outage"
     assert any("reading the order log again" in r.getMessage() for r in caplog.records)
+
+
+def test_an_entry_recorded_in_this_process_reaches_followers_without_a_poll_and_a_gap_is_read_from_the_log() -> None:
+    async def scenario() -> None:
+        log = GrowingLog()
+        # An hour between polls: whatever arrives in this test came by hand-over.
+        feed = DecisionFeed(log, log, poll_seconds=3600, buffer=1000)  # type: ignore[arg-type]
+        follower = feed.follow(0, HistoryFilter(), inline)
+        first = asyncio.create_task(sequences(follower, 1))
+        # Let the follower join and the poller find the log empty and sleep.
+        await asyncio.sleep(0.05)
+        log.append(1)
+        feed.recorded(log.entries[0])
+        assert await first == [1]
+        # 2 and 3 come from another process; this one records 4: the poller reads them all now.
+        log.append(3)
+        feed.recorded(log.entries[3])
+        assert await sequences(follower, 3) == [2, 3, 4]
+        # Told twice, or told late, of what was published: nothing is sent again.
+        feed.recorded(log.entries[3])
+        feed.recorded(log.entries[1])
+        log.append(1)
+        feed.recorded(log.entries[4])
+        assert await sequences(follower, 1) == [5]
+        await follower.aclose()
+        await feed.close()
+
+    asyncio.run(scenario())

@@ -8,7 +8,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from trading_orders.application.errors import IdempotencyKeyReused, ServiceNotStarted, StartupError, StorageUnavailable
-from trading_orders.application.ports import Clock, OrderIds, OrderMetrics, OrderStore, OrderTransaction, ProfileSource
+from trading_orders.application.ports import (
+    Clock,
+    OrderFollowers,
+    OrderIds,
+    OrderMetrics,
+    OrderStore,
+    OrderTransaction,
+    ProfileSource,
+)
 from trading_orders.domain.model import Order, OrderLogEntry, OrderStatus, Position, PositionScope
 from trading_orders.domain.profile import Profile
 
@@ -63,6 +71,7 @@ class OrderService:
         order_ids: OrderIds,
         scope: PositionScope,
         metrics: OrderMetrics | None = None,
+        followers: OrderFollowers | None = None,
     ) -> None:
         """Wire the service to its ports; nothing is read until start()."""
         self._profile_source = profile_source
@@ -71,6 +80,7 @@ class OrderService:
         self._order_ids = order_ids
         self._scope = scope
         self._metrics = metrics
+        self._followers = followers
         # Replaced whole by reload_profile(); each order reads it once.
         self._profile: Profile | None = None
         self._summary = _OrderSummary()
@@ -141,6 +151,10 @@ class OrderService:
             # are read (refresh_metrics): counting positions in a SQL store per
             # order would cost more than the order.
             self._metrics.order_recorded(entry, time.perf_counter() - started)
+        if self._followers is not None:
+            # Followers in this process get the entry now, not on the next
+            # read of the log: no lag, and no second read and decode of it.
+            self._followers.recorded(entry)
         if logger.isEnabledFor(logging.DEBUG):
             _log_decision(entry)
         self._summary.count(entry)

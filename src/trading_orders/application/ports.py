@@ -49,6 +49,14 @@ class OrderMetrics(Protocol):
         ...
 
 
+class OrderFollowers(Protocol):
+    """Whoever follows the order log as it grows: told of each order this process makes durable."""
+
+    def recorded(self, entry: OrderLogEntry) -> None:
+        """``entry`` is durable in the log; it must not block or raise."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class StoreState:
     """Where a store stands: its log's length, its open positions, and whether it can take orders."""
