@@ -94,6 +94,16 @@ def main() -> None:
 Measured = tuple[list[float], dict[int, int]]
 
 
+def _run_for(seconds: float, stop: threading.Event, threads: list[threading.Thread]) -> None:
+    """Run ``threads`` for ``seconds``, then set ``stop`` and wait for them to end."""
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+
+
 def _read_for(url: str, seconds: float, readers: int, results: "multiprocessing.Queue[Measured]") -> None:
     """Run ``readers`` reading clients for ``seconds`` and put what they measured on ``results``."""
     stop = threading.Event()
@@ -107,13 +117,7 @@ def _read_for(url: str, seconds: float, readers: int, results: "multiprocessing.
             reads.timed(session, "GET", url + path, params=params)
             turn += 1
 
-    threads = [threading.Thread(target=read, args=(n,)) for n in range(readers)]
-    for thread in threads:
-        thread.start()
-    time.sleep(seconds)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    _run_for(seconds, stop, [threading.Thread(target=read, args=(n,)) for n in range(readers)])
     # A Recorder holds a lock, which does not cross processes: its figures do.
     results.put((reads.latencies, reads.statuses))
 
@@ -147,13 +151,7 @@ def drive(url: str, seconds: float, readers: int, orders_per_second: float) -> s
             due += gap
             time.sleep(max(0.0, due - time.monotonic()))
 
-    threads = [threading.Thread(target=ask_health), threading.Thread(target=order)]
-    for thread in threads:
-        thread.start()
-    time.sleep(seconds)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    _run_for(seconds, stop, [threading.Thread(target=ask_health), threading.Thread(target=order)])
     reads = Recorder()
     reads.latencies, reads.statuses = results.get(timeout=300)
     reading.join()
