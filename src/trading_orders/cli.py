@@ -17,8 +17,8 @@ import uvicorn
 from rich.console import Console
 from rich.progress import Progress
 
-from trading_orders.adapters.http.parameters import ascii_number
 from trading_orders.application.errors import StartupError
+from trading_orders.ascii_numbers import ascii_number
 from trading_orders.bootstrap import build_container, create_app_or_exit
 from trading_orders.domain.model import PositionScope
 from trading_orders.settings import Settings, StoreName
