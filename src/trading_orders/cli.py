@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import os
-import shutil
 import signal
 import sys
 from pathlib import Path
@@ -213,33 +211,16 @@ def run_export(settings: Settings, output: Path) -> tuple[int, int]:
 
 
 def run_import(settings: Settings, source: Path) -> tuple[int, int]:
-    """Import into the configured store; TinyDB files are built beside the data directory and renamed into place."""
+    """Import into the configured store, in the data directory its container says an import fills."""
     if settings.store == "memory":
         raise TransferError("the memory store would lose the import at once")
-    if settings.store != "tinydb":
-        return _import_into(settings, source)
-    target = settings.data_dir
-    if target.exists() and any(target.iterdir()):
-        raise TransferError(f"{target} is not empty: import only into a new data directory")
-    building = target.with_name(f".{target.name}.importing")
-    shutil.rmtree(building, ignore_errors=True)
-    try:
-        counts = _import_into(dataclasses.replace(settings, data_dir=building), source)
-        if target.exists():
-            target.rmdir()
-        os.replace(building, target)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
-    return counts
-
-
-def _import_into(settings: Settings, source: Path) -> tuple[int, int]:
-    container = build_container(settings)
-    try:
-        return asyncio.run(import_orders(source, container.order_store()))
-    finally:
-        container.shutdown_resources()
+    with build_container(settings).import_destination() as data_dir:
+        container = build_container(dataclasses.replace(settings, data_dir=data_dir))
+        try:
+            return asyncio.run(import_orders(source, container.order_store()))
+        finally:
+            # The store's last checkpoint and closed files, before its directory is renamed into place.
+            container.shutdown_resources()
 
 
 def _run_tool(name: str, arguments: list[str]) -> int:
