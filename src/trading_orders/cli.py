@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import signal
 import sys
 from pathlib import Path
@@ -162,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     scope = PositionScope(args.scope) if getattr(args, "scope", None) else settings.position_scope
     if args.command == "serve":
         overrides = {"store": args.store, "position_scope": scope}
-        return run_serve(
-            dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v}), args.host, args.port
-        )
+        return run_serve(settings.model_copy(update={k: v for k, v in overrides.items() if v}), args.host, args.port)
     if args.command in COLUMNS:
         return _run_read(args, settings.api_key)
     if args.command == "follow":
@@ -179,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return follower.run(args.after)
     data_dir: Path = args.data_dir or settings.data_dir
-    chosen = dataclasses.replace(settings, data_dir=data_dir, position_scope=scope)
+    chosen = settings.model_copy(update={"data_dir": data_dir, "position_scope": scope})
     try:
         if args.command == "export":
             orders, positions = run_export(chosen, args.output)
@@ -215,7 +212,7 @@ def run_import(settings: Settings, source: Path) -> tuple[int, int]:
     if settings.store == "memory":
         raise TransferError("the memory store would lose the import at once")
     with build_container(settings).import_destination() as data_dir:
-        container = build_container(dataclasses.replace(settings, data_dir=data_dir))
+        container = build_container(settings.model_copy(update={"data_dir": data_dir}))
         try:
             return asyncio.run(import_orders(source, container.order_store()))
         finally:
