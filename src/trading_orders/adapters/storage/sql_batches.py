@@ -22,9 +22,9 @@ from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-from trading_orders.adapters.storage.codec import entry_from_dict, entry_to_dict, format_time, parse_time
 from trading_orders.application.errors import StorageUnavailable
 from trading_orders.domain.model import AppliedDecision, OrderLogEntry, Position, PositionScope, Trade
+from trading_orders.json_records import entry_from_dict, entry_to_dict, format_time, parse_time
 
 if TYPE_CHECKING:
     from trading_orders.adapters.storage.sql_order_store import Sql, SqlOrderStore

@@ -15,7 +15,6 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from trading_orders.adapters.storage.codec import entry_from_dict, parse_time
 from trading_orders.adapters.storage.cursors import decimal_cursor, not_handed_out
 from trading_orders.adapters.storage.sql_batches import (
     Batch,
@@ -28,6 +27,7 @@ from trading_orders.application.errors import StartupError
 from trading_orders.application.ports import StoreState
 from trading_orders.domain.model import OrderLogEntry, Position, PositionScope, Trade
 from trading_orders.domain.portfolio import PortfolioSlice
+from trading_orders.json_records import entry_from_dict, parse_time
 
 _BATCH = 200
 
