@@ -1,0 +1,1 @@
+"""The default order store: a JSON-lines order log, its trades, position snapshots and an index, in files."""
