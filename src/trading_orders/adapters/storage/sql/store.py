@@ -161,31 +161,30 @@ class SqlOrderStore(ABC):
         """(cursor, entry) newest first; a cursor is the entry's sequence, looked up by primary key."""
         before = _cursor(cursor)
         self._check_handed_out("SELECT 1 FROM orders WHERE sequence = ?", cursor, before)
-        while True:
-            with self._reading() as sql:
-                rows = sql.rows(
-                    "SELECT sequence, entry FROM orders WHERE sequence < ? ORDER BY sequence DESC LIMIT ?",
-                    (before, _BATCH),
-                )
-            for sequence, entry in rows:
-                yield str(sequence), entry_from_dict(json.loads(entry))
-            if len(rows) < _BATCH:
-                return
-            before = rows[-1][0]
+        query = "SELECT sequence, entry FROM orders WHERE sequence < ? ORDER BY sequence DESC LIMIT ?"
+        for sequence, entry in self._pages(query, before):
+            yield str(sequence), entry_from_dict(json.loads(entry))
 
     def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
         """The entries with a sequence above ``sequence``, oldest first, read in batches."""
-        after = sequence
+        query = "SELECT sequence, entry FROM orders WHERE sequence > ? ORDER BY sequence LIMIT ?"
+        for _, entry in self._pages(query, sequence):
+            yield entry_from_dict(json.loads(entry))
+
+    def _pages(self, query: str, start: int) -> Iterator[tuple[Any, ...]]:
+        """The rows ``query`` answers, read ``_BATCH`` at a time, each read from the last row's key.
+
+        ``query`` takes the key to read from, then the limit; a row's first
+        column is its key. No connection is held between reads.
+        """
+        key = start
         while True:
             with self._reading() as sql:
-                rows = sql.rows(
-                    "SELECT sequence, entry FROM orders WHERE sequence > ? ORDER BY sequence LIMIT ?", (after, _BATCH)
-                )
-            for _, entry in rows:
-                yield entry_from_dict(json.loads(entry))
+                rows = sql.rows(query, (key, _BATCH))
+            yield from rows
             if len(rows) < _BATCH:
                 return
-            after = rows[-1][0]
+            key = rows[-1][0]
 
     def _check_handed_out(self, lookup: str, cursor: str | None, key: int) -> None:
         """Raise InvalidCursor unless ``cursor`` names a row ``lookup`` finds: one beyond the log is no page."""
@@ -205,18 +204,12 @@ class SqlOrderStore(ABC):
         """(cursor, trade) newest first; a cursor is the trade's row id."""
         before = _cursor(cursor)
         self._check_handed_out("SELECT 1 FROM trades WHERE id = ?", cursor, before)
-        while True:
-            with self._reading() as sql:
-                rows = sql.rows(
-                    "SELECT id, username, strategy, instrument, buy_order_id, bought_at, sell_order_id, sold_at "
-                    "FROM trades WHERE id < ? ORDER BY id DESC LIMIT ?",
-                    (before, _BATCH),
-                )
-            for row in rows:
-                yield str(row[0]), Trade(row[1], row[2], row[3], row[4], parse_time(row[5]), row[6], parse_time(row[7]))
-            if len(rows) < _BATCH:
-                return
-            before = rows[-1][0]
+        query = (
+            "SELECT id, username, strategy, instrument, buy_order_id, bought_at, sell_order_id, sold_at "
+            "FROM trades WHERE id < ? ORDER BY id DESC LIMIT ?"
+        )
+        for row in self._pages(query, before):
+            yield str(row[0]), Trade(row[1], row[2], row[3], row[4], parse_time(row[5]), row[6], parse_time(row[7]))
 
 
 def open_export_view(store: SqlOrderStore) -> Iterator[tuple[SqlOrderStore, list[Position], int]]:
