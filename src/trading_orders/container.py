@@ -9,9 +9,9 @@ from dependency_injector import containers, providers
 from trading_orders.adapters.json_profile_source import JsonProfileSource
 from trading_orders.adapters.prometheus_metrics import PrometheusOrderMetrics
 from trading_orders.adapters.random_order_ids import RandomOrderIds
-from trading_orders.adapters.storage.postgres_store import open_postgres_store
-from trading_orders.adapters.storage.sql_order_store import SqlTradeReader, open_export_view
-from trading_orders.adapters.storage.sqlite_store import SqliteOrderStore
+from trading_orders.adapters.storage.sql.postgres import open_postgres_store
+from trading_orders.adapters.storage.sql.sqlite import SqliteOrderStore
+from trading_orders.adapters.storage.sql.store import SqlTradeReader, open_export_view
 from trading_orders.adapters.storage.tinydb_store.backoff import Backoff
 from trading_orders.adapters.storage.tinydb_store.checkpoints import CheckpointPolicy
 from trading_orders.adapters.storage.tinydb_store.import_directory import import_directory

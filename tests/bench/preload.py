@@ -20,9 +20,9 @@ from pathlib import Path
 
 import psycopg
 
-from trading_orders.adapters.storage.postgres_store import PostgresOrderStore
-from trading_orders.adapters.storage.sql_batches import holding_key
-from trading_orders.adapters.storage.sqlite_store import SQLITE_FILE, SqliteOrderStore
+from trading_orders.adapters.storage.sql.postgres import PostgresOrderStore
+from trading_orders.adapters.storage.sql.schema import holding_key
+from trading_orders.adapters.storage.sql.sqlite import SQLITE_FILE, SqliteOrderStore
 from trading_orders.adapters.storage.tinydb_store.order_index import IndexRow, OrderIndex
 from trading_orders.adapters.storage.tinydb_store.order_log import ORDER_LOG_FILE
 from trading_orders.adapters.storage.tinydb_store.parts import StoredPositions
