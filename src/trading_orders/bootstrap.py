@@ -28,20 +28,7 @@ SWITCH_INTERVAL_SECONDS = 0.001
 def build_container(settings: Settings) -> Container:
     """A container configured from ``settings``; nothing is opened yet."""
     container = Container()
-    container.config.from_dict(
-        {
-            "data_dir": settings.data_dir,
-            "profile_path": settings.profile_path,
-            "store": settings.store,
-            "position_scope": settings.position_scope,
-            "database_url": settings.database_url,
-            "snapshot_every_orders": settings.snapshot_every_orders,
-            "snapshot_every_seconds": settings.snapshot_every_seconds,
-            "read_scan_budget": settings.read_scan_budget,
-            "events_poll_seconds": settings.events_poll_seconds,
-            "events_buffer": settings.events_buffer,
-        }
-    )
+    container.config.from_pydantic(settings)
     return container
 
 

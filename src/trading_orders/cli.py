@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
-import os
-import shutil
 import signal
 import sys
 from pathlib import Path
@@ -17,8 +14,8 @@ import uvicorn
 from rich.console import Console
 from rich.progress import Progress
 
-from trading_orders.adapters.http.parameters import ascii_number
 from trading_orders.application.errors import StartupError
+from trading_orders.ascii_numbers import ascii_number
 from trading_orders.bootstrap import build_container, create_app_or_exit
 from trading_orders.domain.model import PositionScope
 from trading_orders.settings import Settings, StoreName
@@ -164,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     scope = PositionScope(args.scope) if getattr(args, "scope", None) else settings.position_scope
     if args.command == "serve":
         overrides = {"store": args.store, "position_scope": scope}
-        return run_serve(
-            dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v}), args.host, args.port
-        )
+        return run_serve(settings.model_copy(update={k: v for k, v in overrides.items() if v}), args.host, args.port)
     if args.command in COLUMNS:
         return _run_read(args, settings.api_key)
     if args.command == "follow":
@@ -181,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return follower.run(args.after)
     data_dir: Path = args.data_dir or settings.data_dir
-    chosen = dataclasses.replace(settings, data_dir=data_dir, position_scope=scope)
+    chosen = settings.model_copy(update={"data_dir": data_dir, "position_scope": scope})
     try:
         if args.command == "export":
             orders, positions = run_export(chosen, args.output)
@@ -213,33 +208,16 @@ def run_export(settings: Settings, output: Path) -> tuple[int, int]:
 
 
 def run_import(settings: Settings, source: Path) -> tuple[int, int]:
-    """Import into the configured store; TinyDB files are built beside the data directory and renamed into place."""
+    """Import into the configured store, in the data directory its container says an import fills."""
     if settings.store == "memory":
         raise TransferError("the memory store would lose the import at once")
-    if settings.store != "tinydb":
-        return _import_into(settings, source)
-    target = settings.data_dir
-    if target.exists() and any(target.iterdir()):
-        raise TransferError(f"{target} is not empty: import only into a new data directory")
-    building = target.with_name(f".{target.name}.importing")
-    shutil.rmtree(building, ignore_errors=True)
-    try:
-        counts = _import_into(dataclasses.replace(settings, data_dir=building), source)
-        if target.exists():
-            target.rmdir()
-        os.replace(building, target)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
-    return counts
-
-
-def _import_into(settings: Settings, source: Path) -> tuple[int, int]:
-    container = build_container(settings)
-    try:
-        return asyncio.run(import_orders(source, container.order_store()))
-    finally:
-        container.shutdown_resources()
+    with build_container(settings).import_destination() as data_dir:
+        container = build_container(settings.model_copy(update={"data_dir": data_dir}))
+        try:
+            return asyncio.run(import_orders(source, container.order_store()))
+        finally:
+            # The store's last checkpoint and closed files, before its directory is renamed into place.
+            container.shutdown_resources()
 
 
 def _run_tool(name: str, arguments: list[str]) -> int:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from dependency_injector import containers, providers
 
 from trading_orders.adapters.json_profile_source import JsonProfileSource
 from trading_orders.adapters.prometheus_metrics import PrometheusOrderMetrics
 from trading_orders.adapters.random_order_ids import RandomOrderIds
-from trading_orders.adapters.storage.postgres_store import open_postgres_store
-from trading_orders.adapters.storage.sql_order_store import SqlTradeReader, open_export_view
-from trading_orders.adapters.storage.sqlite_store import SqliteOrderStore
+from trading_orders.adapters.storage.sql.postgres import open_postgres_store
+from trading_orders.adapters.storage.sql.sqlite import SqliteOrderStore
+from trading_orders.adapters.storage.sql.store import SqlTradeReader, open_export_view
 from trading_orders.adapters.storage.tinydb_store.backoff import Backoff
 from trading_orders.adapters.storage.tinydb_store.checkpoints import CheckpointPolicy
+from trading_orders.adapters.storage.tinydb_store.import_directory import import_directory
 from trading_orders.adapters.storage.tinydb_store.resources import (
     open_memory_store,
     open_read_only_files,
@@ -107,3 +110,12 @@ class Container(containers.DeclarativeContainer):
         postgres=providers.Resource(open_export_view, postgres_store),
     )
     verification = providers.Factory(verify_directory, directory=config.data_dir, scope=config.position_scope)
+    # The data directory `import` fills, as a context: the TinyDB files are
+    # built in a new directory renamed into place once the import completes;
+    # a SQL store takes the import in place, through its own transactions.
+    import_destination = providers.Selector(
+        config.store,
+        tinydb=providers.Factory(import_directory, config.data_dir),
+        sqlite=providers.Factory(nullcontext, config.data_dir),
+        postgres=providers.Factory(nullcontext, config.data_dir),
+    )

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trading_orders.application.decision_feed import DEFAULT_BUFFER, DEFAULT_POLL_SECONDS
@@ -25,21 +24,37 @@ class ConfigurationError(StartupError):
     """A setting has a value the service does not accept; the message lists the allowed ones."""
 
 
-class _Environment(BaseSettings):
+def _under_project(*parts: str) -> Any:
+    """A path default under the ``project_root`` the settings were given."""
+    return Field(default_factory=lambda given: Path(given["project_root"], *parts))
+
+
+class Settings(BaseSettings):
+    """Everything the container needs to build the service; each field is variable TRADING_ORDERS_<NAME>."""
+
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    data_dir: Path | None = None
-    profile_path: Path | None = None
-    log_dir: Path | None = None
+    # Given by the program, not the environment: the folder the path defaults are
+    # under, whichever directory the service is started from.
+    project_root: Path
+    data_dir: Path = _under_project("Jsons")
+    profile_path: Path = _under_project("Jsons", "user_profile.json")
+    log_dir: Path = _under_project("Logs")
     store: StoreName = "tinydb"
     position_scope: PositionScope = PositionScope.STRATEGY
     log_level: LogLevel = "INFO"
+    # "json": one JSON object per log line, for log shippers.
     log_format: LogFormat = "text"
-    api_key: SecretStr | None = None
-    database_url: SecretStr | None = None
+    # Kept out of repr so they never land in a log line or a traceback.
+    api_key: str | None = Field(default=None, repr=False)
+    database_url: str | None = Field(default=None, repr=False)
+    # The TinyDB store snapshots positions every so many orders or seconds.
     snapshot_every_orders: int = Field(default=10_000, ge=1)
     snapshot_every_seconds: float = Field(default=10.0, gt=0)
+    # How many log entries one read of the history may read (see order_history.SCAN_BUDGET).
     read_scan_budget: int = Field(default=SCAN_BUDGET, ge=1)
+    # How often GET /events looks for new orders in the log, and how many
+    # may wait for one follower before it is cut off (application.decision_feed).
     events_poll_seconds: float = Field(default=DEFAULT_POLL_SECONDS, gt=0, le=60)
     events_buffer: int = Field(default=DEFAULT_BUFFER, ge=1, le=1_000_000)
 
@@ -53,37 +68,26 @@ class _Environment(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.strip().upper() if isinstance(value, str) else value
 
+    @field_validator("api_key", "database_url")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        return value or None
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything the container needs to build the service."""
-
-    data_dir: Path
-    profile_path: Path
-    log_dir: Path
-    store: StoreName
-    position_scope: PositionScope
-    log_level: LogLevel
-    # Kept out of repr so they never land in a log line or a traceback.
-    api_key: str | None = field(default=None, repr=False)
-    database_url: str | None = field(default=None, repr=False)
-    # The TinyDB store snapshots positions every so many orders or seconds.
-    snapshot_every_orders: int = 10_000
-    snapshot_every_seconds: float = 10.0
-    # How many log entries one read of the history may read (see order_history.SCAN_BUDGET).
-    read_scan_budget: int = SCAN_BUDGET
-    # How often GET /events looks for new orders in the log, and how many
-    # may wait for one follower before it is cut off (application.decision_feed).
-    events_poll_seconds: float = DEFAULT_POLL_SECONDS
-    events_buffer: int = DEFAULT_BUFFER
-    # "json": one JSON object per log line, for log shippers.
-    log_format: LogFormat = "text"
+    @model_validator(mode="after")
+    def _postgres_needs_a_database(self) -> Settings:
+        # Raised as itself, not as a ValidationError: it names two variables, not one value.
+        if self.store == "postgres" and self.database_url is None:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}STORE=postgres needs {ENV_PREFIX}DATABASE_URL, "
+                "e.g. postgresql://user:password@127.0.0.1:5432/trading_orders"
+            )
+        return self
 
     @classmethod
     def from_environment(cls, project_root: Path) -> Settings:
         """Read the environment; unset paths default to Jsons/ and Logs/ under ``project_root``."""
         try:
-            env = _Environment()
+            return cls(project_root=project_root)
         except ValidationError as error:
             names = [f"{ENV_PREFIX}{str(e['loc'][0]).upper()}" for e in error.errors()]
             # Quote the value as it was typed, not as the validators normalized it.
@@ -92,26 +96,3 @@ class Settings:
                 for name, e in zip(names, error.errors(), strict=True)
             )
             raise ConfigurationError(f"invalid configuration: {problems}") from None
-        database_url = env.database_url.get_secret_value() or None if env.database_url else None
-        if env.store == "postgres" and database_url is None:
-            raise ConfigurationError(
-                f"{ENV_PREFIX}STORE=postgres needs {ENV_PREFIX}DATABASE_URL, "
-                "e.g. postgresql://user:password@127.0.0.1:5432/trading_orders"
-            )
-        data_dir = env.data_dir or project_root / "Jsons"
-        return cls(
-            data_dir=data_dir,
-            profile_path=env.profile_path or project_root / "Jsons" / "user_profile.json",
-            log_dir=env.log_dir or project_root / "Logs",
-            store=env.store,
-            position_scope=env.position_scope,
-            log_level=env.log_level,
-            api_key=env.api_key.get_secret_value() or None if env.api_key else None,
-            database_url=database_url,
-            snapshot_every_orders=env.snapshot_every_orders,
-            snapshot_every_seconds=env.snapshot_every_seconds,
-            read_scan_budget=env.read_scan_budget,
-            events_poll_seconds=env.events_poll_seconds,
-            events_buffer=env.events_buffer,
-            log_format=env.log_format,
-        )

@@ -19,7 +19,6 @@ from pathlib import Path
 import requests
 
 from tests.support.service_process import ServiceProcess
-from trading_orders.adapters.storage.codec import entry_to_dict
 from trading_orders.adapters.storage.tinydb_store.order_log import ORDER_LOG_FILE, JsonLinesOrderLog
 from trading_orders.adapters.storage.tinydb_store.trade_log import JsonLinesTradeLog
 from trading_orders.application.order_history import HistoryFilter, OrderHistory
@@ -32,6 +31,7 @@ from trading_orders.domain.model import (
     Side,
     UserDecision,
 )
+from trading_orders.json_records import entry_to_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILE = {"U1": {"S1": ["ACC"]}, "U2": {"S1": ["ACC"]}}

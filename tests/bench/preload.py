@@ -20,10 +20,9 @@ from pathlib import Path
 
 import psycopg
 
-from trading_orders.adapters.storage.codec import entry_to_dict, format_time
-from trading_orders.adapters.storage.postgres_store import PostgresOrderStore
-from trading_orders.adapters.storage.sql_batches import holding_key
-from trading_orders.adapters.storage.sqlite_store import SQLITE_FILE, SqliteOrderStore
+from trading_orders.adapters.storage.sql.postgres import PostgresOrderStore
+from trading_orders.adapters.storage.sql.schema import holding_key
+from trading_orders.adapters.storage.sql.sqlite import SQLITE_FILE, SqliteOrderStore
 from trading_orders.adapters.storage.tinydb_store.order_index import IndexRow, OrderIndex
 from trading_orders.adapters.storage.tinydb_store.order_log import ORDER_LOG_FILE
 from trading_orders.adapters.storage.tinydb_store.parts import StoredPositions
@@ -31,6 +30,7 @@ from trading_orders.adapters.storage.tinydb_store.position_snapshots import Tiny
 from trading_orders.domain.model import Order, OrderLogEntry, Position, PositionScope, Side, Trade
 from trading_orders.domain.portfolio import Portfolio
 from trading_orders.domain.profile import Profile
+from trading_orders.json_records import entry_to_dict, format_time
 
 INSTRUMENTS = [f"SYM{n:03d}" for n in range(50)]
 LOAD_STRATEGIES = [f"S{s}" for s in range(5)]

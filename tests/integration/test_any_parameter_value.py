@@ -79,8 +79,8 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     if request.param == "postgres":
         postgres: ThrowawayPostgres = request.getfixturevalue("postgres_server")
         database_url = postgres.new_database()
-    configured = dataclasses.replace(
-        Settings.from_environment(root),
+    configured = Settings(
+        project_root=root,
         data_dir=root / "data",
         profile_path=root / "user_profile.json",
         log_dir=root / "logs",

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.service.fakes import CountingIds, FixedProfile, SteppingClock
-from trading_orders.adapters.storage.postgres_store import PostgresOrderStore
-from trading_orders.adapters.storage.sql_order_store import SqlOrderStore
-from trading_orders.adapters.storage.sqlite_store import SqliteOrderStore
+from trading_orders.adapters.storage.sql.postgres import PostgresOrderStore
+from trading_orders.adapters.storage.sql.sqlite import SqliteOrderStore
+from trading_orders.adapters.storage.sql.store import SqlOrderStore
 from trading_orders.application.order_service import OrderService
 from trading_orders.domain.model import Order, OrderLogEntry, PositionScope, Side
 
@@ -40,7 +40,7 @@ def open_sql_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[O
 
     yield open_
     for store in opened:
-        store.close()  # type: ignore[attr-defined]  # both kinds have close()
+        store.close()
 
 
 def _write(store: SqlOrderStore, name: str, instruments: list[str], answered: list[OrderLogEntry]) -> None:

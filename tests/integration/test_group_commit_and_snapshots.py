@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.fakes import CountingIds, FixedProfile, SteppingClock, place, service_over
+from tests.integration.tinydb_over_memory import service_over
+from tests.service.fakes import CountingIds, FixedProfile, SteppingClock, place
 from trading_orders.adapters.storage.tinydb_store.checkpoints import CheckpointPolicy
 from trading_orders.adapters.storage.tinydb_store.json_lines import JsonLinesFile
 from trading_orders.adapters.storage.tinydb_store.order_log import ORDER_LOG_FILE, JsonLinesOrderLog

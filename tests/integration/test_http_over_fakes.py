@@ -8,7 +8,7 @@ import pytest
 import requests
 from dependency_injector import providers
 
-from tests.service.fakes import MANUAL_CHECKPOINTS, FlakyOrderLog, FlakyPositionStore, FlakyTradeLog
+from tests.integration.tinydb_over_memory import MANUAL_CHECKPOINTS, FlakyOrderLog, FlakyPositionStore, FlakyTradeLog
 from tests.support.threaded_server import ThreadedServer
 from trading_orders.adapters.storage.tinydb_store.store import TinyDBOrderStore
 from trading_orders.application.errors import ServiceNotStarted

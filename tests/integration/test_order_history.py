@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.fakes import place, service_over
+from tests.integration.tinydb_over_memory import service_over
+from tests.service.fakes import place
 from trading_orders.adapters.storage.tinydb_store.memory import (
     InMemoryOrderLog,
     InMemoryPositionStore,

@@ -11,9 +11,9 @@ import pytest
 
 from tests.service.fakes import CountingIds, FixedProfile, SteppingClock, place
 from tests.worked_example import EXPECTED, HOLLAND, ORDERS, PROFILE
-from trading_orders.adapters.storage.postgres_store import PostgresOrderStore
-from trading_orders.adapters.storage.sql_order_store import SqlTradeReader
-from trading_orders.adapters.storage.sqlite_store import SqliteOrderStore
+from trading_orders.adapters.storage.sql.postgres import PostgresOrderStore
+from trading_orders.adapters.storage.sql.sqlite import SqliteOrderStore
+from trading_orders.adapters.storage.sql.store import SqlTradeReader
 from trading_orders.adapters.storage.tinydb_store.memory import (
     InMemoryOrderLog,
     InMemoryPositionStore,

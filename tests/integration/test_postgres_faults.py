@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from tests.service.fakes import CountingIds, FixedProfile, SteppingClock
-from trading_orders.adapters.storage.postgres_store import PostgresOrderStore
+from trading_orders.adapters.storage.sql.postgres import PostgresOrderStore
 from trading_orders.application.errors import OrderInDoubt, StorageUnavailable
 from trading_orders.application.order_service import OrderService, PlacedOrder
 from trading_orders.domain.model import Order, PositionScope, Side

@@ -28,7 +28,7 @@ def record(
 
 
 def samples(metrics: PrometheusOrderMetrics) -> set[str]:
-    return {line for line in metrics.render().decode().splitlines() if not line.startswith("#")}
+    return {line for line in metrics.render().body.decode().splitlines() if not line.startswith("#")}
 
 
 def test_an_order_rejected_as_a_whole_counts_in_orders_with_its_reason_and_adds_no_decision() -> None:
@@ -51,3 +51,9 @@ def test_per_user_decisions_count_in_decisions_and_their_order_has_no_reason() -
     assert 'trading_orders_decisions_total{reason="",status="ACCEPTED"} 1.0' in lines
     assert 'trading_orders_decisions_total{reason="ALREADY_HOLDING",status="REJECTED"} 2.0' in lines
     assert "trading_orders_decide_and_record_seconds_count 2.0" in lines
+
+
+def test_the_exposition_names_the_text_format_it_is_written_in() -> None:
+    text = PrometheusOrderMetrics().render()
+    assert text.media_type.startswith("text/plain; version="), "a scraper picks its parser by this version"
+    assert b"# TYPE trading_orders_orders_total counter" in text.body

@@ -5,7 +5,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.service.fakes import place, service_over
+from tests.integration.tinydb_over_memory import service_over
+from tests.service.fakes import place
 from trading_orders.adapters.storage.tinydb_store.order_log import JsonLinesOrderLog
 from trading_orders.adapters.storage.tinydb_store.position_snapshots import POSITIONS_FILE, TinyDBPositionStore
 from trading_orders.adapters.storage.tinydb_store.store import TinyDBOrderStore

@@ -24,6 +24,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults_keep_data_in_jsons_under_the_project(tmp_path: Path) -> None:
     settings = Settings.from_environment(tmp_path)
     assert settings == Settings(
+        project_root=tmp_path,
         data_dir=tmp_path / "Jsons",
         profile_path=tmp_path / "Jsons" / "user_profile.json",
         log_dir=tmp_path / "Logs",
@@ -52,7 +53,7 @@ def test_the_api_key_is_read_but_never_shown(tmp_path: Path, monkeypatch: pytest
     assert Settings.from_environment(tmp_path).api_key is None, "an empty key means no key"
     monkeypatch.setenv("TRADING_ORDERS_API_KEY", "s3cret")
     settings = Settings.from_environment(tmp_path)
-    assert settings.api_key == "s3cret" and "s3cret" not in repr(settings)
+    assert settings.api_key == "s3cret" and "s3cret" not in repr(settings) and "s3cret" not in str(settings)
 
 
 def test_postgres_needs_a_database_url_which_is_never_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,6 +83,17 @@ def test_an_unknown_value_names_the_variable_and_lists_the_allowed_ones(
         Settings.from_environment(tmp_path)
     assert f"TRADING_ORDERS_{variable}={value!r}" in str(raised.value)
     assert allowed in str(raised.value)
+
+
+def test_the_container_is_configured_with_every_setting_as_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRADING_ORDERS_EVENTS_BUFFER", "7")
+    monkeypatch.setenv("TRADING_ORDERS_POSITION_SCOPE", "user")
+    settings = Settings.from_environment(tmp_path)
+    configured = build_container(settings).config()
+    assert configured == settings.model_dump()
+    assert (configured["events_buffer"], configured["position_scope"]) == (7, PositionScope.USER)
 
 
 @pytest.mark.parametrize(("store", "log_type"), [("tinydb", JsonLinesOrderLog), ("memory", InMemoryOrderLog)])

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.service.fakes import place, service_over
+from tests.integration.tinydb_over_memory import service_over
+from tests.service.fakes import place
 from trading_orders import cli
 from trading_orders.adapters.storage.tinydb_store import resources, verification
 from trading_orders.adapters.storage.tinydb_store.order_log import JsonLinesOrderLog

@@ -1,21 +1,27 @@
-"""In-memory stand-ins for the ports, with switches that make them fail like a full disk."""
+"""In-memory stand-ins for the application's ports: the profile, the clock, the ids, and the order store.
+
+FakeOrderStore is the store as the application sees it (the OrderStore and
+OrderLogReader ports) over a list and a dict, as cosmicpython's
+FakeUnitOfWork is: no log, snapshot or index of any real store, and nothing
+kept unless a transaction commits. Trades are the read side's (TradeLogReader),
+which no service test reads.
+"""
+
+from __future__ import annotations
 
 import asyncio
 import errno
+import re
+import threading
+from collections.abc import AsyncIterator, Collection, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
-from trading_orders.adapters.storage.tinydb_store.checkpoints import CheckpointPolicy
-from trading_orders.adapters.storage.tinydb_store.memory import (
-    InMemoryOrderLog,
-    InMemoryPositionStore,
-    InMemoryTradeLog,
-)
-from trading_orders.adapters.storage.tinydb_store.parts import OrderLog, PositionSnapshots, StoredPositions, TradeLog
-from trading_orders.adapters.storage.tinydb_store.store import TinyDBOrderStore
-from trading_orders.application.errors import StorageUnavailable
+from trading_orders.application.errors import InvalidCursor, StorageUnavailable
 from trading_orders.application.order_service import OrderService, PlacedOrder
-from trading_orders.application.ports import Clock
-from trading_orders.domain.model import Order, OrderLogEntry, PositionScope, Trade
+from trading_orders.application.ports import Clock, StoreState
+from trading_orders.domain.model import Order, OrderLogEntry, Position, PositionScope
+from trading_orders.domain.portfolio import Portfolio, PortfolioSlice
 from trading_orders.domain.profile import Profile
 
 
@@ -55,89 +61,109 @@ class CountingIds:
         return f"{self._prefix}o{self._count}"
 
 
-# Intervals no test reaches, so snapshots are taken when a test asks.
-MANUAL_CHECKPOINTS = CheckpointPolicy(every_orders=10**9, every_seconds=10**6)
-
-
 def disk_full() -> StorageUnavailable:
     """The failure a store reports when the disk is full."""
     return StorageUnavailable(f"no space left on device (errno {errno.ENOSPC})")
 
 
-class FlakyPositionStore(InMemoryPositionStore):
-    """An in-memory position store whose next ``failures`` writes fail."""
+class FakeTransaction:
+    """One order's unit of work on a FakeOrderStore: it hands out copies, and only commit() writes back."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.failures = 0
+    def __init__(
+        self, store: FakeOrderStore, strategy: str, instrument: str, users: Collection[str], key: str | None
+    ) -> None:
+        self._store = store
+        self._key = key
+        self.recorded = store.keys.get(key) if key is not None else None
+        self.portfolio: PortfolioSlice = Portfolio(store.scope, store.open).slice(users, strategy, instrument)
+        self.last_received_at = store.entries[-1].decision.received_at if store.entries else None
 
-    def save(self, snapshot: StoredPositions) -> None:
-        """Fail while failures remain, else keep the snapshot."""
-        if self.failures:
-            self.failures -= 1
+    async def commit(self) -> OrderLogEntry:
+        """Record the decision applied to ``portfolio``; StorageUnavailable, keeping nothing, while failures remain."""
+        (applied,) = self.portfolio.take_unsaved()
+        store = self._store
+        if store.commit_failures:
+            store.commit_failures -= 1
             raise disk_full()
-        super().save(snapshot)
+        entry = OrderLogEntry(len(store.entries) + 1, applied.decision, self._key)
+        store.entries.append(entry)
+        if self._key is not None:
+            store.keys[self._key] = entry
+        store.open = [p for p in store.open if p not in applied.change.closed] + list(applied.change.opened)
+        return entry
 
 
-class FlakyOrderLog(InMemoryOrderLog):
-    """An in-memory order log whose next ``failures`` writes fail."""
+class FakeOrderStore:
+    """The OrderStore and OrderLogReader ports in memory.
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.failures = 0
+    The next ``commit_failures`` commits fail like a full disk, the next
+    ``read_failures`` reads of the log like an unreachable database.
+    """
 
-    def write(self, entry: OrderLogEntry) -> None:
-        """Fail while failures remain, else append."""
-        if self.failures:
-            self.failures -= 1
-            raise disk_full()
-        super().write(entry)
+    def __init__(self, scope: PositionScope = PositionScope.STRATEGY) -> None:
+        self.scope = scope
+        self.entries: list[OrderLogEntry] = []
+        self.keys: dict[str, OrderLogEntry] = {}
+        self.open: list[Position] = []
+        self.commit_failures = 0
+        self.read_failures = 0
+        # One order at a time, as every store serializes the orders that can meet a position;
+        # a thread lock, since tests place orders from threads with an event loop each.
+        self._one_at_a_time = threading.Lock()
 
+    def recover(self) -> int:
+        """Nothing to replay: the lists are the truth."""
+        return 0
 
-class FlakyTradeLog(InMemoryTradeLog):
-    """An in-memory trade log whose next ``failures`` writes fail."""
+    @asynccontextmanager
+    async def transaction(
+        self, strategy: str, instrument: str, users: Collection[str], idempotency_key: str | None = None
+    ) -> AsyncIterator[FakeTransaction]:
+        """One order's unit of work; leaving it without commit() keeps nothing."""
+        with self._one_at_a_time:
+            yield FakeTransaction(self, strategy, instrument, users, idempotency_key)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.failures = 0
+    def positions(
+        self, user: str | None = None, strategy: str | None = None, instrument: str | None = None
+    ) -> list[Position]:
+        """The open positions matching every filter given, in the order they were opened."""
+        wanted = {"user": user, "strategy": strategy, "instrument": instrument}
+        return [p for p in self.open if all(v is None or getattr(p, k) == v for k, v in wanted.items())]
 
-    def write(self, trades: tuple[Trade, ...], sequence: int) -> None:
-        """Fail while failures remain, else record."""
-        if self.failures:
-            self.failures -= 1
-            raise disk_full()
-        super().write(trades, sequence)
+    def state(self) -> StoreState:
+        """The log's length and the open positions; always reachable."""
+        return StoreState(len(self.entries), len(self.open), reachable=True)
+
+    def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
+        """The entries after ``sequence``, oldest first; fails like an unreachable database while failures remain."""
+        if self.read_failures:
+            self.read_failures -= 1
+            raise StorageUnavailable("the database is unreachable")
+        return iter(self.entries[sequence:])
+
+    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, OrderLogEntry]]:
+        """(cursor, entry) newest first; a cursor is an entry's sequence."""
+        before = len(self.entries) + 1
+        if cursor is not None:
+            if not re.fullmatch(r"[0-9]{1,18}", cursor) or not 1 <= int(cursor) <= len(self.entries):
+                raise InvalidCursor(f"cursor {cursor!r} was not handed out by this store")
+            before = int(cursor)
+        return ((str(e.sequence), e) for e in reversed(self.entries[: before - 1]))
+
+    def find_by_order_id(self, order_id: str) -> OrderLogEntry | None:
+        """The entry of order ``order_id``, if any."""
+        return next((e for e in self.entries if e.decision.order_id == order_id), None)
 
 
 def build_service(
     universes: dict[str, dict[str, list[str]]],
     scope: PositionScope = PositionScope.STRATEGY,
-    store: InMemoryPositionStore | None = None,
-    log: InMemoryOrderLog | None = None,
-    trades: InMemoryTradeLog | None = None,
-) -> tuple[OrderService, InMemoryPositionStore, InMemoryOrderLog]:
-    """A service over in-memory ports, not yet started."""
-    store = store if store is not None else FlakyPositionStore()
-    log = log if log is not None else FlakyOrderLog()
-    trades = trades if trades is not None else FlakyTradeLog()
-    return service_over(universes, store, log, trades, scope)[0], store, log
-
-
-def service_over(
-    universes: dict[str, dict[str, list[str]]],
-    position_store: PositionSnapshots,
-    order_log: OrderLog,
-    trade_log: TradeLog,
-    scope: PositionScope = PositionScope.STRATEGY,
+    store: FakeOrderStore | None = None,
     clock: Clock | None = None,
-) -> tuple[OrderService, TinyDBOrderStore]:
-    """A service over the TinyDB store made of these three parts, not yet started, and that store.
-
-    The store checkpoints only when a test calls checkpoint() (or closes it).
-    """
-    store = TinyDBOrderStore(position_store, order_log, trade_log, scope, MANUAL_CHECKPOINTS)
-    service = OrderService(FixedProfile(universes), store, clock or SteppingClock(), CountingIds(), scope)
-    return service, store
+) -> tuple[OrderService, FakeOrderStore]:
+    """A service over a fake store (a new one, or ``store`` to share it as a restarted service would), not started."""
+    store = store if store is not None else FakeOrderStore(scope)
+    return OrderService(FixedProfile(universes), store, clock or SteppingClock(), CountingIds(), scope), store
 
 
 def place(service: OrderService, order: Order, idempotency_key: str | None = None) -> PlacedOrder:

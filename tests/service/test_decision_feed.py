@@ -1,41 +1,26 @@
-"""The decision feed over a log in memory: each entry once and in order, bounded followers, progress."""
+"""The decision feed over a fake store's log: each entry once and in order, bounded followers, progress."""
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
 import pytest
 
+from tests.service.fakes import FakeOrderStore
 from trading_orders.application.decision_feed import DecisionFeed, FeedItem, FellBehind, Progress, ResumePointAhead
-from trading_orders.application.errors import StorageUnavailable
 from trading_orders.application.order_history import HistoryFilter
-from trading_orders.application.ports import StoreState
 from trading_orders.domain.model import Order, OrderDecision, OrderLogEntry, Side
 
 Result = TypeVar("Result")
 
 
-class GrowingLog:
-    """An order log in memory that a test appends to; also the store that says how long it is."""
-
-    def __init__(self) -> None:
-        self.entries: list[OrderLogEntry] = []
-
-    def append(self, count: int, strategy: str = "S1") -> None:
-        """Log ``count`` more orders of ``strategy``."""
-        for _ in range(count):
-            sequence = len(self.entries) + 1
-            decision = OrderDecision(f"o{sequence}", datetime.now(UTC), Order(strategy, "ACC", Side.BUY), ())
-            self.entries.append(OrderLogEntry(sequence, decision))
-
-    def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
-        """The entries after ``sequence``, oldest first."""
-        return iter(self.entries[sequence:])
-
-    def state(self) -> StoreState:
-        """The log's length."""
-        return StoreState(len(self.entries), 0, True)
+def log_orders(log: FakeOrderStore, count: int, strategy: str = "S1") -> None:
+    """``count`` more orders of ``strategy`` committed to ``log``, as another process would, unseen by the feed."""
+    for _ in range(count):
+        sequence = len(log.entries) + 1
+        decision = OrderDecision(f"o{sequence}", datetime.now(UTC), Order(strategy, "ACC", Side.BUY), ())
+        log.entries.append(OrderLogEntry(sequence, decision))
 
 
 async def inline(read: Callable[[], Result]) -> Result:
@@ -43,9 +28,9 @@ async def inline(read: Callable[[], Result]) -> Result:
     return read()
 
 
-def feed_over(log: GrowingLog, buffer: int = 1000) -> DecisionFeed:
+def feed_over(log: FakeOrderStore, buffer: int = 1000) -> DecisionFeed:
     """A feed polling ``log`` often."""
-    return DecisionFeed(log, log, poll_seconds=0.001, buffer=buffer)  # type: ignore[arg-type]
+    return DecisionFeed(log, log, poll_seconds=0.001, buffer=buffer)
 
 
 async def take(items: AsyncGenerator[FeedItem, None]) -> FeedItem:
@@ -65,17 +50,17 @@ async def sequences(items: AsyncGenerator[FeedItem, None], count: int) -> list[i
 
 def test_followers_joining_at_different_points_each_get_every_later_entry_once() -> None:
     async def scenario() -> None:
-        log = GrowingLog()
+        log = FakeOrderStore()
         feed = feed_over(log)
-        log.append(3)
+        log_orders(log, 3)
         early = feed.follow(0, HistoryFilter(), inline)
         assert await sequences(early, 3) == [1, 2, 3]
-        log.append(2)
+        log_orders(log, 2)
         assert await sequences(early, 2) == [4, 5]
         # The poller has published up to 5: a second follower from 1 catches up from the log.
         late = feed.follow(1, HistoryFilter(), inline)
         assert await sequences(late, 4) == [2, 3, 4, 5]
-        log.append(3)
+        log_orders(log, 3)
         assert await sequences(early, 3) == [6, 7, 8]
         assert await sequences(late, 3) == [6, 7, 8]
         await early.aclose()
@@ -87,26 +72,26 @@ def test_followers_joining_at_different_points_each_get_every_later_entry_once()
 
 def test_a_follower_that_does_not_keep_up_is_cut_off_where_it_can_resume_and_the_other_is_not() -> None:
     async def scenario() -> None:
-        log = GrowingLog()
+        log = FakeOrderStore()
         feed = feed_over(log, buffer=2)
         slow = feed.follow(0, HistoryFilter(), inline)
         other = feed.follow(0, HistoryFilter(strategy="S2"), inline, progress_every=10**9)
         first = asyncio.ensure_future(anext(other))
-        log.append(1)
+        log_orders(log, 1)
         assert await sequences(slow, 1) == [1], "from the log, catching up"
         live = asyncio.ensure_future(anext(slow))
         await asyncio.sleep(0.02)
-        log.append(1)
+        log_orders(log, 1)
         batch = await asyncio.wait_for(live, 1)
         assert isinstance(batch, list) and [e.sequence for e in batch] == [2], "from the poller, live"
-        log.append(6)  # 3-8 in one poll, while the slow follower reads nothing
+        log_orders(log, 6)  # 3-8 in one poll, while the slow follower reads nothing
         await asyncio.sleep(0.05)
         assert await sequences(slow, 2) == [3, 4]
         behind = await take(slow)
         assert isinstance(behind, FellBehind) and behind.after == 4
         with pytest.raises(StopAsyncIteration):
             await anext(slow)
-        log.append(1, strategy="S2")
+        log_orders(log, 1, strategy="S2")
         kept = await asyncio.wait_for(first, 1)
         assert isinstance(kept, list) and [e.sequence for e in kept] == [9]
         await other.aclose()
@@ -117,13 +102,13 @@ def test_a_follower_that_does_not_keep_up_is_cut_off_where_it_can_resume_and_the
 
 def test_a_filtered_follower_hears_how_far_it_has_read() -> None:
     async def scenario() -> None:
-        log = GrowingLog()
+        log = FakeOrderStore()
         feed = feed_over(log)
-        log.append(7)
+        log_orders(log, 7)
         follower = feed.follow(0, HistoryFilter(strategy="S2"), inline, progress_every=5)
         assert await take(follower) == Progress(7), "catching up, it read 7 entries and kept none"
-        log.append(4)
-        log.append(1, strategy="S2")
+        log_orders(log, 4)
+        log_orders(log, 1, strategy="S2")
         assert await sequences(follower, 1) == [12]
         await follower.aclose()
         await feed.close()
@@ -133,8 +118,8 @@ def test_a_filtered_follower_hears_how_far_it_has_read() -> None:
 
 def test_a_resume_point_beyond_the_log_is_refused() -> None:
     async def scenario() -> None:
-        log = GrowingLog()
-        log.append(2)
+        log = FakeOrderStore()
+        log_orders(log, 2)
         feed = feed_over(log)
         await feed.check_resume_point(2, inline)
         with pytest.raises(ResumePointAhead, match="sequence 3 is beyond the order log's last, 2"):
@@ -143,32 +128,17 @@ def test_a_resume_point_beyond_the_log_is_refused() -> None:
     asyncio.run(scenario())
 
 
-class FailingLog(GrowingLog):
-    """A log whose reads fail while ``failures`` remain, as a store does while its database is away."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.failures = 0
-
-    def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
-        """Fail while failures remain, else read."""
-        if self.failures:
-            self.failures -= 1
-            raise StorageUnavailable("the database is unreachable")
-        return super().entries_after(sequence)
-
-
 def test_followers_wait_out_a_log_that_cannot_be_read_and_get_every_entry_after(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async def scenario() -> None:
-        log = FailingLog()
+        log = FakeOrderStore()
         feed = feed_over(log)
         follower = feed.follow(0, HistoryFilter(), inline)
         live = asyncio.ensure_future(anext(follower))
         await asyncio.sleep(0.02)
-        log.failures = 20
-        log.append(2)
+        log.read_failures = 20
+        log_orders(log, 2)
         batch = await asyncio.wait_for(live, 2)
         assert isinstance(batch, list) and [e.sequence for e in batch] == [1, 2]
         await follower.aclose()
@@ -182,24 +152,24 @@ def test_followers_wait_out_a_log_that_cannot_be_read_and_get_every_entry_after(
 
 def test_an_entry_recorded_in_this_process_reaches_followers_without_a_poll_and_a_gap_is_read_from_the_log() -> None:
     async def scenario() -> None:
-        log = GrowingLog()
+        log = FakeOrderStore()
         # An hour between polls: whatever arrives in this test came by hand-over.
-        feed = DecisionFeed(log, log, poll_seconds=3600, buffer=1000)  # type: ignore[arg-type]
+        feed = DecisionFeed(log, log, poll_seconds=3600, buffer=1000)
         follower = feed.follow(0, HistoryFilter(), inline)
         first = asyncio.create_task(sequences(follower, 1))
         # Let the follower join and the poller find the log empty and sleep.
         await asyncio.sleep(0.05)
-        log.append(1)
+        log_orders(log, 1)
         feed.recorded(log.entries[0])
         assert await first == [1]
         # 2 and 3 come from another process; this one records 4: the poller reads them all now.
-        log.append(3)
+        log_orders(log, 3)
         feed.recorded(log.entries[3])
         assert await sequences(follower, 3) == [2, 3, 4]
         # Told twice, or told late, of what was published: nothing is sent again.
         feed.recorded(log.entries[3])
         feed.recorded(log.entries[1])
-        log.append(1)
+        log_orders(log, 1)
         feed.recorded(log.entries[4])
         assert await sequences(follower, 1) == [5]
         await follower.aclose()

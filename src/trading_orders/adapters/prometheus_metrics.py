@@ -5,16 +5,15 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from trading_orders.application.ports import MetricsText
 from trading_orders.domain.model import OrderLogEntry
-
-CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # fsync dominates: ~0.2 ms on this class of machine, up to tens of ms on a busy disk.
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class PrometheusOrderMetrics:
-    """Order counts, decision counts, decide-and-record latency, open positions and log length."""
+    """Order counts, decision counts, decide-and-record latency, open positions and log length; shown to Prometheus."""
 
     def __init__(self) -> None:
         """Register the metrics in a registry of their own (one per service, none global)."""
@@ -57,6 +56,6 @@ class PrometheusOrderMetrics:
         self._open_positions.set(open_positions)
         self._log_length.set(last_sequence)
 
-    def render(self) -> bytes:
+    def render(self) -> MetricsText:
         """Every metric in the Prometheus text format."""
-        return generate_latest(self.registry)
+        return MetricsText(generate_latest(self.registry), CONTENT_TYPE_LATEST)

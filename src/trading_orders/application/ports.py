@@ -49,6 +49,22 @@ class OrderMetrics(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class MetricsText:
+    """The metrics as a monitoring system reads them: the text, and the media type that names its format."""
+
+    body: bytes
+    media_type: str
+
+
+class MetricsExposition(Protocol):
+    """Shows what OrderMetrics counted to a monitoring system that asks."""
+
+    def render(self) -> MetricsText:
+        """Every metric as it stands now."""
+        ...
+
+
 class OrderFollowers(Protocol):
     """Whoever follows the order log as it grows: told of each order this process makes durable."""
 

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 import httpx
 from httpx_sse import ServerSentEvent, SSEError, connect_sse
 
-from trading_orders.adapters.storage.atomic_file import write_atomically
+from trading_orders.atomic_file import write_atomically
 from trading_orders.tools.desk_client import ServiceError, decisions_cell, refusal
 
 # Waits between attempts to reach the service: doubling, at most this long.

@@ -7,7 +7,7 @@ import json
 import random
 from pathlib import Path
 
-from trading_orders.adapters.storage.atomic_file import write_atomically
+from trading_orders.atomic_file import write_atomically
 from trading_orders.tools.raw_details import RawDetails, RawDetailsError
 
 UNIVERSE_SIZES = (1, 10)

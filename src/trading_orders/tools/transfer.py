@@ -9,10 +9,10 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from trading_orders.adapters.storage.codec import entry_from_dict, entry_to_dict, position_to_dict
 from trading_orders.application.errors import StartupError, StorageUnavailable
 from trading_orders.application.ports import OrderLogReader, OrderStore
 from trading_orders.domain.model import DomainError, OrderLogEntry, Position
+from trading_orders.json_records import entry_from_dict, entry_to_dict, position_to_dict
 
 PositionRow = tuple[str, str, str, str]
 

@@ -9,9 +9,10 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trading_orders.adapters.http.desk_session import DeskSessions
-from trading_orders.adapters.http.parameters import api_key_matches, ascii_number
+from trading_orders.adapters.http.parameters import api_key_matches
 from trading_orders.adapters.http.problem_details import API_KEY_REFUSED, CONTENT_TOO_LARGE, problem_response
 from trading_orders.adapters.http.problems import answer_unexpected, is_answered
+from trading_orders.ascii_numbers import ascii_number
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 The one place that says what a client may send besides the order body:
 
-- a number is 1-18 ASCII digits ``0-9``: never ``str.isdigit()`` or a bare
+- a number is 1-18 ASCII digits ``0-9`` (``trading_orders.ascii_numbers``): never ``str.isdigit()`` or a bare
   ``int()``, which take "²", Arabic-Indic or mathematical digits (and " 5", "+5", "1_0") for digits;
 - every string has a bounded length, and a name (filter, user, order id)
   holds no control character: PostgreSQL refuses a NUL in a query, which
@@ -23,17 +23,8 @@ from pydantic import BeforeValidator
 
 from trading_orders.adapters.http.schemas import IsoTime
 from trading_orders.application.order_history import DEFAULT_PAGE, MAX_PAGE, HistoryFilter
+from trading_orders.ascii_numbers import ascii_number
 from trading_orders.domain.model import OrderStatus
-
-# The longest number any parameter or header means: 18 digits stay below 2**63.
-_ASCII_NUMBER = re.compile(r"[0-9]{1,18}")
-
-
-def ascii_number(text: str | bytes) -> int | None:
-    """The number ``text`` writes in 1-18 ASCII digits, or None when it is anything else."""
-    if isinstance(text, bytes):
-        text = text.decode("latin-1")
-    return int(text) if _ASCII_NUMBER.fullmatch(text) else None
 
 
 def _number(value: object) -> object:

@@ -13,8 +13,8 @@ from trading_orders.adapters.http.injection import AwaitedProvide
 from trading_orders.adapters.http.lanes import Lane
 from trading_orders.adapters.http.middleware import API_KEY_STATE
 from trading_orders.adapters.http.schemas import HealthAnswer
-from trading_orders.adapters.prometheus_metrics import CONTENT_TYPE, PrometheusOrderMetrics
 from trading_orders.application.order_service import OrderService
+from trading_orders.application.ports import MetricsExposition
 from trading_orders.container import Container
 
 router = APIRouter()
@@ -61,13 +61,15 @@ async def health(
     "/metrics",
     summary="Metrics in the Prometheus text format",
     response_class=PlainTextResponse,
-    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text exposition."}},
+    responses={200: {"description": "Prometheus text exposition."}},
 )
 @inject
 def metrics(
-    exporter: Annotated[PrometheusOrderMetrics, Depends(Provide[Container.metrics])],
+    exposition: Annotated[MetricsExposition, Depends(Provide[Container.metrics])],
     service: Annotated[OrderService, Depends(Provide[Container.order_service])],
 ) -> PlainTextResponse:
     """Order and decision counts, decide-and-record latency, open positions and order-log length."""
     service.refresh_metrics()
-    return PlainTextResponse(exporter.render(), media_type=CONTENT_TYPE)
+    # The exposition names its own format (Prometheus' text/plain version), which this route need not know.
+    text = exposition.render()
+    return PlainTextResponse(text.body, media_type=text.media_type)

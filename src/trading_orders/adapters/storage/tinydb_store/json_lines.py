@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from trading_orders.adapters.storage.atomic_file import fsync_directory
 from trading_orders.adapters.storage.cursors import hexadecimal_cursor
 from trading_orders.adapters.storage.file_lock import ExclusiveFileLock
 from trading_orders.application.errors import CorruptStore, InvalidCursor, StorageUnavailable
+from trading_orders.atomic_file import fsync_directory
 from trading_orders.domain.model import DomainError
 
 logger = logging.getLogger(__name__)

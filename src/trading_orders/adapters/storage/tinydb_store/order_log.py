@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from trading_orders.adapters.storage.codec import entry_from_dict, entry_to_dict
 from trading_orders.adapters.storage.tinydb_store.json_lines import JsonLinesFile, line_offset
 from trading_orders.adapters.storage.tinydb_store.order_index import IndexRow, OrderIndex
 from trading_orders.application.errors import CorruptStore, StorageUnavailable
 from trading_orders.domain.model import OrderLogEntry
+from trading_orders.json_records import entry_from_dict, entry_to_dict
 
 logger = logging.getLogger(__name__)
 

@@ -10,12 +10,12 @@ from typing import Any
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
-from trading_orders.adapters.storage.atomic_file import remove_stale_temporaries, write_atomically
-from trading_orders.adapters.storage.codec import position_from_dict, position_to_dict
 from trading_orders.adapters.storage.file_lock import ExclusiveFileLock
 from trading_orders.adapters.storage.tinydb_store.parts import StoredPositions
 from trading_orders.application.errors import CorruptStore, StorageUnavailable
+from trading_orders.atomic_file import remove_stale_temporaries, write_atomically
 from trading_orders.domain.model import DomainError, Position
+from trading_orders.json_records import position_from_dict, position_to_dict
 
 logger = logging.getLogger(__name__)
 

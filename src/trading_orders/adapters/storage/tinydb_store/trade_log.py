@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from trading_orders.adapters.storage.codec import trade_from_dict, trade_to_dict
 from trading_orders.adapters.storage.cursors import hexadecimal_and_decimal_cursor
 from trading_orders.adapters.storage.tinydb_store.json_lines import JsonLinesFile
 from trading_orders.application.errors import InvalidCursor
 from trading_orders.domain.model import Trade
+from trading_orders.json_records import trade_from_dict, trade_to_dict
 
 TRADE_LOG_FILE = "trades.jsonl"
 

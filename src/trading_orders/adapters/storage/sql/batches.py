@@ -1,57 +1,64 @@
 """Orders of one process share a database transaction: entered one at a time, committed together.
 
 An order joins the open batch (the database transaction its process has
-open), takes the locks that keep other processes off what it can meet, reads
-its positions, and is decided and applied on the event loop. Its rows are
-kept in the batch until the batch commits: the sequence of every order is
-assigned then, under the database's sequence lock, so the log grows only by
-whole committed batches in sequence order and a reader paging after sequence
-N never finds an order below N appear later. One COMMIT (one fsync) answers
-every order of the batch; the orders that arrive while it runs form the next.
+open) in its turn (writer.py): it takes the locks that keep other processes
+off what it can meet, reads its positions, and is decided and applied on the
+event loop. Its rows are kept in the batch until the batch commits: the
+sequence of every order is assigned then, under the database's sequence
+lock, so the log grows only by whole committed batches in sequence order and
+a reader paging after sequence N never finds an order below N appear later.
+One COMMIT (one fsync) answers every order of the batch; the orders that
+arrive while it runs form the next.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import functools
-import itertools
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import Any, ClassVar, Generic, TypeVar
 
-from trading_orders.adapters.storage.codec import entry_from_dict, entry_to_dict, format_time, parse_time
+from trading_orders.adapters.storage.sql.schema import Sql, holding_key, position_of
 from trading_orders.application.errors import StorageUnavailable
 from trading_orders.domain.model import AppliedDecision, OrderLogEntry, Position, PositionScope, Trade
+from trading_orders.json_records import entry_from_dict, entry_to_dict, format_time, parse_time
 
-if TYPE_CHECKING:
-    from trading_orders.adapters.storage.sql_order_store import Sql, SqlOrderStore
-
-# How many waiting orders a batch reads for at once.
-_GATHERED = 64
+# The connection of a database's driver, that a batch's transaction runs on.
+Connection = TypeVar("Connection")
 
 
-class BatchConnection(Protocol):
-    """One database transaction that the orders of one batch share; every call blocks."""
+class BatchConnection(ABC, Generic[Connection]):
+    """One database transaction that the orders of one batch share, ended once; every call blocks.
 
-    @property
-    def sql(self) -> Sql:
-        """The transaction's statements."""
-        ...
+    It ends the same way on every database: COMMIT, rolled back when COMMIT
+    fails, and the connection handed back to its store either way. Each
+    database says how to send them, which errors its driver raises, and
+    whether the answer to COMMIT can be lost with the connection.
+    """
 
+    # The driver's errors: COMMIT failing with one of them rolls the batch back and answers 503.
+    database_error: ClassVar[type[Exception]]
+
+    def __init__(self, connection: Connection, sql: Sql, where: str) -> None:
+        """The transaction on ``connection``, run through ``sql``; ``where`` names the database in messages."""
+        self._connection: Connection | None = connection
+        self.sql = sql
+        self._where = where
+
+    @abstractmethod
     def take_locks(self, names: Sequence[str]) -> None:
         """Wait for the locks ``names``, held until the transaction ends."""
-        ...
 
+    @abstractmethod
     def try_locks(self, names: Sequence[str]) -> set[str]:
         """Take those of the locks ``names`` that no other transaction holds, without waiting; returns them."""
-        ...
 
+    @abstractmethod
     def take_sequence_lock(self) -> None:
         """Wait for the right to assign the next sequences, held until the transaction ends."""
-        ...
 
     def commit(self, witness: str) -> None:
         """Commit and give the connection back; raises StorageUnavailable (rolled back) when it cannot.
@@ -60,17 +67,67 @@ class BatchConnection(Protocol):
         to COMMIT can be lost with the connection, the database is asked
         whether that order is recorded, and all of the transaction with it.
         """
-        ...
+        connection = self._live()
+        try:
+            self._send_commit(connection)
+        except self.database_error as error:
+            lost = self._answer_lost(connection)
+            self.roll_back()
+            if not lost:
+                raise StorageUnavailable(f"the order was not recorded in {self._where}: {error}") from error
+            # The server may have committed before the connection went: the
+            # answer depends on what it did, not on what the client heard.
+            if self._recorded_after_lost_commit(witness, error):
+                return
+            raise StorageUnavailable(
+                f"the order was not recorded in {self._where}: the connection was lost during COMMIT "
+                f"({error}) and the database has not recorded it"
+            ) from error
+        self._end()
 
     def roll_back(self) -> None:
         """Roll back and give the connection back; does nothing once the transaction has ended."""
-        ...
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            self._send_roll_back(connection)
+        finally:
+            self._end()
 
+    def _live(self) -> Connection:
+        """The transaction's connection; StorageUnavailable once it has ended."""
+        if self._connection is None:
+            raise StorageUnavailable(f"the batch on {self._where} has already ended")
+        return self._connection
 
-def holding_key(scope: PositionScope, user: str, strategy: str, instrument: str) -> str:
-    """The key no two open positions may share under ``scope`` (the positions table's unique constraint)."""
-    parts = (user, instrument) if scope is PositionScope.USER else (user, strategy, instrument)
-    return json.dumps(parts)
+    def _end(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._give_back(connection)
+
+    @abstractmethod
+    def _send_commit(self, connection: Connection) -> None:
+        """Send COMMIT; raises ``database_error`` unless the database answered that it committed."""
+
+    @abstractmethod
+    def _send_roll_back(self, connection: Connection) -> None:
+        """Send ROLLBACK where the transaction is still open on ``connection``."""
+
+    @abstractmethod
+    def _give_back(self, connection: Connection) -> None:
+        """Hand ``connection`` back to its store, with whatever else the transaction held."""
+
+    def _answer_lost(self, connection: Connection) -> bool:
+        """Whether the answer to a failed COMMIT may have been lost with ``connection``: never, by default."""
+        return False
+
+    def _recorded_after_lost_commit(self, witness: str, error: Exception) -> bool:
+        """Whether the transaction of order ``witness`` committed although the answer to COMMIT was lost.
+
+        Asked only where _answer_lost() can say yes.
+        """
+        return False
 
 
 def order_locks(scope: PositionScope, strategy: str, instrument: str, idempotency_key: str | None) -> list[str]:
@@ -112,7 +169,7 @@ class Batch:
     can change them while it holds those locks, so they stay true until it ends.
     """
 
-    def __init__(self, connection: BatchConnection, last_received_at: datetime | None) -> None:
+    def __init__(self, connection: BatchConnection[Any], last_received_at: datetime | None) -> None:
         """A batch on ``connection``, after an order log whose newest order was received at ``last_received_at``."""
         self.connection = connection
         self.last_received_at = last_received_at
@@ -172,7 +229,7 @@ class Batch:
         them) and reads for those it has all the locks of, so that each of
         them is served without a round trip of its own. False, with nothing
         read, if another transaction holds one of the locks of ``own``.
-        Called with the writer's turn held, as every change of a batch is.
+        Called in an order's turn (writer.BatchWriter.turn), as every change of a batch is.
         """
         missing = [name for name in own.locks if name not in self.locks]
         if wait and missing:
@@ -339,127 +396,6 @@ def _write(
             for position in opened
         ],
     )
-
-
-class BatchWriter:
-    """The orders of one event loop on a SQL store: one open batch, joined by one order at a time."""
-
-    def __init__(self, store: SqlOrderStore) -> None:
-        """Write to ``store``."""
-        self._store = store
-        self.turn = asyncio.Lock()
-        # The orders waiting for their turn, oldest first: a batch reads for
-        # them while it reads for the order whose turn it is.
-        self.waiting: dict[OrderNeeds, None] = {}
-        self._batch: Batch | None = None
-
-    async def join(self, needs: OrderNeeds) -> Batch:
-        """The open batch, holding the locks of ``needs`` and having read what it needs; the caller holds ``turn``."""
-        batch = self._batch
-        if batch is not None and needs.key is not None and needs.key in batch.keys:
-            # A retry of an order of this very batch must find it committed.
-            await self.finish(batch)
-            batch = None
-        if batch is not None:
-            if batch.covers(needs):
-                return batch
-            try:
-                joined = await self._store.run_for_order(
-                    functools.partial(batch.gather, wait=False), needs, self._others(needs)
-                )
-            except BaseException as error:
-                await self._abandon(batch, error)
-                _raise_as_unavailable(error)
-            if joined:
-                return batch
-            # Another process holds one of them: waiting for it while this
-            # batch holds locks others may wait for could deadlock, so the batch
-            # commits first and a new one waits holding nothing.
-            await self.finish(batch)
-        try:
-            batch = await self._open()
-        except BaseException as error:
-            _raise_as_unavailable(error)
-        try:
-            await asyncio.to_thread(batch.gather, needs, self._others(needs), wait=True)
-        except BaseException as error:
-            await self._abandon(batch, error)
-            _raise_as_unavailable(error)
-        return batch
-
-    def _others(self, needs: OrderNeeds) -> list[OrderNeeds]:
-        # Taken just before the round trip: the orders that came while the batch opened are among them.
-        return [waiting for waiting in itertools.islice(self.waiting, _GATHERED + 1) if waiting is not needs][
-            :_GATHERED
-        ]
-
-    async def _open(self) -> Batch:
-        connection, last_received_at = await asyncio.to_thread(self._store.open_batch)
-        batch = self._batch = Batch(connection, last_received_at)
-        # Queued behind the orders already waiting for their turn: they join
-        # this batch, and the orders that come after it form the next.
-        asyncio.get_running_loop().create_task(self._finish_in_turn(batch))
-        return batch
-
-    async def _finish_in_turn(self, batch: Batch) -> None:
-        try:
-            async with self.turn:
-                if self._batch is batch:
-                    await self.finish(batch)
-        except asyncio.CancelledError:
-            # The event loop is closing: the batch must still end, or its
-            # transaction would keep the database's locks.
-            if self._batch is batch:
-                await self._abandon(batch, StorageUnavailable("the service stopped before the order was committed"))
-            raise
-
-    async def finish(self, batch: Batch) -> None:
-        """Commit ``batch`` and answer its orders (an error of its commit is theirs); the caller holds ``turn``."""
-        if self._batch is batch:
-            self._batch = None
-        committing = asyncio.ensure_future(asyncio.to_thread(batch.write_and_commit, self._store.scope))
-        committing.add_done_callback(lambda _: _settle(batch, committing))
-        with contextlib.suppress(Exception):
-            # Shielded: an order cancelled while it waits here leaves the commit running to its end.
-            await asyncio.shield(committing)
-
-    async def _abandon(self, batch: Batch, error: BaseException) -> None:
-        """Roll ``batch`` back: none of its orders is recorded, each is answered ``error``."""
-        if self._batch is batch:
-            self._batch = None
-        if not batch.done.done():
-            batch.done.set_exception(_unavailable(error))
-        with contextlib.suppress(Exception):
-            await asyncio.shield(asyncio.to_thread(batch.connection.roll_back))
-
-
-def _settle(batch: Batch, committing: asyncio.Future[list[OrderLogEntry]]) -> None:
-    if batch.done.done():
-        return
-    error = committing.exception()
-    if error is None:
-        batch.done.set_result(committing.result())
-    else:
-        batch.done.set_exception(_unavailable(error))
-
-
-def _raise_as_unavailable(error: BaseException) -> NoReturn:
-    # An order is answered 503 for whatever kept its batch from the database;
-    # a cancellation or an error already saying so goes on as it is.
-    if isinstance(error, StorageUnavailable) or not isinstance(error, Exception):
-        raise error
-    raise _unavailable(error) from error
-
-
-def _unavailable(error: BaseException) -> StorageUnavailable:
-    if isinstance(error, StorageUnavailable):
-        return error
-    return StorageUnavailable(f"the order was not recorded: {type(error).__name__}: {error}")
-
-
-def position_of(row: Sequence[Any]) -> Position:
-    """The position a row of the positions table holds."""
-    return Position(row[0], row[1], row[2], row[3], parse_time(row[4]))
 
 
 def _key_of(scope: PositionScope, position: Position) -> str:

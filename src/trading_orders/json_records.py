@@ -1,4 +1,8 @@
-"""How positions and order-log entries are written as JSON, and read back with checks."""
+"""Positions, trades and order-log entries as JSON objects, and back with checks.
+
+One form for every ring that writes them: the TinyDB and SQL stores keep
+them so, and `export`/`import` move them between stores in it.
+"""
 
 from __future__ import annotations
 

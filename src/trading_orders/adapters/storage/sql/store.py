@@ -1,7 +1,4 @@
-"""What the SQL order stores share: the transaction of one order, the queries, the read side.
-
-Statements use ``?`` placeholders; each database's ``Sql`` turns them into its own.
-"""
+"""What the SQL order stores share: the transaction of one order, start-up, the queries, the read side."""
 
 from __future__ import annotations
 
@@ -9,128 +6,46 @@ import asyncio
 import json
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from trading_orders.adapters.storage.codec import entry_from_dict, parse_time
 from trading_orders.adapters.storage.cursors import decimal_cursor, not_handed_out
-from trading_orders.adapters.storage.sql_batches import (
-    Batch,
-    BatchConnection,
-    BatchWriter,
-    order_needs,
-    position_of,
-)
+from trading_orders.adapters.storage.sql.batches import BatchConnection, order_needs
+from trading_orders.adapters.storage.sql.schema import Sql, position_of
+from trading_orders.adapters.storage.sql.writer import BatchWriter, Turn
 from trading_orders.application.errors import StartupError
 from trading_orders.application.ports import StoreState
 from trading_orders.domain.model import OrderLogEntry, Position, PositionScope, Trade
 from trading_orders.domain.portfolio import PortfolioSlice
+from trading_orders.json_records import entry_from_dict, parse_time
 
 _BATCH = 200
 
 Done = TypeVar("Done")
 
 
-class Sql(Protocol):
-    """One connection's statements, with ``?`` placeholders."""
-
-    def rows(self, statement: str, values: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        """The rows a query answers."""
-        ...
-
-    def run(self, statement: str, values: Sequence[object] = ()) -> None:
-        """Execute a statement that answers no rows."""
-        ...
-
-    def run_many(self, statement: str, rows: Sequence[Sequence[object]]) -> None:
-        """Execute a statement once per row of values (nothing for none)."""
-        ...
-
-
 class SqlOrderTransaction:
-    """One order's unit of work in its process's open batch (see sql_batches): its reads now, its rows at commit.
+    """One order's unit of work in its process's open batch: its reads now, its rows at commit.
 
-    Orders of one event loop enter one at a time (the writer's turn), from
-    entering until commit(); the database work of entering runs where the
-    store says (a worker thread where a statement may wait), and commit()
-    waits for the batch's COMMIT with every other order of the batch.
+    It lives inside the order's turn at the batch (BatchWriter.turn), so no
+    other order of the process changes the batch between its reads and its
+    commit; commit() ends the turn and waits for the batch's COMMIT with
+    every other order of the batch.
     """
 
-    def __init__(
-        self, store: SqlOrderStore, strategy: str, instrument: str, users: Collection[str], key: str | None
-    ) -> None:
-        """Prepare a transaction on ``store``; nothing is opened until it is entered."""
-        self._store = store
-        self._what = strategy, instrument, tuple(users)
-        self._key = key
-        self._writer: BatchWriter | None = None
-        self._batch: Batch | None = None
-        # Handed out on entering.
-        self.recorded: OrderLogEntry | None
-        self.portfolio: PortfolioSlice
-        self.last_received_at: datetime | None
-
-    async def __aenter__(self) -> SqlOrderTransaction:
-        """Join the open batch, take the order's locks and read what it needs."""
-        writer = self._writer = self._store.batch_writer()
-        strategy, instrument, users = self._what
-        needs = order_needs(self._store.scope, strategy, instrument, users, self._key)
-        writer.waiting[needs] = None
-        try:
-            await writer.turn.acquire()
-        except BaseException:
-            self._writer = None
-            raise
-        finally:
-            writer.waiting.pop(needs, None)
-        entering = asyncio.ensure_future(writer.join(needs))
-        try:
-            self._batch = await asyncio.shield(entering)
-        except asyncio.CancelledError:
-            # Its database work goes on; the next order's turn comes once it is done.
-            entering.add_done_callback(lambda _: self._end_turn())
-            raise
-        except BaseException:
-            self._end_turn()
-            raise
-        self.recorded, held = self._batch.read_for(needs)
-        self.portfolio = PortfolioSlice(self._store.scope, held)
-        self.last_received_at = self._batch.last_received_at
-        return self
-
-    def _end_turn(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.turn.release()
+    def __init__(self, turn: Turn, scope: PositionScope) -> None:
+        """The unit of work of the order whose turn is ``turn``, its positions held under ``scope``."""
+        self._turn = turn
+        self.recorded: OrderLogEntry | None = turn.recorded
+        self.portfolio = PortfolioSlice(scope, turn.positions)
+        self.last_received_at: datetime | None = turn.last_received_at
 
     async def commit(self) -> OrderLogEntry:
         """Add the decision applied to ``portfolio`` to the batch; returns once the batch has committed."""
-        assert self._batch is not None, "entered before it commits"
         (applied,) = self.portfolio.take_unsaved()
-        batch = self._batch
-        index = batch.add(self._store.scope, applied, self._key)
-        self._end_turn()
-        # Shielded: cancelling one order must not cancel the batch's answer to the others.
-        entries = await asyncio.shield(batch.done)
-        return entries[index]
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        """Without commit(): the order only read, so it keeps nothing; a batch it alone opened ends here."""
-        if self._writer is None:
-            return
-        batch, self._batch = self._batch, None
-        try:
-            if batch is not None and not batch.pending:
-                # Its transaction would otherwise hold the database's locks
-                # until the batch's own turn, which a closing loop may never give.
-                await self._writer.finish(batch)
-        finally:
-            self._end_turn()
+        return await self._turn.commit(applied)
 
 
 class SqlOrderStore(ABC):
@@ -146,15 +61,15 @@ class SqlOrderStore(ABC):
         self.where = where
         self._writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BatchWriter] = weakref.WeakKeyDictionary()
 
-    def batch_writer(self) -> BatchWriter:
-        """The batch writer of the running event loop (its turn is an asyncio lock, which serves one loop)."""
+    def _batch_writer(self) -> BatchWriter:
+        # One per event loop: its turn is an asyncio lock, which serves one loop.
         loop = asyncio.get_running_loop()
         writer = self._writers.get(loop)
         if writer is None:
             writer = self._writers[loop] = BatchWriter(self)
         return writer
 
-    def open_batch(self) -> tuple[BatchConnection, datetime | None]:
+    def open_batch(self) -> tuple[BatchConnection[Any], datetime | None]:
         """Begin a transaction for a batch of orders, and read when the newest order was received; blocks."""
         connection = self._begin_batch()
         try:
@@ -165,7 +80,7 @@ class SqlOrderStore(ABC):
         return connection, parse_time(rows[0][0]) if rows else None
 
     @abstractmethod
-    def _begin_batch(self) -> BatchConnection:
+    def _begin_batch(self) -> BatchConnection[Any]:
         """Begin the database transaction of a batch of orders; blocks while another process holds what it needs."""
 
     @abstractmethod
@@ -183,6 +98,10 @@ class SqlOrderStore(ABC):
     @abstractmethod
     def _migrate(self) -> None:
         """Create the schema, or bring an older one up to date."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the store's connections."""
 
     def recover(self) -> int:
         """Create or migrate the schema and check the scope; nothing to replay (each order is one transaction)."""
@@ -202,11 +121,14 @@ class SqlOrderStore(ABC):
             )
         return 0
 
-    def transaction(
+    @asynccontextmanager
+    async def transaction(
         self, strategy: str, instrument: str, users: Collection[str], idempotency_key: str | None = None
-    ) -> SqlOrderTransaction:
-        """One order's unit of work: a database transaction; nothing is kept unless it commits."""
-        return SqlOrderTransaction(self, strategy, instrument, users, idempotency_key)
+    ) -> AsyncIterator[SqlOrderTransaction]:
+        """One order's unit of work, in its turn at the open batch; nothing is kept unless it commits."""
+        needs = order_needs(self.scope, strategy, instrument, tuple(users), idempotency_key)
+        async with self._batch_writer().turn(needs) as turn:
+            yield SqlOrderTransaction(turn, self.scope)
 
     def positions(
         self, user: str | None = None, strategy: str | None = None, instrument: str | None = None
@@ -239,31 +161,30 @@ class SqlOrderStore(ABC):
         """(cursor, entry) newest first; a cursor is the entry's sequence, looked up by primary key."""
         before = _cursor(cursor)
         self._check_handed_out("SELECT 1 FROM orders WHERE sequence = ?", cursor, before)
-        while True:
-            with self._reading() as sql:
-                rows = sql.rows(
-                    "SELECT sequence, entry FROM orders WHERE sequence < ? ORDER BY sequence DESC LIMIT ?",
-                    (before, _BATCH),
-                )
-            for sequence, entry in rows:
-                yield str(sequence), entry_from_dict(json.loads(entry))
-            if len(rows) < _BATCH:
-                return
-            before = rows[-1][0]
+        query = "SELECT sequence, entry FROM orders WHERE sequence < ? ORDER BY sequence DESC LIMIT ?"
+        for sequence, entry in self._pages(query, before):
+            yield str(sequence), entry_from_dict(json.loads(entry))
 
     def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
         """The entries with a sequence above ``sequence``, oldest first, read in batches."""
-        after = sequence
+        query = "SELECT sequence, entry FROM orders WHERE sequence > ? ORDER BY sequence LIMIT ?"
+        for _, entry in self._pages(query, sequence):
+            yield entry_from_dict(json.loads(entry))
+
+    def _pages(self, query: str, start: int) -> Iterator[tuple[Any, ...]]:
+        """The rows ``query`` answers, read ``_BATCH`` at a time, each read from the last row's key.
+
+        ``query`` takes the key to read from, then the limit; a row's first
+        column is its key. No connection is held between reads.
+        """
+        key = start
         while True:
             with self._reading() as sql:
-                rows = sql.rows(
-                    "SELECT sequence, entry FROM orders WHERE sequence > ? ORDER BY sequence LIMIT ?", (after, _BATCH)
-                )
-            for _, entry in rows:
-                yield entry_from_dict(json.loads(entry))
+                rows = sql.rows(query, (key, _BATCH))
+            yield from rows
             if len(rows) < _BATCH:
                 return
-            after = rows[-1][0]
+            key = rows[-1][0]
 
     def _check_handed_out(self, lookup: str, cursor: str | None, key: int) -> None:
         """Raise InvalidCursor unless ``cursor`` names a row ``lookup`` finds: one beyond the log is no page."""
@@ -283,18 +204,12 @@ class SqlOrderStore(ABC):
         """(cursor, trade) newest first; a cursor is the trade's row id."""
         before = _cursor(cursor)
         self._check_handed_out("SELECT 1 FROM trades WHERE id = ?", cursor, before)
-        while True:
-            with self._reading() as sql:
-                rows = sql.rows(
-                    "SELECT id, username, strategy, instrument, buy_order_id, bought_at, sell_order_id, sold_at "
-                    "FROM trades WHERE id < ? ORDER BY id DESC LIMIT ?",
-                    (before, _BATCH),
-                )
-            for row in rows:
-                yield str(row[0]), Trade(row[1], row[2], row[3], row[4], parse_time(row[5]), row[6], parse_time(row[7]))
-            if len(rows) < _BATCH:
-                return
-            before = rows[-1][0]
+        query = (
+            "SELECT id, username, strategy, instrument, buy_order_id, bought_at, sell_order_id, sold_at "
+            "FROM trades WHERE id < ? ORDER BY id DESC LIMIT ?"
+        )
+        for row in self._pages(query, before):
+            yield str(row[0]), Trade(row[1], row[2], row[3], row[4], parse_time(row[5]), row[6], parse_time(row[7]))
 
 
 def open_export_view(store: SqlOrderStore) -> Iterator[tuple[SqlOrderStore, list[Position], int]]:

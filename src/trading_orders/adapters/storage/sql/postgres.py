@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -13,7 +14,9 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from trading_orders.adapters.storage.sql_order_store import SqlOrderStore
+from trading_orders.adapters.storage.sql.batches import BatchConnection
+from trading_orders.adapters.storage.sql.schema import ColumnTypes, versions_after
+from trading_orders.adapters.storage.sql.store import SqlOrderStore
 from trading_orders.application.errors import OrderInDoubt, StorageUnavailable
 from trading_orders.domain.model import PositionScope
 
@@ -28,22 +31,8 @@ Done = TypeVar("Done")
 _SEQUENCE_LOCK = 7_283_641_001
 _MIGRATION_LOCK = 7_283_641_002
 
-# Each step brings the schema from the version before it to its own; the
-# applied versions are rows of schema_migrations.
-_MIGRATIONS = (
-    (
-        "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        "CREATE TABLE orders (sequence BIGINT PRIMARY KEY, order_id TEXT NOT NULL UNIQUE, "
-        "received_at TEXT NOT NULL, idempotency_key TEXT UNIQUE, entry TEXT NOT NULL)",
-        "CREATE TABLE positions (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
-        "holding_key TEXT NOT NULL UNIQUE, username TEXT NOT NULL, strategy TEXT NOT NULL, "
-        "instrument TEXT NOT NULL, order_id TEXT NOT NULL, opened_at TEXT NOT NULL)",
-        "CREATE TABLE trades (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
-        "sequence BIGINT NOT NULL REFERENCES orders (sequence), username TEXT NOT NULL, strategy TEXT NOT NULL, "
-        "instrument TEXT NOT NULL, buy_order_id TEXT NOT NULL, bought_at TEXT NOT NULL, "
-        "sell_order_id TEXT NOT NULL, sold_at TEXT NOT NULL)",
-    ),
-)
+# The schema's column types in PostgreSQL's words; the applied versions are rows of schema_migrations.
+_COLUMN_TYPES = ColumnTypes(integer="BIGINT", row_id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
 
 
 class _PostgresSql:
@@ -84,18 +73,14 @@ def lock_id(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
-class _PostgresBatch:
+class _PostgresBatch(BatchConnection[psycopg.Connection[Any]]):
     """A batch's transaction on a pooled connection, with its advisory locks."""
 
-    def __init__(self, store: PostgresOrderStore, connection: psycopg.Connection[Any]) -> None:
-        self._store = store
-        self._connection: psycopg.Connection[Any] | None = connection
-        self.sql = _PostgresSql(connection, store.where)
+    database_error = psycopg.Error
 
-    def _live(self) -> psycopg.Connection[Any]:
-        if self._connection is None:
-            raise StorageUnavailable(f"the batch on {self._store.where} has already ended")
-        return self._connection
+    def __init__(self, store: PostgresOrderStore, connection: psycopg.Connection[Any]) -> None:
+        super().__init__(connection, _PostgresSql(connection, store.where), store.where)
+        self._store = store
 
     def take_locks(self, names: Sequence[str]) -> None:
         """Wait for the advisory locks of ``names``."""
@@ -131,43 +116,24 @@ class _PostgresBatch:
         except psycopg.Error as error:
             raise StorageUnavailable(f"the order was not recorded in {self._store.where}: {error}") from error
 
-    def commit(self, witness: str) -> None:
-        """COMMIT and give the connection back to the pool; a COMMIT whose answer was lost is settled first."""
-        connection = self._live()
-        try:
-            connection.commit()
-        except psycopg.Error as error:
-            lost = connection.broken or connection.closed
-            self.roll_back()
-            if not lost:
-                raise StorageUnavailable(f"the order was not recorded in {self._store.where}: {error}") from error
-            # The server may have committed before the connection went: the
-            # answer depends on what it did, not on what the client heard.
-            if self._store.settle_lost_commit(witness, error):
-                return
-            raise StorageUnavailable(
-                f"the order was not recorded in {self._store.where}: the connection was lost during COMMIT "
-                f"({error}) and the database has not recorded it"
-            ) from error
-        self._end()
+    def _send_commit(self, connection: psycopg.Connection[Any]) -> None:
+        connection.commit()
 
-    def roll_back(self) -> None:
-        """ROLLBACK, once, and give the connection back to the pool."""
-        connection = self._connection
-        if connection is None:
-            return
-        try:
+    def _send_roll_back(self, connection: psycopg.Connection[Any]) -> None:
+        # A broken connection fails to roll back: the pool discards it.
+        with contextlib.suppress(psycopg.Error):
             if not connection.closed:
                 connection.rollback()
-        except psycopg.Error:
-            pass  # a broken connection: the pool discards it
-        finally:
-            self._end()
 
-    def _end(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            self._store._give_back(connection)
+    def _give_back(self, connection: psycopg.Connection[Any]) -> None:
+        self._store._give_back(connection)
+
+    def _answer_lost(self, connection: psycopg.Connection[Any]) -> bool:
+        # The server may have committed before the connection went.
+        return connection.broken or connection.closed
+
+    def _recorded_after_lost_commit(self, witness: str, error: Exception) -> bool:
+        return self._store.settle_lost_commit(witness, error)
 
 
 class PostgresOrderStore(SqlOrderStore):
@@ -271,7 +237,7 @@ class PostgresOrderStore(SqlOrderStore):
             connection.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
             row = connection.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()
             version = row[0] if row else 0
-            for number, statements in enumerate(_MIGRATIONS[version:], start=version + 1):
+            for number, statements in versions_after(version, _COLUMN_TYPES):
                 for statement in statements:
                     connection.execute(statement)
                 connection.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))

@@ -12,7 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from trading_orders.adapters.storage.sql_order_store import SqlOrderStore
+from trading_orders.adapters.storage.sql.batches import BatchConnection
+from trading_orders.adapters.storage.sql.schema import ColumnTypes, versions_after
+from trading_orders.adapters.storage.sql.store import SqlOrderStore
 from trading_orders.application.errors import StorageUnavailable
 from trading_orders.domain.model import PositionScope
 
@@ -26,20 +28,8 @@ WRITER_LOCK_FILE = "trading_orders.sqlite3.writer-lock"
 
 Done = TypeVar("Done")
 
-# Each step brings a database from the version before it to its own; a new
-# database runs them all, an old one the ones it lacks (PRAGMA user_version).
-_MIGRATIONS = (
-    (
-        "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        "CREATE TABLE orders (sequence INTEGER PRIMARY KEY, order_id TEXT NOT NULL UNIQUE, "
-        "received_at TEXT NOT NULL, idempotency_key TEXT UNIQUE, entry TEXT NOT NULL)",
-        "CREATE TABLE positions (id INTEGER PRIMARY KEY, holding_key TEXT NOT NULL UNIQUE, username TEXT NOT NULL, "
-        "strategy TEXT NOT NULL, instrument TEXT NOT NULL, order_id TEXT NOT NULL, opened_at TEXT NOT NULL)",
-        "CREATE TABLE trades (id INTEGER PRIMARY KEY, sequence INTEGER NOT NULL REFERENCES orders (sequence), "
-        "username TEXT NOT NULL, strategy TEXT NOT NULL, instrument TEXT NOT NULL, buy_order_id TEXT NOT NULL, "
-        "bought_at TEXT NOT NULL, sell_order_id TEXT NOT NULL, sold_at TEXT NOT NULL)",
-    ),
-)
+# The schema's column types in SQLite's words: an INTEGER PRIMARY KEY is the row id, numbered by SQLite.
+_COLUMN_TYPES = ColumnTypes(integer="INTEGER", row_id="INTEGER PRIMARY KEY")
 
 
 class _SqliteSql:
@@ -62,14 +52,18 @@ class _SqliteSql:
             self._connection.executemany(statement, rows)
 
 
-class _SqliteBatch:
-    """A batch's BEGIN IMMEDIATE ... COMMIT on a writer connection, inside the writer lock file's flock."""
+class _SqliteBatch(BatchConnection[sqlite3.Connection]):
+    """A batch's BEGIN IMMEDIATE ... COMMIT on a writer connection, inside the writer lock file's flock.
+
+    A local COMMIT's answer cannot be lost: a COMMIT that fails did not commit.
+    """
+
+    database_error = sqlite3.Error
 
     def __init__(self, store: SqliteOrderStore, connection: sqlite3.Connection, lock_fd: int) -> None:
+        super().__init__(connection, _SqliteSql(connection), store.where)
         self._store = store
-        self._connection: sqlite3.Connection | None = connection
         self._lock_fd = lock_fd
-        self.sql = _SqliteSql(connection)
 
     def take_locks(self, names: Sequence[str]) -> None:
         """Nothing to take: the batch holds the database's write lock whole."""
@@ -81,34 +75,17 @@ class _SqliteBatch:
     def take_sequence_lock(self) -> None:
         """Nothing to take: the batch holds the database's write lock whole."""
 
-    def commit(self, witness: str) -> None:
-        """COMMIT, then let the next batch (of any process) in; a local COMMIT's answer cannot be lost."""
-        connection = self._connection
-        if connection is None:
-            raise StorageUnavailable(f"the batch on {self._store.path} has already ended")
-        try:
-            connection.execute("COMMIT")
-        except sqlite3.Error as error:
-            self.roll_back()
-            raise StorageUnavailable(f"the order was not recorded in {self._store.path}: {error}") from error
-        self._end()
+    def _send_commit(self, connection: sqlite3.Connection) -> None:
+        connection.execute("COMMIT")
 
-    def roll_back(self) -> None:
-        """ROLLBACK, once; then let the next batch in."""
-        connection = self._connection
-        if connection is None:
-            return
-        try:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-        finally:
-            self._end()
+    def _send_roll_back(self, connection: sqlite3.Connection) -> None:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
 
-    def _end(self) -> None:
-        connection, self._connection = self._connection, None
-        os.close(self._lock_fd)  # releases the flock
-        if connection is not None:
-            self._store._give_back(connection)
+    def _give_back(self, connection: sqlite3.Connection) -> None:
+        # The next batch, of any process, may begin once the flock is gone.
+        os.close(self._lock_fd)
+        self._store._give_back(connection)
 
 
 class SqliteOrderStore(SqlOrderStore):
@@ -216,7 +193,7 @@ class SqliteOrderStore(SqlOrderStore):
     def _migrate(self) -> None:
         with self._writing() as sql:
             version = sql.rows("PRAGMA user_version")[0][0]
-            for number, statements in enumerate(_MIGRATIONS[version:], start=version + 1):
+            for number, statements in versions_after(version, _COLUMN_TYPES):
                 for statement in statements:
                     sql.run(statement)
                 sql.run(f"PRAGMA user_version = {number}")

@@ -1,0 +1,1 @@
+"""The default store: an order log of JSON lines, position snapshots and trades in files of one directory."""
