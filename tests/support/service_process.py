@@ -29,7 +29,7 @@ _next_port = itertools.count(os.getpid())
 
 
 def _port_range() -> range:
-    """This process's ports: by xdist worker (gw0, gw1, ...), else spread by process id."""
+    """The ports of this process: by xdist worker (gw0, gw1, ...), else spread by process id."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     slot = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else os.getpid()
     first = _PORTS_FROM + (slot % 12) * _PORTS_PER_WORKER
@@ -99,9 +99,12 @@ class ServiceProcess:
             if self._process.poll() is not None:
                 raise RuntimeError(f"service exited with {self._process.returncode}: {self.output()}")
             try:
-                if requests.get(f"{self.base_url}/health", timeout=1).status_code == 200:
+                # The time left, not a second: on a machine busy with parallel
+                # tests a service still starting may take longer to answer.
+                left = max(deadline - time.monotonic(), 0.1)
+                if requests.get(f"{self.base_url}/health", timeout=left).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             time.sleep(0.05)
         self.kill()
