@@ -1,7 +1,9 @@
 """POST /create_order has a short path and the FastAPI route; over real HTTP both answer the same contract."""
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -60,3 +62,29 @@ def test_a_retried_key_with_another_order_is_refused_on_the_short_path(service_f
         problem = other.json()
         assert problem["type"] == "https://trading-orders.invalid/problems/idempotency-key-reused"
         assert problem["errors"][0]["type"] == "idempotency_key_reused"
+
+
+# POST /create_order as the OpenAPI schema described it when the issue 23 work began
+# (commit e0a22c0): the operation and every schema it refers to, directly or not.
+DOCUMENTED = Path(__file__).with_name("create_order_openapi.json")
+
+
+def create_order_fragment(schema: dict[str, Any]) -> dict[str, Any]:
+    """The operation of POST /create_order in ``schema`` and the component schemas it reaches."""
+    operation = schema["paths"]["/create_order"]
+    components = schema["components"]["schemas"]
+    reached: dict[str, Any] = {}
+    waiting = [operation]
+    while waiting:
+        text = json.dumps(waiting.pop())
+        for name in re.findall(r'"#/components/schemas/([^"]+)"', text):
+            if name not in reached:
+                reached[name] = components[name]
+                waiting.append(components[name])
+    return {"paths": {"/create_order": operation}, "components": {"schemas": reached}}
+
+
+def test_the_openapi_schema_documents_create_order_as_before(service_factory: ServiceFactory) -> None:
+    with service_factory(PROFILE) as service:
+        schema = requests.get(f"{service.base_url}/openapi.json", timeout=10).json()
+    assert create_order_fragment(schema) == json.loads(DOCUMENTED.read_text())
