@@ -58,7 +58,8 @@ def build_api(lifespan: Lifespan, service: OrderService, api_key: str | None = N
     (its reads take the desk's session cookie too). The layers,
     outermost first: the access log (which answers a failure nothing
     answered), the refusal of a repeated single header, the key guard, the
-    body-size limit, the order ingress (the well-formed order's short path), FastAPI.
+    body-size limit, the order ingress (which serves every POST
+    /create_order), FastAPI.
     """
     # /docs and /redoc with their scripts and styles served by the service, not
     # a CDN: a desk's network often reaches nothing outside it.
@@ -76,10 +77,8 @@ def build_api(lifespan: Lifespan, service: OrderService, api_key: str | None = N
     app.add_exception_handler(LaneBusy, answer_busy)
     for module in ROUTE_MODULES:
         app.include_router(module.router)
-    # Both paths of POST /create_order, the ingress and the FastAPI route,
-    # record a client's Idempotency-Key under the API key it came with.
+    # The one path of POST /create_order: FastAPI's route for it only documents it.
     keys = IdempotencyScope(api_key or None)
-    app.state.idempotency_scope = keys
     served: ASGIApp = OrderIngress(app, service, app.exception_handlers, orders.MAX_BODY_BYTES, keys)
     # One plain ASGI layer rather than FastAPI's max_body_size, which wraps
     # every request in three and cost the order path a fifth of its time.
