@@ -15,7 +15,10 @@ where PostgreSQL is installed) runs on data sets written by tests/bench/preload.
 p99 and p99.9 latency, the service's peak RSS, the start-up time on the data
 set, and the restart time after a kill -9 at the end of the load (crash
 recovery: replaying what the last snapshot lacks). Also times the pure domain
-core. --quick runs only the empty-log data sets. --paced 1000,2000 (the default) also offers
+core. --quick runs only the empty-log data sets. --cpu runs instead, for each of --stores (memory
+too), one wrk thread at 64 connections on 100 positions, and prints orders/s and the service's CPU
+time (user and system) per order, naming the package it served: run it with another checkout's
+Python to measure that checkout's code under the same load. --paced 1000,2000 (the default) also offers
 those orders/s over 64 connections, each pausing after every answer, to the no-op and to each
 store on 100 positions, and prints offered, delivered and latency. --workers 1,2 (the default) runs
 the SQL stores with one and with two uvicorn worker processes (the TinyDB store serves one
@@ -25,6 +28,7 @@ process by design). Not part of make test.
 import argparse
 import asyncio
 import json
+import os
 import random
 import shutil
 import statistics
@@ -35,6 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import trading_orders
 from tests.bench import preload
 from tests.support.postgres_server import PostgresUnavailable, ThrowawayPostgres
 from tests.support.service_process import LOOPBACK, ServiceProcess
@@ -129,12 +134,18 @@ def peak_rss_mb(pid: int) -> float:
     return total
 
 
-def _wrk(port: int, connections: int, seconds: float, pause_ms: float = 0) -> Run:
-    threads = str(min(2, connections))
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wrk(port: int, connections: int, seconds: float, pause_ms: float = 0, threads: int | None = None) -> Run:
+    threads = min(2, connections) if threads is None else threads
     script = str(BENCH / "orders.lua")
     duration = f"{max(1, round(seconds))}s"
     result = subprocess.run(
-        ["wrk", "-t", threads, "-c", str(connections), "-d", duration, "-s", script,
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", duration, "-s", script,
          f"http://{LOOPBACK}:{port}/create_order", "--", str(round(pause_ms))],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
@@ -219,18 +230,10 @@ class Row:
     restart: float | None = None
 
 
-def run_scenario(
-    scenario: Scenario,
-    scratch: Path,
-    past: preload.History | None,
-    seconds: float,
-    use_wrk: bool,
-    postgres: ThrowawayPostgres | None,
-    paced: tuple[int, ...] = (),
-    paced_rows: list[tuple[str, int, Run]] | None = None,
-) -> list[Row]:
-    """Load, drive, kill and restart the service on one data set; paced runs go to ``paced_rows``."""
-    paced_rows = paced_rows if paced_rows is not None else []
+def prepare(
+    scenario: Scenario, scratch: Path, past: preload.History | None, postgres: ThrowawayPostgres | None
+) -> dict[str, str]:
+    """Write the scenario's profile and data set under ``scratch``; the service's environment for them."""
     data = scratch / "data"
     shutil.rmtree(data, ignore_errors=True)
     (scratch / "profile.json").write_text(json.dumps(preload.profile(scenario.holders)))
@@ -246,11 +249,29 @@ def run_scenario(
     elif scenario.store == "sqlite":
         data.mkdir()
         preload.write_sqlite_data_set(data, scenario.holders, past)
-    else:
+    elif scenario.store == "postgres":
         assert postgres is not None
         url = postgres.new_database()
         preload.write_postgres_data_set(url, scenario.holders, past)
         environment["TRADING_ORDERS_DATABASE_URL"] = url
+    # The memory store starts empty every time: there is no data set to write.
+    return environment
+
+
+def run_scenario(
+    scenario: Scenario,
+    scratch: Path,
+    past: preload.History | None,
+    seconds: float,
+    use_wrk: bool,
+    postgres: ThrowawayPostgres | None,
+    paced: tuple[int, ...] = (),
+    paced_rows: list[tuple[str, int, Run]] | None = None,
+) -> list[Row]:
+    """Load, drive, kill and restart the service on one data set; paced runs go to ``paced_rows``."""
+    paced_rows = paced_rows if paced_rows is not None else []
+    data = scratch / "data"
+    environment = prepare(scenario, scratch, past, postgres)
     rows = []
     service = ServiceProcess(ROOT / "Scripts", environment, scratch / f"{scenario.store}.out", workers=scenario.workers)
     start_up = started_within(service)
@@ -286,6 +307,31 @@ def start_postgres() -> ThrowawayPostgres | None:
         return None
 
 
+CPU_CONNECTIONS = 64
+
+
+def cpu_per_order(store: str, scratch: Path, seconds: float) -> tuple[Run, float]:
+    """Drive ``store`` (100 positions) with one wrk thread at 64 connections; the run and CPU µs per order."""
+    environment = prepare(Scenario(store, 1, 0), scratch, None, None)
+    with ServiceProcess(ROOT / "Scripts", environment, scratch / f"{store}.out") as service:
+        _wrk(service.port, CPU_CONNECTIONS, 1.0, threads=1)  # warm-up, not counted
+        used = cpu_seconds(service.pid)
+        run = _wrk(service.port, CPU_CONNECTIONS, seconds, threads=1)
+        return run, (cpu_seconds(service.pid) - used) / run.orders * 1e6
+
+
+def print_cpu_per_order(stores: list[str], seconds: float) -> None:
+    """One row per store: orders/s and service CPU per order of the code this Python imports."""
+    code = Path(trading_orders.__file__).parents[2]
+    with tempfile.TemporaryDirectory(prefix="trading-orders-cpu-") as temporary:
+        for store in stores:
+            run, cpu = cpu_per_order(store, Path(temporary), seconds)
+            print(
+                f"| {code} | {store} | {run.per_second:,.0f} | {cpu:.0f} | {run.percentile(0.99):.1f} | {run.errors} |",
+                flush=True,
+            )
+
+
 def main() -> None:
     """Run every scenario and print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -299,7 +345,13 @@ def main() -> None:
     parser.add_argument(
         "--paced", default="1000,2000", help="orders/s to offer in the paced runs (wrk only; empty: none)"
     )
+    parser.add_argument(
+        "--cpu", action="store_true", help="only orders/s and CPU per order of each of --stores (wrk, 1 thread)"
+    )
     args = parser.parse_args()
+    if args.cpu:
+        print_cpu_per_order(args.stores.split(","), args.seconds)
+        return
     paced = tuple(int(rate) for rate in args.paced.split(",") if rate)
     paced_rows: list[tuple[str, int, Run]] = []
     use_wrk = shutil.which("wrk") is not None

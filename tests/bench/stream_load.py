@@ -16,7 +16,6 @@ limit cuts it off and the orders must not notice. Not part of make test.
 import argparse
 import json
 import multiprocessing
-import os
 import socket
 import tempfile
 import threading
@@ -29,7 +28,7 @@ from pathlib import Path
 import requests
 
 from tests.bench import preload
-from tests.bench.service_load import ROOT, _wrk
+from tests.bench.service_load import ROOT, _wrk, cpu_seconds
 from tests.support.event_stream import EventStreamReader
 from tests.support.service_process import LOOPBACK, ServiceProcess
 
@@ -71,12 +70,6 @@ def _stalled(port: int) -> socket.socket:
     stalled.connect((LOOPBACK, port))
     stalled.sendall(b"GET /events HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n")
     return stalled
-
-
-def cpu_seconds(pid: int) -> float:
-    """The CPU time (user and system) process ``pid`` has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def newest_sequence(url: str) -> int:

@@ -55,6 +55,21 @@ def service_factory(tmp_path: Path, data_dir: Path) -> Iterator[ServiceFactory]:
         service.kill()
 
 
+def module_service(
+    tmp_path_factory: pytest.TempPathFactory, name: str, profile: dict[str, dict[str, list[str]]], **settings: str
+) -> ServiceProcess:
+    """A service (not started) over a directory of its own named after ``name``: one test module's shared service."""
+    directory = tmp_path_factory.mktemp(name)
+    (directory / "profile.json").write_text(json.dumps(profile))
+    environment = {
+        "TRADING_ORDERS_DATA_DIR": str(directory / "data"),
+        "TRADING_ORDERS_PROFILE_PATH": str(directory / "profile.json"),
+        "TRADING_ORDERS_LOG_DIR": str(directory / "logs"),
+        **{f"TRADING_ORDERS_{setting.upper()}": value for setting, value in settings.items()},
+    }
+    return ServiceProcess(SCRIPTS, environment, directory / "service.out")
+
+
 # Module scope, not session: Playwright's sync API runs an event loop in this
 # thread while it is open, and every later test that calls asyncio.run() fails.
 @pytest.fixture(scope="module")

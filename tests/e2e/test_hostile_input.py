@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.conftest import ServiceFactory
+from tests.e2e.conftest import ServiceFactory, module_service
 from tests.support.service_process import ServiceProcess
 
 PROFILE = {"U1": {"S1": ["ACC"]}}
@@ -20,15 +20,7 @@ OVERSIZED = b'{"STRATEGY": "' + b"S" * 20_000 + b'", "INSTRUMENT": "ACC", "POSIT
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     # One service for the whole module: these requests change no position.
-    directory = tmp_path_factory.mktemp("hostile")
-    (directory / "profile.json").write_text('{"U1": {"S1": ["ACC"]}}')
-    environment = {
-        "TRADING_ORDERS_DATA_DIR": str(directory / "data"),
-        "TRADING_ORDERS_PROFILE_PATH": str(directory / "profile.json"),
-        "TRADING_ORDERS_LOG_DIR": str(directory / "logs"),
-    }
-    scripts = Path(__file__).resolve().parents[2] / "Scripts"
-    with ServiceProcess(scripts, environment, directory / "service.out") as running:
+    with module_service(tmp_path_factory, "hostile", PROFILE) as running:
         yield running
 
 

@@ -62,8 +62,13 @@ def test_an_idempotency_key_is_scoped_to_the_api_key_it_came_with(
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Content-Type": "application/x-www-form-urlencoded"}, {"Content-Type": "text/plain"}],
-    ids=["none", "form", "text"],
+    [
+        {},
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        {"Content-Type": "text/plain"},
+        {"Content-Type": "application/merge-patch+json"},
+    ],
+    ids=["none", "form", "text", "json-suffix"],
 )
 def test_the_admin_reload_refuses_anything_but_json_and_keeps_the_profile(
     service_factory: ServiceFactory, tmp_path: Path, headers: dict[str, str]

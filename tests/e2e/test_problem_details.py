@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.conftest import ServiceFactory
+from tests.e2e.conftest import ServiceFactory, module_service
 from tests.support.postgres_server import ThrowawayPostgres
 from tests.support.problem_answers import OURS, assert_problem
 from tests.support.service_process import ServiceProcess
@@ -21,16 +21,7 @@ BUY = {"STRATEGY": "S1", "INSTRUMENT": "ACC", "POSITION": "BUY"}
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     # One service for the module, with an API key so that 401 is among the answers.
-    directory = tmp_path_factory.mktemp("problems")
-    (directory / "profile.json").write_text(json.dumps({"U1": {"S1": ["ACC", "INFY"]}}))
-    environment = {
-        "TRADING_ORDERS_DATA_DIR": str(directory / "data"),
-        "TRADING_ORDERS_PROFILE_PATH": str(directory / "profile.json"),
-        "TRADING_ORDERS_LOG_DIR": str(directory / "logs"),
-        "TRADING_ORDERS_API_KEY": KEY,
-    }
-    scripts = Path(__file__).resolve().parents[2] / "Scripts"
-    with ServiceProcess(scripts, environment, directory / "service.out") as running:
+    with module_service(tmp_path_factory, "problems", {"U1": {"S1": ["ACC", "INFY"]}}, api_key=KEY) as running:
         yield running
 
 

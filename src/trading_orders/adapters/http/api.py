@@ -11,7 +11,7 @@ from starlette.types import ASGIApp
 
 from trading_orders.adapters.http.desk_session import DeskSessions
 from trading_orders.adapters.http.lanes import LaneBusy, answer_busy, health_lane, read_lane
-from trading_orders.adapters.http.middleware import ApiKeyGuard, BodySizeLimit, RequestLog
+from trading_orders.adapters.http.middleware import ApiKeyGuard, BodySizeLimit, RequestLog, SingleHeaders
 from trading_orders.adapters.http.order_ingress import IdempotencyScope, OrderIngress
 from trading_orders.adapters.http.problem_details import PROBLEM_MEDIA_TYPE
 from trading_orders.adapters.http.problems import answer_failures
@@ -57,8 +57,9 @@ def build_api(lifespan: Lifespan, service: OrderService, api_key: str | None = N
     ``api_key``, if given, guards every path but /health and the desk's page
     (its reads take the desk's session cookie too). The layers,
     outermost first: the access log (which answers a failure nothing
-    answered), the key guard, the body-size limit, the
-    order ingress (the well-formed order's short path), FastAPI.
+    answered), the refusal of a repeated single header, the key guard, the
+    body-size limit, the order ingress (which serves every POST
+    /create_order), FastAPI.
     """
     # /docs and /redoc with their scripts and styles served by the service, not
     # a CDN: a desk's network often reaches nothing outside it.
@@ -76,10 +77,8 @@ def build_api(lifespan: Lifespan, service: OrderService, api_key: str | None = N
     app.add_exception_handler(LaneBusy, answer_busy)
     for module in ROUTE_MODULES:
         app.include_router(module.router)
-    # Both paths of POST /create_order, the ingress and the FastAPI route,
-    # record a client's Idempotency-Key under the API key it came with.
+    # The one path of POST /create_order: FastAPI's route for it only documents it.
     keys = IdempotencyScope(api_key or None)
-    app.state.idempotency_scope = keys
     served: ASGIApp = OrderIngress(app, service, app.exception_handlers, orders.MAX_BODY_BYTES, keys)
     # One plain ASGI layer rather than FastAPI's max_body_size, which wraps
     # every request in three and cost the order path a fifth of its time.
@@ -88,5 +87,7 @@ def build_api(lifespan: Lifespan, service: OrderService, api_key: str | None = N
     app.state.desk_sessions = sessions
     if sessions is not None and api_key:
         served = ApiKeyGuard(served, api_key=api_key, sessions=sessions)
+    # Outside the key guard, which reads X-API-Key, and everything that reads a header once.
+    served = SingleHeaders(served)
     # Outermost, so it logs refusals by the key guard too.
     return RequestLog(served)

@@ -1,4 +1,4 @@
-"""ASGI middleware around every request: the access log, the body-size limit and the optional API key."""
+"""ASGI middleware around every request: the access log, single headers, the optional API key, the body-size limit."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trading_orders.adapters.http.desk_session import DeskSessions
 from trading_orders.adapters.http.parameters import api_key_matches
-from trading_orders.adapters.http.problem_details import API_KEY_REFUSED, CONTENT_TOO_LARGE, problem_response
+from trading_orders.adapters.http.problem_details import (
+    API_KEY_REFUSED,
+    CONTENT_TOO_LARGE,
+    REPEATED_HEADER,
+    problem_response,
+)
 from trading_orders.adapters.http.problems import answer_unexpected, is_answered
 from trading_orders.ascii_numbers import ascii_number
 
@@ -77,6 +82,40 @@ class RequestLog:
                 (time.perf_counter() - started) * 1000,
                 order_id,
             )
+
+
+# The headers a request may send once, as ASGI servers hand them (lower case), with
+# their names as documented. Sent twice, one reader takes the first and another
+# the last (a proxy, a library, this service's own layers): refused, not guessed at.
+SINGLE_HEADERS = {
+    b"content-type": "Content-Type",
+    b"content-length": "Content-Length",
+    b"idempotency-key": "Idempotency-Key",
+    b"x-api-key": "X-API-Key",
+}
+
+
+class SingleHeaders:
+    """Answers 400 naming the header to a request that sends a header of SINGLE_HEADERS more than once."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        """Wrap ``app``."""
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, or answer 400 if it repeats a header it may send once."""
+        if scope["type"] == "http":
+            seen: list[bytes] = []
+            for name, _ in scope["headers"]:
+                if name in SINGLE_HEADERS:
+                    if name in seen:
+                        header = SINGLE_HEADERS[name]
+                        logger.info("%s %s refused: %s sent more than once", scope["method"], scope["path"], header)
+                        detail = f"{header}: sent more than once; send it once"
+                        await problem_response(REPEATED_HEADER, detail, header=header)(scope, receive, send)
+                        return
+                    seen.append(name)
+        await self._app(scope, receive, send)
 
 
 class BodySizeLimit:

@@ -14,12 +14,11 @@ A value that breaks a rule answers 422 naming the parameter.
 """
 
 import hmac
-import re
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Header, Path, Query
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, TypeAdapter, ValidationError
 
 from trading_orders.adapters.http.schemas import IsoTime
 from trading_orders.application.order_history import DEFAULT_PAGE, MAX_PAGE, HistoryFilter
@@ -78,20 +77,14 @@ def _short_ascii_time(value: object) -> object:
 
 Moment = Annotated[IsoTime | None, BeforeValidator(_short_ascii_time)]
 
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7e]+$"
-_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
-
-
-def is_idempotency_key(value: str) -> bool:
-    """Whether ``value`` is a valid Idempotency-Key header, by the rules the documented header states."""
-    return len(value) <= IDEMPOTENCY_KEY_MAX_LENGTH and _IDEMPOTENCY_KEY.fullmatch(value) is not None
-
 
 IdempotencyKey = Annotated[
     str | None,
     Header(
-        alias="Idempotency-Key",
+        alias=IDEMPOTENCY_KEY_HEADER,
         min_length=1,
         max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
         pattern=IDEMPOTENCY_KEY_PATTERN,
@@ -101,6 +94,31 @@ IdempotencyKey = Annotated[
         ),
     ),
 ]
+
+# The documented header itself checks a key: the schema and the check cannot part.
+_IDEMPOTENCY_KEY_RULES: TypeAdapter[str | None] = TypeAdapter(IdempotencyKey)
+
+
+def idempotency_key_errors(value: str) -> list[dict[str, Any]]:
+    """What is wrong with ``value`` as an Idempotency-Key header, each problem as a 422 lists it; empty if nothing."""
+    try:
+        _IDEMPOTENCY_KEY_RULES.validate_python(value)
+    except ValidationError as error:
+        return [{**problem, "loc": ("header", IDEMPOTENCY_KEY_HEADER)} for problem in error.errors(include_url=False)]
+    return []
+
+
+JSON_MEDIA_TYPE = "application/json"
+
+
+def is_json_media_type(content_type: str | None) -> bool:
+    """Whether a Content-Type header says application/json: in any letter case, with any parameters, spaces around."""
+    # RFC 8259 defines no parameter for application/json ("adding one really has
+    # no effect"): charset=utf-8, or any other, changes nothing; a body is read
+    # as UTF-8 JSON. application/*+json names another kind of document (a JSON
+    # Patch, a merge patch, a problem), not an order: refused, not guessed at.
+    return content_type is not None and content_type.partition(";")[0].strip(" \t").lower() == JSON_MEDIA_TYPE
+
 
 # A key longer than this is wrong without comparing it.
 API_KEY_MAX_BYTES = 1024

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Scope
 
+from trading_orders.adapters.http.parameters import is_json_media_type
 from trading_orders.adapters.http.problem_details import (
     IDEMPOTENCY_KEY_REUSED,
     INTERNAL,
@@ -49,20 +50,33 @@ def _describe_problem(problem: Mapping[str, Any]) -> str:
     return f"{_field_name(tuple(problem['loc']))}: {problem['msg']}"
 
 
-def _is_json(content_type: str | None) -> bool:
-    media = (content_type or "").split(";")[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+class UnsupportedMediaType(Exception):
+    """A request body the service does not read: its Content-Type is not application/json."""
+
+    def __init__(self, content_type: str | None) -> None:
+        """The request said ``content_type`` (None: it said nothing)."""
+        super().__init__(f"Content-Type: expected application/json, got {content_type or 'none'}")
+
+
+def require_json(request: Request) -> None:
+    """Raise UnsupportedMediaType unless ``request`` says its body is application/json."""
+    content_type = request.headers.get("content-type")
+    if not is_json_media_type(content_type):
+        raise UnsupportedMediaType(content_type)
+
+
+async def _answer_unsupported_media_type(request: Request, error: Exception) -> JSONResponse:
+    logger.info("%s %s refused: %s", request.method, request.url.path, error)
+    return problem_response(UNSUPPORTED_MEDIA_TYPE, str(error))
 
 
 async def _answer_validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
     content_type = request.headers.get("content-type")
-    if request.method == "POST" and not _is_json(content_type):
+    if request.method == "POST" and not is_json_media_type(content_type):
         # FastAPI hands a non-JSON body to the model as bytes, which reads as
         # "not a dictionary"; the real problem is the content type.
-        message = f"Content-Type: expected application/json, got {content_type or 'none'}"
-        logger.info("%s %s refused: %s", request.method, request.url.path, message)
-        return problem_response(UNSUPPORTED_MEDIA_TYPE, message)
+        return await _answer_unsupported_media_type(request, UnsupportedMediaType(content_type))
     # Each problem without its input: the client has it, and echoing it back
     # can fail (JSON has no NaN) or reflect 16 KiB of someone's payload.
     problems = [{k: v for k, v in p.items() if k != "input"} for p in error.errors()]
@@ -166,6 +180,7 @@ def is_answered(scope: Scope, error: Exception) -> bool:
 def answer_failures(app: FastAPI) -> None:
     """Register the answer to every failure the application reports."""
     app.add_exception_handler(RequestValidationError, _answer_validation_error)
+    app.add_exception_handler(UnsupportedMediaType, _answer_unsupported_media_type)
     app.add_exception_handler(IdempotencyKeyReused, _answer_key_reused)
     app.add_exception_handler(StorageUnavailable, _answer_store_failure)
     app.add_exception_handler(ServiceNotStarted, _answer_not_started)

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from trading_orders.adapters.http.desk_session import COOKIE_NAME, DeskSessions, cleared_cookie
 from trading_orders.adapters.http.middleware import API_KEY_STATE
 from trading_orders.adapters.http.problem_details import DESK_KEY_REFUSED, bare_status, problem_response
+from trading_orders.adapters.http.problems import require_json
 from trading_orders.adapters.http.schemas import MALFORMED_PARAMETER, DeskSessionAnswer, DeskSessionRequest, Problem
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,8 @@ def open_desk_session(
     body: DeskSessionRequest, request: Request, response: Response
 ) -> DeskSessionAnswer | JSONResponse:
     """Set the session cookie for the right API key; 401 and nothing set for any other."""
+    # FastAPI reads an application/*+json body as JSON too; the service's one rule does not.
+    require_json(request)
     sessions = _sessions(request)
     if sessions is None:
         return _answer(request, None)

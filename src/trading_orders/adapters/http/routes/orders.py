@@ -1,4 +1,4 @@
-"""Orders: place one, read the order log."""
+"""Orders: the description of placing one (OrderIngress places it), and the order log."""
 
 # No `from __future__ import annotations` here: dependency-injector reads the
 # Provide markers from the evaluated signatures of the endpoints.
@@ -7,13 +7,11 @@ import dataclasses
 from typing import Annotated, Any
 
 from dependency_injector.wiring import inject
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from trading_orders.adapters.http.injection import AwaitedProvide
 from trading_orders.adapters.http.lanes import RETRY_AFTER_SECONDS, Lane
-from trading_orders.adapters.http.middleware import ORDER_ID_STATE
-from trading_orders.adapters.http.order_ingress import IdempotencyScope
 from trading_orders.adapters.http.parameters import HistoryQuery, IdempotencyKey, OrderId
 from trading_orders.adapters.http.problem_details import ORDER_NOT_FOUND, problem_response
 from trading_orders.adapters.http.schemas import (
@@ -27,9 +25,8 @@ from trading_orders.adapters.http.schemas import (
     ValidationProblem,
 )
 from trading_orders.application.order_history import OrderHistory
-from trading_orders.application.order_service import OrderService
 from trading_orders.container import Container
-from trading_orders.domain.model import Order, OrderStatus
+from trading_orders.domain.model import OrderStatus
 
 # An order is under 300 bytes; anything near this limit is not an order.
 MAX_BODY_BYTES = 16 * 1024
@@ -61,21 +58,11 @@ router = APIRouter()
         },
     },
 )
-@inject
-async def create_order(
-    body: CreateOrderRequest,
-    request: Request,
-    response: Response,
-    service: Annotated[OrderService, Depends(AwaitedProvide[Container.order_service])],
-    idempotency_key: IdempotencyKey = None,
-) -> OrderAnswer:
-    """Place an order and answer its decision once it is durable."""
-    keys: IdempotencyScope = request.app.state.idempotency_scope
-    placed = await service.place_order(Order(body.strategy, body.instrument, body.side), keys.recorded(idempotency_key))
-    setattr(request.state, ORDER_ID_STATE, placed.entry.decision.order_id)
-    if placed.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return OrderAnswer.from_entry(placed.entry)
+async def create_order(body: CreateOrderRequest, idempotency_key: IdempotencyKey = None) -> OrderAnswer:
+    """Documents POST /create_order in the OpenAPI schema; OrderIngress serves every request to it."""
+    # The ingress in front of FastAPI answers every POST to this path, so this
+    # body never runs; the signature and the decorator are what /docs shows.
+    raise RuntimeError("POST /create_order is served by OrderIngress (order_ingress.py), not by this route")
 
 
 # The read endpoints are async and run their store reads on the read lane,

@@ -13,12 +13,8 @@ from fastapi.responses import JSONResponse
 from trading_orders.adapters.http.injection import AwaitedProvide
 from trading_orders.adapters.http.lanes import Lane
 from trading_orders.adapters.http.parameters import UserName
-from trading_orders.adapters.http.problem_details import (
-    PROFILE_INVALID,
-    UNSUPPORTED_MEDIA_TYPE,
-    USER_NOT_FOUND,
-    problem_response,
-)
+from trading_orders.adapters.http.problem_details import PROFILE_INVALID, USER_NOT_FOUND, problem_response
+from trading_orders.adapters.http.problems import require_json
 from trading_orders.adapters.http.routes.orders import BUSY
 from trading_orders.adapters.http.schemas import (
     LoggedOrderBody,
@@ -112,15 +108,11 @@ def reload_profile(
     service: Annotated[OrderService, Depends(Provide[Container.order_service])],
 ) -> ReloadAnswer | JSONResponse:
     """Re-read the profile file; on error keep the old one and say why. Only for a request sent as JSON."""
-    content_type = request.headers.get("content-type")
-    if (content_type or "").split(";")[0].strip().lower() != "application/json":
-        # A browser sends a cross-site form without asking (text/plain,
-        # form-urlencoded, multipart) but asks the service before sending
-        # JSON, and this service allows no other origin: JSON only, so no web
-        # page a desk's browser opens can trigger a reload.
-        logger.info("profile reload refused: Content-Type %s", content_type or "none")
-        detail = f"Content-Type: expected application/json, got {content_type or 'none'}"
-        return problem_response(UNSUPPORTED_MEDIA_TYPE, detail)
+    # A browser sends a cross-site form without asking (text/plain,
+    # form-urlencoded, multipart) but asks the service before sending
+    # JSON, and this service allows no other origin: JSON only, so no web
+    # page a desk's browser opens can trigger a reload.
+    require_json(request)
     try:
         outside = service.reload_profile()
     except ProfileUnavailable as error:
