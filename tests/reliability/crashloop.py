@@ -43,7 +43,7 @@ def main() -> int:
 
 def _run(args: argparse.Namespace) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="trading-orders-crashloop-"))
-    print(f"seed {args.seed}, scratch {scratch}", flush=True)
+    print(f"store {args.store}, seed {args.seed}, scratch {scratch}", flush=True)
 
     def progress(cycle: int, result: CrashLoopResult) -> None:
         print(
