@@ -10,7 +10,7 @@ PORT ?= 8080
 SCOPE ?= strategy
 EXAMPLE_PROFILE := Jsons/worked_example_profile.json
 
-.PHONY: run example test lint test-unit test-service test-integration test-e2e chromium desk-screenshot demo bench profile profiles clean
+.PHONY: run example test check soak lint test-unit test-service test-integration test-e2e chromium desk-screenshot demo bench profile profiles clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,20 +48,38 @@ lint: $(INSTALLED_DEV)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Tests run in parallel processes, slow ones first (tests/conftest.py); most of
+# them wait on a service or database they started, so more workers than cores.
+TEST_WORKERS ?= 4
+PARALLEL := -n $(TEST_WORKERS) --dist load --maxschedchunk 2
+
 test: lint $(PROFILE) chromium
-	$(BIN)/pytest
+	$(BIN)/pytest $(PARALLEL) --durations=15
+
+# The edit loop, in seconds: lint, the domain and service tiers, and the store
+# contract on the memory store. make test runs everything.
+check: lint
+	$(BIN)/pytest -q tests/unit tests/service tests/integration/test_order_store_contract.py -k "not tinydb and not sqlite and not postgres"
+
+# The long crash loops: 20 kill -9 cycles at the default settings on each durable
+# store (make test runs 4 per store); docs/guarantees.md has the last result.
+SOAK_CYCLES ?= 20
+soak: $(INSTALLED_DEV)
+	for store in tinydb sqlite postgres; do \
+		$(BIN)/python -m tests.reliability.crashloop --cycles $(SOAK_CYCLES) --seed 20261124 --store $$store || exit 1; \
+	done
 
 test-unit: $(INSTALLED_DEV)
 	$(BIN)/pytest tests/unit
 
 test-service: $(INSTALLED_DEV)
-	$(BIN)/pytest tests/service
+	$(BIN)/pytest $(PARALLEL) tests/service
 
 test-integration: $(INSTALLED_DEV)
-	$(BIN)/pytest tests/integration
+	$(BIN)/pytest $(PARALLEL) tests/integration
 
 test-e2e: $(INSTALLED_DEV) chromium
-	$(BIN)/pytest tests/e2e
+	$(BIN)/pytest $(PARALLEL) tests/e2e
 
 # The desk's browser tests drive Debian's chromium (Playwright's own browser
 # download cannot be used): installed from apt when missing, with sudo when not root.

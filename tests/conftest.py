@@ -1,4 +1,4 @@
-"""Fixtures every tier may use: a throwaway PostgreSQL server, started once per test session."""
+"""Fixtures every tier may use (a throwaway PostgreSQL server, once per test session), and the order tests run in."""
 
 import os
 from collections.abc import Callable, Iterator
@@ -28,3 +28,9 @@ def postgres_server() -> Iterator[ThrowawayPostgres]:
 def postgres_url(postgres_server: ThrowawayPostgres) -> Callable[[], str]:
     """Makes a new empty database on the session's server and returns its URL."""
     return postgres_server.new_database
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests marked slow first, so no parallel worker starts a long one while the others finish."""
+    # A stable sort: the slow tests keep their order among themselves, and so do the others.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

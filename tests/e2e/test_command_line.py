@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.e2e.conftest import ServiceFactory
@@ -82,6 +83,7 @@ def test_a_refused_read_or_order_prints_the_problems_title_and_detail(service_fa
         )
 
 
+@pytest.mark.slow
 def test_export_then_import_gives_the_same_orders_positions_and_trades(
     service_factory: ServiceFactory, data_dir: Path, tmp_path: Path
 ) -> None:
@@ -128,6 +130,7 @@ def test_produce_sends_orders_to_a_running_service(service_factory: ServiceFacto
         assert len(requests.get(f"{service.base_url}/orders", timeout=5).json()["orders"]) == 3
 
 
+@pytest.mark.slow
 def test_a_desk_moves_from_tinydb_to_sqlite_and_postgres_and_back_losing_nothing(
     service_factory: ServiceFactory, data_dir: Path, tmp_path: Path, postgres_url: Callable[[], str]
 ) -> None:

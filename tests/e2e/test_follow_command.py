@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from tests.e2e.conftest import ServiceFactory
@@ -99,6 +100,7 @@ def follow_through_stops(service_url: str, tmp_path: Path, how: signal.Signals) 
     return follower, stops
 
 
+@pytest.mark.slow
 def test_stopped_and_restarted_mid_stream_it_handles_every_order_exactly_once(
     service_factory: ServiceFactory, tmp_path: Path
 ) -> None:
@@ -107,6 +109,7 @@ def test_stopped_and_restarted_mid_stream_it_handles_every_order_exactly_once(
         assert follower.sequences() == list(range(1, ORDERS + 1))
 
 
+@pytest.mark.slow
 def test_killed_outright_it_loses_nothing_and_repeats_at_most_the_order_in_hand(
     service_factory: ServiceFactory, tmp_path: Path
 ) -> None:
@@ -137,6 +140,7 @@ def test_a_follower_that_falls_behind_resumes_by_itself_and_misses_nothing(
         assert "resuming after" in follower.errors.read_text(), "it was cut off at least once"
 
 
+@pytest.mark.slow
 def test_from_now_on_by_default_with_filters_and_refusals_that_say_what_is_wrong(
     service_factory: ServiceFactory, tmp_path: Path
 ) -> None:

@@ -75,6 +75,7 @@ def test_none_of_it_reached_the_order_log(service: ServiceProcess) -> None:
 # Every store: a parameter reaches each store's own queries and cursors
 # (PostgreSQL refused a NUL in a name with a 500). Fewer examples per store
 # than the default store gets keeps each other store to about 25 s on two cores.
+@pytest.mark.slow
 @pytest.mark.parametrize(("store", "examples"), [("tinydb", 200), ("memory", 60), ("sqlite", 60), ("postgres", 60)])
 def test_schemathesis_finds_no_server_error_and_no_answer_off_the_schema(
     service_factory: ServiceFactory, tmp_path: Path, store: str, examples: int, request: pytest.FixtureRequest

@@ -3,6 +3,7 @@
 import threading
 import time
 
+import pytest
 import requests
 
 from tests.e2e.conftest import ServiceFactory
@@ -22,6 +23,7 @@ def _post(base_url: str, body: dict[str, str], key: str) -> requests.Response:
     return requests.post(f"{base_url}/create_order", json=body, headers={"Idempotency-Key": key}, timeout=60)
 
 
+@pytest.mark.slow
 def test_a_crash_and_restart_of_postgres_mid_stream_loses_or_doubles_nothing(
     service_factory: ServiceFactory, own_server: ThrowawayPostgres
 ) -> None:

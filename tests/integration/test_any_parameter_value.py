@@ -3,6 +3,7 @@
 import dataclasses
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -12,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.postgres_server import ThrowawayPostgres
-from tests.support.threaded_server import ThreadedServer
-from trading_orders.bootstrap import create_app
-from trading_orders.settings import Settings
+from tests.support.service_process import ServiceProcess
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "Scripts"
 
 PROFILE = {"U1": {"S1": ["ACC", "INFY"]}, "U2": {"S1": ["ACC"]}}
 
@@ -72,30 +73,29 @@ def get_routes(schema: dict[str, Any]) -> tuple[Route, ...]:
 
 @pytest.fixture(scope="module", params=["memory", "tinydb", "sqlite", "postgres"])
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """The app in this process under uvicorn over a store of each kind, with orders and a trade to page over."""
+    """The service under uvicorn over a store of each kind, with orders and a trade to page over.
+
+    A process of its own: in a thread of this one, the PostgreSQL pool's use of
+    the random module while Hypothesis draws is taken for the strategy's own.
+    """
     root = tmp_path_factory.mktemp(f"any-parameter-{request.param}")
     (root / "user_profile.json").write_text(json.dumps(PROFILE))
-    database_url = None
+    environment = {
+        "TRADING_ORDERS_DATA_DIR": str(root / "data"),
+        "TRADING_ORDERS_PROFILE_PATH": str(root / "user_profile.json"),
+        "TRADING_ORDERS_LOG_DIR": str(root / "logs"),
+        "TRADING_ORDERS_STORE": request.param,
+    }
     if request.param == "postgres":
         postgres: ThrowawayPostgres = request.getfixturevalue("postgres_server")
-        database_url = postgres.new_database()
-    configured = Settings(
-        project_root=root,
-        data_dir=root / "data",
-        profile_path=root / "user_profile.json",
-        log_dir=root / "logs",
-        store=request.param,
-        database_url=database_url,
-    )
-    server = ThreadedServer(create_app(configured))
-    try:
+        environment["TRADING_ORDERS_DATABASE_URL"] = postgres.new_database()
+    with ServiceProcess(SCRIPTS, environment, root / "service.out") as server:
         for instrument, side in [("ACC", "BUY"), ("INFY", "BUY"), ("ACC", "SELL"), ("ACC", "SELL")]:
             body = {"STRATEGY": "S1", "INSTRUMENT": instrument, "POSITION": side}
-            assert requests.post(f"{server.url}/create_order", json=body, timeout=10).status_code == 200
-        schema = requests.get(f"{server.url}/openapi.json", timeout=10).json()
-        yield Served(server.url, get_routes(schema))
-    finally:
-        server.stop()
+            assert requests.post(f"{server.base_url}/create_order", json=body, timeout=10).status_code == 200
+        schema = requests.get(f"{server.base_url}/openapi.json", timeout=10).json()
+        yield Served(server.base_url, get_routes(schema))
+        assert "Traceback" not in server.output()
 
 
 def test_the_schema_lists_the_routes_with_parameters(served: Served) -> None:

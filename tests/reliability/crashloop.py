@@ -1,6 +1,9 @@
 """Kill -9 the service at random instants, cycle after cycle, and check it never loses or doubles an order.
 
-.venv/bin/python -m tests.reliability.crashloop --cycles 1000 [--store sqlite | --store postgres --database-url URL]
+.venv/bin/python -m tests.reliability.crashloop --cycles 1000 [--store sqlite | --store postgres [--database-url URL]]
+
+`--store postgres` without a URL runs on a throwaway PostgreSQL server of its own (fsync on).
+`make soak` runs 20 cycles on each durable store.
 """
 
 import argparse
@@ -11,6 +14,7 @@ import time
 from pathlib import Path
 
 from tests.support.crash_loop import CrashLoop, CrashLoopResult
+from tests.support.postgres_server import ThrowawayPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,12 +27,23 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4, help="client threads sending orders (default 4)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     parser.add_argument("--store", default="tinydb", choices=["tinydb", "sqlite", "postgres"])
-    parser.add_argument("--database-url", help="the PostgreSQL database for --store postgres (an empty one)")
+    parser.add_argument(
+        "--database-url", help="an empty PostgreSQL database for --store postgres (default: a throwaway server)"
+    )
     args = parser.parse_args()
     if args.store == "postgres" and not args.database_url:
-        parser.error("--store postgres needs --database-url")
+        server = ThrowawayPostgres(durable=True)
+        try:
+            args.database_url = server.start().new_database()
+            return _run(args)
+        finally:
+            server.stop()
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="trading-orders-crashloop-"))
-    print(f"seed {args.seed}, scratch {scratch}", flush=True)
+    print(f"store {args.store}, seed {args.seed}, scratch {scratch}", flush=True)
 
     def progress(cycle: int, result: CrashLoopResult) -> None:
         print(

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,8 +74,12 @@ class CrashLoop:
         clients: int = 4,
         store: str = "tinydb",
         database_url: str | None = None,
+        settings: dict[str, str] | None = None,
     ) -> None:
-        """Prepare the scratch directory and its profile for ``store``; nothing runs until run()."""
+        """Prepare the scratch directory and its profile for ``store``; nothing runs until run().
+
+        ``settings`` are further TRADING_ORDERS_* variables for the service, by name without the prefix.
+        """
         self._scripts_dir = scripts_dir
         self._scratch = scratch
         self._data = scratch / "data"
@@ -91,15 +95,26 @@ class CrashLoop:
         }
         if database_url is not None:
             self._environment["TRADING_ORDERS_DATABASE_URL"] = database_url
+        self._environment.update({f"TRADING_ORDERS_{name.upper()}": value for name, value in (settings or {}).items()})
         self._store = store
         self._answered: dict[str, dict[str, Any]] = {}
         self._launches = 0
 
-    def run(self, cycles: int, report: Callable[[int, CrashLoopResult], None] | None = None) -> CrashLoopResult:
-        """Run ``cycles`` kill-restart-check cycles; ``report`` is called after each."""
+    def run(
+        self,
+        cycles: int,
+        report: Callable[[int, CrashLoopResult], None] | None = None,
+        start_up_kills: Collection[int] | None = None,
+    ) -> CrashLoopResult:
+        """Run ``cycles`` kill-restart-check cycles; ``report`` is called after each.
+
+        ``start_up_kills`` are the cycles (from 1) that first kill the service
+        while it recovers; by default a quarter of the cycles, drawn at random.
+        """
         result = CrashLoopResult()
         for cycle in range(1, cycles + 1):
-            self._cycle(cycle, result)
+            kill_start_up = self._rng.random() < 0.25 if start_up_kills is None else cycle in start_up_kills
+            self._cycle(cycle, result, kill_start_up)
             result.cycles = cycle
             if report is not None:
                 report(cycle, result)
@@ -109,8 +124,8 @@ class CrashLoop:
         self._launches += 1
         return ServiceProcess(self._scripts_dir, self._environment, self._scratch / f"service-{self._launches}.out")
 
-    def _cycle(self, cycle: int, result: CrashLoopResult) -> None:
-        if self._rng.random() < 0.25:
+    def _cycle(self, cycle: int, result: CrashLoopResult, kill_start_up: bool) -> None:
+        if kill_start_up:
             # Die again while recovering from the last crash, before serving.
             dying = self._service()
             dying.launch()

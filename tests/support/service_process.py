@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -17,12 +18,36 @@ import requests
 LOOPBACK = "127.0.0.1"
 
 
+# Servers listen below the kernel's ephemeral range (32768-60999 on Linux), each
+# pytest-xdist worker in ports of its own: a port the kernel hands out may be
+# handed again to another worker, or to a client's connection, between the
+# probe and the server's bind, and then the server cannot start.
+_PORTS_FROM = 20_000
+_PORTS_PER_WORKER = 1_000
+# From a point of the process's own, so two test runs side by side seldom probe the same port.
+_next_port = itertools.count(os.getpid())
+
+
+def _port_range() -> range:
+    """The ports of this process: by xdist worker (gw0, gw1, ...), else spread by process id."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    slot = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else os.getpid()
+    first = _PORTS_FROM + (slot % 12) * _PORTS_PER_WORKER
+    return range(first, first + _PORTS_PER_WORKER)
+
+
 def free_port() -> int:
-    """A TCP port on the loopback interface that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A TCP port on the loopback interface that nothing listens on right now, from this process's own range."""
+    ports = _port_range()
+    for _ in ports:
+        port = ports[next(_next_port) % len(ports)]
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((LOOPBACK, port))
+            except OSError:
+                continue  # taken, by another process or a connection still closing
+            return port
+    raise RuntimeError(f"no free loopback port in {ports.start}-{ports.stop - 1}")
 
 
 class ServiceProcess:
@@ -74,9 +99,12 @@ class ServiceProcess:
             if self._process.poll() is not None:
                 raise RuntimeError(f"service exited with {self._process.returncode}: {self.output()}")
             try:
-                if requests.get(f"{self.base_url}/health", timeout=1).status_code == 200:
+                # The time left, not a second: on a machine busy with parallel
+                # tests a service still starting may take longer to answer.
+                left = max(deadline - time.monotonic(), 0.1)
+                if requests.get(f"{self.base_url}/health", timeout=left).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             time.sleep(0.05)
         self.kill()
