@@ -84,6 +84,8 @@ def create_app(settings: Settings, container: Container | None = None) -> ASGIAp
 def create_app_or_exit(source: Path | Settings, host: str | None = None) -> ASGIApp:
     """The app for ``source``: settings, or a project root to read them for; on a start-up problem, one line, exit 1.
 
+    A start-up problem is a StartupError, or an OSError from a file the service cannot use.
+
     ``host``, the address the app will be served on if known, is checked by warn_if_exposed.
     """
     try:
@@ -92,11 +94,14 @@ def create_app_or_exit(source: Path | Settings, host: str | None = None) -> ASGI
         if host is not None:
             warn_if_exposed(host, settings.api_key)
         return app
-    except StartupError as error:
+    except (StartupError, OSError) as error:
+        # An OSError is the system refusing a file or a socket (a directory
+        # where a data file should be, a permission): its message names it.
+        why = f"{error.filename}: {error.strerror}" if isinstance(error, OSError) and error.filename else error
         if logging.getLogger().handlers:
-            logger.critical("cannot start: %s", error)
+            logger.critical("cannot start: %s", why)
         else:
-            print(f"trading-orders: cannot start: {error}", file=sys.stderr)
+            print(f"trading-orders: cannot start: {why}", file=sys.stderr)
         raise SystemExit(1) from None
 
 

@@ -27,7 +27,7 @@ from trading_orders.tools.transfer import TransferError, export_orders, import_o
 
 
 def run_verify(settings: Settings) -> int:
-    """Check that the TinyDB store's positions and order log agree; 0 agree, 1 differ, 2 unreadable."""
+    """Check that the TinyDB store's positions and order log agree; 0 agree, 1 differ, 2 unreadable, 3 damaged."""
     container = build_container(settings)
     try:
         with Progress(transient=True) as progress:
@@ -39,19 +39,29 @@ def run_verify(settings: Settings) -> int:
         print(f"cannot verify: {error}", file=sys.stderr)
         return 2
     report = checked.report
-    print(
-        f"{checked.order_log_path}: {report.orders_in_log} orders\n"
-        f"{checked.positions_path}: {report.open_positions} open positions, "
-        f"applied through sequence {report.applied_sequence}"
-    )
+    damaged = dict(checked.damaged)
+    print(f"{checked.order_log_path}: {report.orders_in_log} orders")
+    if checked.positions_path not in damaged:
+        print(
+            f"{checked.positions_path}: {report.open_positions} open positions, "
+            f"applied through sequence {report.applied_sequence}"
+        )
     if checked.torn_tail:
         print(f"note: the log ends in a torn line of {checked.torn_tail} bytes; start-up drops it")
     for note in report.notes:
         print(f"note: {note}")
     for problem in report.problems:
         print(f"DIFFERS: {problem}")
-    print("OK: positions and order log agree" if report.agree else f"{len(report.problems)} difference(s)")
-    return 0 if report.agree else 1
+    for path, why in checked.damaged:
+        print(f"DAMAGED: {path}: {why}; start-up sets it aside and rebuilds it from the order log")
+    if not report.agree:
+        print(f"{len(report.problems)} difference(s)")
+        return 1
+    if damaged:
+        print(f"{len(damaged)} damaged file(s) derived from the order log")
+        return 3
+    print("OK: positions and order log agree")
+    return 0
 
 
 def run_serve(settings: Settings, host: str, port: int) -> int:

@@ -1,12 +1,14 @@
 """`python -m trading_orders verify` on real files: agree, behind, differ, damaged."""
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.integration.tinydb_over_memory import service_over
 from tests.service.fakes import place
+from trading_orders.adapters.storage.tinydb_store.order_index import INDEX_FILE
 from trading_orders.adapters.storage.tinydb_store.order_log import ORDER_LOG_FILE, JsonLinesOrderLog
 from trading_orders.adapters.storage.tinydb_store.position_snapshots import POSITIONS_FILE, TinyDBPositionStore
 from trading_orders.adapters.storage.tinydb_store.trade_log import JsonLinesTradeLog
@@ -77,3 +79,25 @@ def test_a_damaged_log_cannot_be_verified_and_says_where(tmp_path: Path) -> None
     result = run_verify(tmp_path)
     assert result.returncode == 2
     assert f"cannot verify: {path}: line 1 (byte 0) is not a valid order-log entry" in result.stderr
+
+
+def test_an_index_pointing_elsewhere_than_the_log_is_damaged_and_rebuilt_at_start_up(tmp_path: Path) -> None:
+    record_orders(tmp_path, [("ACC", Side.BUY), ("INFY", Side.BUY)])
+    with sqlite3.connect(tmp_path / INDEX_FILE) as index:
+        index.execute("UPDATE entries SET offset = offset + 1 WHERE sequence = 2")
+    index.close()
+    result = run_verify(tmp_path)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert f"DAMAGED: {tmp_path / INDEX_FILE}: it has entry #2 at byte" in result.stdout
+    assert "OK" not in result.stdout
+    JsonLinesOrderLog(tmp_path).close()  # start-up's opening of the log rebuilds the index
+    assert run_verify(tmp_path).returncode == 0
+
+
+def test_a_damaged_snapshot_is_reported_and_the_log_still_checked(tmp_path: Path) -> None:
+    record_orders(tmp_path, [("ACC", Side.BUY)])
+    (tmp_path / POSITIONS_FILE).write_text('{"positions": [1, 2]}')
+    result = run_verify(tmp_path)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "1 orders" in result.stdout
+    assert f"DAMAGED: {tmp_path / POSITIONS_FILE}: table 'positions' is not an object of documents" in result.stdout

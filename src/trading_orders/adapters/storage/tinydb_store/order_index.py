@@ -2,17 +2,27 @@
 
 It is derived from the log and can always be rebuilt from it, so it is
 written in batches off the request path with relaxed durability: after a
-crash it may be behind the log, never ahead of what the log holds.
+crash it may be behind the log, never ahead of what the log holds. A file
+found damaged at opening is set aside and a new one rebuilt from the log.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from trading_orders.application.errors import StartupError
+
+logger = logging.getLogger(__name__)
+
 INDEX_FILE = "order_index.sqlite3"
+# SQLite's own names for its companions: a database set aside keeps them, so it can still be opened.
+_COMPANIONS = ("", "-wal", "-shm")
+_DAMAGE_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 # (sequence, offset, order id, idempotency key or None)
 IndexRow = tuple[int, int, str, str | None]
@@ -25,14 +35,79 @@ CREATE TABLE IF NOT EXISTS entries (
     idempotency_key TEXT UNIQUE
 )
 """
+_COLUMNS = ["sequence", "offset", "order_id", "idempotency_key"]
+
+
+def is_damage(error: sqlite3.Error) -> bool:
+    """True when ``error`` says the database file itself is damaged, not that it could not be reached."""
+    # The extended code's low byte is the primary one (SQLITE_CORRUPT_INDEX is a SQLITE_CORRUPT).
+    return error.sqlite_errorcode & 0xFF in _DAMAGE_CODES
+
+
+def index_damage(connection: sqlite3.Connection) -> str | None:
+    """What is wrong with the index ``connection`` reads, None when it is sound; raises what is not damage."""
+    try:
+        found = [str(row[0]) for row in connection.execute("PRAGMA quick_check")]
+        if found != ["ok"]:
+            return "; ".join(found[:3])
+        columns = [str(row[1]) for row in connection.execute("PRAGMA table_info(entries)")]
+    except sqlite3.Error as error:
+        if is_damage(error):
+            return str(error)
+        raise
+    if columns and columns != _COLUMNS:
+        return f"its entries table has columns {columns}, not {_COLUMNS}"
+    return None
+
+
+def inspect_index(directory: Path, log_rows: Mapping[int, IndexRow]) -> str | None:
+    """What is wrong with the index in ``directory``, None when it is sound or absent; changes nothing.
+
+    Each indexed entry found in ``log_rows`` (the log's rows by sequence)
+    must match it; entries indexed after the log was read are a running
+    service's and are not judged. Raises StartupError if the file cannot be read.
+    """
+    path = directory / INDEX_FILE
+    if not path.exists():
+        return None
+    # Without a write-ahead log no process writes the file, and read-only
+    # SQLite would create one (owned by whoever runs verify, which can stop
+    # the service opening it); with one, reading through it sees what the
+    # service wrote, and is safe beside it.
+    immutable = "" if path.with_name(INDEX_FILE + "-wal").exists() else "&immutable=1"
+    try:
+        connection = sqlite3.connect(f"{path.as_uri()}?mode=ro{immutable}", uri=True)
+    except sqlite3.Error as error:
+        raise StartupError(f"cannot read {path}: {error}") from error
+    try:
+        damage = index_damage(connection)
+        if damage is not None:
+            return damage
+        for row in connection.execute("SELECT sequence, offset, order_id, idempotency_key FROM entries"):
+            expected = log_rows.get(row[0])
+            if expected is not None and tuple(row) != expected:
+                return f"it has entry #{row[0]} at byte {row[1]} for order {row[2]!r}, the log at byte {expected[1]}"
+        return None
+    except sqlite3.Error as error:
+        if is_damage(error):
+            return str(error)
+        raise StartupError(f"cannot read {path}: {error}") from error
+    finally:
+        connection.close()
 
 
 class OrderIndex:
     """The index in ``<directory>/order_index.sqlite3``; one process writes it (the log's owner)."""
 
     def __init__(self, directory: Path, *, read_only: bool = False) -> None:
-        """Open (or create) the index; ``read_only`` leaves the file alone and starts an empty one in memory."""
+        """Open (or create) the index; ``read_only`` leaves the file alone and starts an empty one in memory.
+
+        A damaged file is set aside as ``order_index.sqlite3.damaged`` and a
+        new, empty index takes its place (``rebuilt`` says so); the order log
+        fills it. Raises StartupError when the file cannot be opened at all.
+        """
         self.path = directory / INDEX_FILE
+        self.rebuilt = False
         self._reader_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
         if read_only:
@@ -41,12 +116,61 @@ class OrderIndex:
             self._reader = sqlite3.connect(":memory:", check_same_thread=False)
             self._reader.execute(_SCHEMA)
             return
-        self._writer = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        # WAL lets request threads look keys up while a batch is being written.
-        self._writer.execute("PRAGMA journal_mode=WAL")
-        self._writer.execute("PRAGMA synchronous=NORMAL")
-        self._writer.execute(_SCHEMA)
-        self._reader = sqlite3.connect(self.path, check_same_thread=False)
+        try:
+            damage = self._open_checked()
+        except sqlite3.Error as error:
+            raise StartupError(f"cannot open {self.path}: {error}") from error
+        if damage is None:
+            return
+        aside = self._set_aside()
+        logger.warning(
+            "%s is damaged (%s): set aside as %s; rebuilding it from the order log", self.path, damage, aside
+        )
+        self.rebuilt = True
+        try:
+            self._open()
+        except sqlite3.Error as error:
+            raise StartupError(f"cannot create {self.path} anew: {error}") from error
+
+    def _open_checked(self) -> str | None:
+        """Open the file; what is damaged in it (connections closed), or None with the index ready."""
+        try:
+            self._open()
+        except sqlite3.Error as error:
+            if not is_damage(error):
+                raise
+            return str(error)
+        try:
+            damage = index_damage(self._reader)
+        except BaseException:
+            self.close()
+            raise
+        if damage is not None:
+            self.close()
+        return damage
+
+    def _open(self) -> None:
+        writer = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            # WAL lets request threads look keys up while a batch is being written.
+            writer.execute("PRAGMA journal_mode=WAL")
+            writer.execute("PRAGMA synchronous=NORMAL")
+            writer.execute(_SCHEMA)
+        except BaseException:
+            writer.close()
+            raise
+        self._writer, self._reader = writer, sqlite3.connect(self.path, check_same_thread=False)
+
+    def _set_aside(self) -> Path:
+        """Move the damaged database, with its write-ahead log, out of the way; returns where it went."""
+        aside = self.path.with_name(f"{INDEX_FILE}.damaged")
+        for companion in _COMPANIONS:
+            source, target = self.path.with_name(INDEX_FILE + companion), aside.with_name(aside.name + companion)
+            # An earlier damaged copy's write-ahead log must not pair with this one.
+            target.unlink(missing_ok=True)
+            if source.exists():
+                os.replace(source, target)
+        return aside
 
     def last(self) -> tuple[int, int] | None:
         """(sequence, offset) of the newest indexed entry, None when the index is empty."""

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from trading_orders.adapters.storage.tinydb_store.json_lines import JsonLinesFile, line_offset
-from trading_orders.adapters.storage.tinydb_store.order_index import IndexRow, OrderIndex
-from trading_orders.application.errors import CorruptStore, StorageUnavailable
+from trading_orders.adapters.storage.tinydb_store.order_index import IndexRow, OrderIndex, inspect_index
+from trading_orders.application.errors import CorruptStore, StartupError, StorageUnavailable
 from trading_orders.domain.model import OrderLogEntry
 from trading_orders.json_records import entry_from_dict, entry_to_dict
 
@@ -53,9 +53,18 @@ class JsonLinesOrderLog:
             start, previous = indexed if indexed is not None else (0, 0)
             self._remembered_through = previous
             self._file.check(start, previous)
+            if indexed is None and not read_only:
+                self._fill_index()
         except BaseException:
             self.close()
             raise
+
+    def _fill_index(self) -> None:
+        """Index every entry now: a new index (missing, damaged or another log's) would leave them all in memory."""
+        try:
+            self.index_through(self._file.durable_sequence)
+        except StorageUnavailable as error:
+            raise StartupError(f"cannot rebuild the index from the log: {error}") from error
 
     def _check_line(self, offset: int, record: dict[str, Any], previous: int) -> int:
         entry = entry_from_dict(record)
@@ -176,6 +185,12 @@ class JsonLinesOrderLog:
                 self._offsets_by_order.pop(order_id, None)
                 if key is not None:
                     self._offsets_by_key.pop(key, None)
+
+    def index_damage(self) -> str | None:
+        """What is wrong with the on-disk index against the entries in memory (all, when read-only); None if sound."""
+        with self._memory:
+            rows = {row[0]: row for row in self._unindexed}
+        return inspect_index(self._index.path.parent, rows)
 
     def unindexed(self) -> int:
         """How many entries wait in memory for the on-disk index."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +51,13 @@ class AtomicJSONStorage(Storage):
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             offset = getattr(error, "pos", getattr(error, "start", 0))
-            raise CorruptStore(
-                f"{self._path}: not valid JSON at byte {offset} ({error}); the service does not overwrite it: "
-                "move it aside and restart to rebuild positions from the order log"
-            ) from error
+            raise CorruptStore(f"{self._path}: not valid JSON at byte {offset} ({error})") from error
         if not isinstance(data, dict):
             raise CorruptStore(f"{self._path}: expected a JSON object of tables, found {type(data).__name__}")
+        for name, table in data.items():
+            # TinyDB itself fails with an AttributeError on any other shape.
+            if not isinstance(table, dict) or not all(isinstance(document, dict) for document in table.values()):
+                raise CorruptStore(f"{self._path}: table {name!r} is not an object of documents")
         return data
 
     def read(self) -> dict[str, dict[str, Any]] | None:
@@ -80,32 +82,49 @@ class TinyDBPositionStore:
         """Open (or create) the store in ``directory``; one writing process at a time.
 
         ``read_only`` takes no lock and never writes, so it can inspect the
-        store of a running service.
+        store of a running service; load() raises CorruptStore if the file is
+        damaged. A writer sets a damaged file aside as ``positions.json.damaged``
+        and starts from no snapshot, so the whole order log is replayed.
         """
         self._path = directory / POSITIONS_FILE
         self._read_only = read_only
         self._lock: ExclusiveFileLock | None = None
-        if not read_only:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._lock = ExclusiveFileLock(self._path)
-        try:
-            if not read_only:
-                for stale in remove_stale_temporaries(self._path):
-                    logger.warning("removed %s, left by a write that a crash cut short", stale)
-            self._db = TinyDB(self._path, storage=AtomicJSONStorage)
-        except BaseException:
-            if self._lock is not None:
-                self._lock.close()
-            raise
-        storage = self._db.storage
-        assert isinstance(storage, AtomicJSONStorage)
-        self._storage = storage
-        self._positions = self._db.table(_POSITIONS, cache_size=0)
-        self._meta = self._db.table(_META, cache_size=0)
         # The last snapshot saved, and each of its positions as JSON: positions
         # are immutable, so the next snapshot encodes only the new ones.
         self._saved: StoredPositions | None = None
         self._encoded: dict[Position, bytes] = {}
+        if read_only:
+            self._open()
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        self._lock = ExclusiveFileLock(self._path)
+        try:
+            for stale in remove_stale_temporaries(self._path):
+                logger.warning("removed %s, left by a write that a crash cut short", stale)
+            self._open_or_set_aside()
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _open(self) -> None:
+        self._db = TinyDB(self._path, storage=AtomicJSONStorage)
+        self._positions = self._db.table(_POSITIONS, cache_size=0)
+        self._meta = self._db.table(_META, cache_size=0)
+
+    def _open_or_set_aside(self) -> None:
+        """Open the file and read its snapshot; a damaged file goes aside and an empty store takes its place."""
+        try:
+            self._open()
+            self._saved = self.load()
+        except CorruptStore as damage:
+            aside = self._path.with_name(f"{POSITIONS_FILE}.damaged")
+            # The snapshot is derived from the log: kept for whoever wants to
+            # see what went wrong, never read again.
+            os.replace(self._path, aside)
+            logger.warning(
+                "%s; set aside as %s: the positions are rebuilt from the whole order log", damage, aside.name
+            )
+            self._open()
 
     def load(self) -> StoredPositions:
         """The latest snapshot: every position in it and the order-log sequence it includes."""
@@ -117,8 +136,7 @@ class TinyDBPositionStore:
                 positions.append(position_from_dict(document))
             except (DomainError, KeyError, TypeError, ValueError) as error:
                 raise CorruptStore(
-                    f"{self._path}: position document {document.doc_id} is not a valid position ({error}); "
-                    "move the file aside and restart to rebuild positions from the order log"
+                    f"{self._path}: position document {document.doc_id} is not a valid position ({error})"
                 ) from error
         meta = self._meta.all()
         sequence = meta[0].get("applied_sequence", 0) if meta else 0

@@ -6,10 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trading_orders.adapters.storage.tinydb_store.order_index import INDEX_FILE
 from trading_orders.adapters.storage.tinydb_store.order_log import ORDER_LOG_FILE, JsonLinesOrderLog
 from trading_orders.adapters.storage.tinydb_store.parts import OrderLog, StoredPositions
 from trading_orders.adapters.storage.tinydb_store.position_snapshots import POSITIONS_FILE, TinyDBPositionStore
 from trading_orders.adapters.storage.tinydb_store.trade_log import JsonLinesTradeLog
+from trading_orders.application.errors import CorruptStore
 from trading_orders.domain.model import DomainError, Position, PositionScope
 from trading_orders.domain.portfolio import Portfolio
 
@@ -32,12 +34,17 @@ class VerificationReport:
 
 @dataclass(frozen=True, slots=True)
 class DirectoryVerification:
-    """verify's findings on a data directory, with the files it read."""
+    """verify's findings on a data directory, with the files it read.
+
+    ``damaged`` names each file derived from the log that cannot be used,
+    and why: start-up sets it aside and rebuilds it from the log.
+    """
 
     report: VerificationReport
     order_log_path: Path
     positions_path: Path
     torn_tail: int
+    damaged: tuple[tuple[Path, str], ...] = ()
 
 
 def verify_directory(
@@ -52,14 +59,26 @@ def verify_directory(
     # opened after the snapshot holds every entry the snapshot applied. The
     # other order can pair an old log with a newer snapshot and call a
     # healthy service's log truncated.
-    stored = TinyDBPositionStore(directory, read_only=True).load()
+    damaged: list[tuple[Path, str]] = []
+    try:
+        stored: StoredPositions | None = TinyDBPositionStore(directory, read_only=True).load()
+    except CorruptStore as damage:
+        stored = None
+        damaged.append((directory / POSITIONS_FILE, str(damage).removeprefix(f"{directory / POSITIONS_FILE}: ")))
     order_log = JsonLinesOrderLog(directory, read_only=True)
     try:
         order_log.check()
         JsonLinesTradeLog(directory, read_only=True).check()
-        report = verify(stored, order_log, scope, replayed)
+        index_damage = order_log.index_damage()
+        if index_damage is not None:
+            damaged.append((directory / INDEX_FILE, index_damage))
+        if stored is None:
+            # No snapshot to compare: the log's own check is all there is.
+            report = VerificationReport(order_log.last_sequence(), 0, 0)
+        else:
+            report = verify(stored, order_log, scope, replayed)
         return DirectoryVerification(
-            report, directory / ORDER_LOG_FILE, directory / POSITIONS_FILE, order_log.torn_tail
+            report, directory / ORDER_LOG_FILE, directory / POSITIONS_FILE, order_log.torn_tail, tuple(damaged)
         )
     finally:
         order_log.close()

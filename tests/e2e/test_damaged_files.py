@@ -1,0 +1,132 @@
+"""Damaged data files at start-up: what is derived from the order log is rebuilt, the rest refused in one line."""
+
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.e2e.conftest import ServiceFactory
+from tests.support.service_process import ServiceProcess, all_pages
+
+PROFILE = {"U1": {"S1": ["ACC", "INFY", "TCS"]}, "U2": {"S1": ["ACC"]}}
+ORDERS = [("ACC", "BUY"), ("INFY", "BUY"), ("ACC", "SELL"), ("TCS", "BUY"), ("ACC", "BUY")]
+Damage = Callable[[Path], None]
+
+
+def random_bytes(path: Path) -> None:
+    """Overwrite the file with 8 KiB of bytes no writer of it would produce."""
+    path.write_bytes(random.Random(path.name).randbytes(8192))
+
+
+def truncated(path: Path) -> None:
+    """Cut the file to 8 KiB, or to half its size when it is smaller."""
+    size = path.stat().st_size
+    os.truncate(path, 8192 if size > 8192 else size // 2)
+
+
+def a_directory(path: Path) -> None:
+    """Put a directory where the file was."""
+    path.unlink()
+    path.mkdir()
+
+
+def record_orders(service_factory: ServiceFactory) -> dict[str, Any]:
+    """Place ORDERS through a real service, stop it, and return what it served: orders, each order, positions."""
+    with service_factory(PROFILE) as service:
+        for number, (instrument, side) in enumerate(ORDERS):
+            body = {"STRATEGY": "S1", "INSTRUMENT": instrument, "POSITION": side}
+            headers = {"Idempotency-Key": f"key-{number}"}
+            requests.post(f"{service.base_url}/create_order", json=body, headers=headers, timeout=5).raise_for_status()
+        return served(service)
+
+
+def served(service: ServiceProcess) -> dict[str, Any]:
+    orders = all_pages(service.base_url, "orders")
+    return {
+        "orders": orders,
+        "each": [requests.get(f"{service.base_url}/orders/{o['order_id']}", timeout=5).json() for o in orders],
+        "positions": requests.get(f"{service.base_url}/positions", timeout=5).json(),
+        "trades": all_pages(service.base_url, "trades"),
+    }
+
+
+def verify(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "trading_orders", "verify", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+    )
+
+
+def warnings_in(service: ServiceProcess) -> list[str]:
+    return [line for line in service.output().splitlines() if " WARNING " in line]
+
+
+@pytest.mark.parametrize(
+    ("file_name", "damage", "says"),
+    [
+        ("order_index.sqlite3", random_bytes, "file is not a database"),
+        ("order_index.sqlite3", truncated, "database disk image is malformed"),
+        ("positions.json", random_bytes, "not valid JSON at byte"),
+        ("positions.json", truncated, "not valid JSON at byte"),
+    ],
+)
+def test_a_damaged_derived_file_is_reported_by_verify_then_rebuilt_from_the_log_with_one_warning(
+    service_factory: ServiceFactory, data_dir: Path, file_name: str, damage: Damage, says: str
+) -> None:
+    before = record_orders(service_factory)
+    damaged = data_dir / file_name
+    damage(damaged)
+    kept = damaged.read_bytes()
+
+    checked = verify(data_dir)
+    assert checked.returncode == 3, checked.stdout + checked.stderr
+    assert f"DAMAGED: {damaged}: {says}" in checked.stdout
+    assert "start-up sets it aside and rebuilds it from the order log" in checked.stdout
+
+    with service_factory(PROFILE) as restarted:
+        (warning,) = warnings_in(restarted)
+        assert str(damaged) in warning and says in warning and "rebuil" in warning, warning
+        assert served(restarted) == before, "every order, position and trade reads back as before"
+    assert (data_dir / f"{file_name}.damaged").read_bytes() == kept, "the damaged file is set aside, not lost"
+    rechecked = verify(data_dir)
+    assert rechecked.returncode == 0, rechecked.stdout + rechecked.stderr
+
+
+@pytest.mark.parametrize(
+    ("file_name", "damage", "serves"),
+    [
+        ("order_log.jsonl", random_bytes, False),
+        ("order_log.jsonl", truncated, False),  # the snapshot applied orders the log no longer holds
+        ("order_log.jsonl", a_directory, False),
+        ("trades.jsonl", random_bytes, False),
+        ("trades.jsonl", a_directory, False),
+        ("positions.json", random_bytes, True),
+        ("positions.json", truncated, True),
+        ("positions.json", a_directory, False),
+        ("order_index.sqlite3", random_bytes, True),
+        ("order_index.sqlite3", truncated, True),
+        ("order_index.sqlite3", a_directory, False),
+    ],
+)
+def test_start_up_over_a_damaged_file_serves_or_refuses_in_one_line_never_a_traceback(
+    service_factory: ServiceFactory, data_dir: Path, file_name: str, damage: Damage, serves: bool
+) -> None:
+    record_orders(service_factory)
+    damage(data_dir / file_name)
+    service = service_factory(PROFILE)
+    if serves:
+        with service:
+            assert requests.get(f"{service.base_url}/health", timeout=5).status_code == 200
+    else:
+        with pytest.raises(RuntimeError, match="exited with 1"):
+            service.start()
+        (line,) = [line for line in service.output().splitlines() if "cannot start" in line]
+        assert f"{data_dir / file_name}" in line, line
+    assert "Traceback" not in service.output()
