@@ -189,6 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     except (TransferError, StartupError, StorageUnavailable, OSError) as error:
         print(f"trading-orders {args.command}: {error}", file=sys.stderr)
         return 1
+    if chosen.store != "tinydb":
+        # Their positions and order log change in one database transaction; a
+        # TinyDB check of their data directory would find no files and say OK.
+        print(
+            f"cannot verify: verify checks the TinyDB store's files; the configured store is {chosen.store}, "
+            "whose positions change with its order log in one transaction",
+            file=sys.stderr,
+        )
+        return 2
     if not data_dir.is_dir():
         print(f"cannot verify: {data_dir} is not a directory", file=sys.stderr)
         return 2
