@@ -14,7 +14,7 @@ import uvicorn
 from rich.console import Console
 from rich.progress import Progress
 
-from trading_orders.application.errors import StartupError
+from trading_orders.application.errors import StartupError, StorageUnavailable
 from trading_orders.ascii_numbers import ascii_number
 from trading_orders.bootstrap import build_container, create_app_or_exit
 from trading_orders.domain.model import PositionScope
@@ -196,9 +196,18 @@ def main(argv: list[str] | None = None) -> int:
             orders, positions = run_import(chosen, args.source)
             print(f"imported {orders} orders ({chosen.store}): {positions} open positions, trades rebuilt")
             return 0
-    except (TransferError, StartupError, OSError) as error:
+    except (TransferError, StartupError, StorageUnavailable, OSError) as error:
         print(f"trading-orders {args.command}: {error}", file=sys.stderr)
         return 1
+    if chosen.store != "tinydb":
+        # Their positions and order log change in one database transaction; a
+        # TinyDB check of their data directory would find no files and say OK.
+        print(
+            f"cannot verify: verify checks the TinyDB store's files; the configured store is {chosen.store}, "
+            "whose positions change with its order log in one transaction",
+            file=sys.stderr,
+        )
+        return 2
     if not data_dir.is_dir():
         print(f"cannot verify: {data_dir} is not a directory", file=sys.stderr)
         return 2
@@ -206,13 +215,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_export(settings: Settings, output: Path) -> tuple[int, int]:
-    """Export the configured store; the TinyDB files are read read-only, safe while the service runs."""
+    """Export the configured store as it is at one moment, read-only, safe while the service runs; the counts."""
     if settings.store == "memory":
         raise TransferError("the memory store keeps nothing to export")
     container = build_container(settings)
     try:
-        order_log, positions, orders = container.export_view()
-        return orders, export_orders(order_log, positions, orders, output)
+        entries, positions, orders = container.export_view()
+        return export_orders(entries, positions, orders, output)
     finally:
         container.shutdown_resources()
 

@@ -2,6 +2,7 @@
 
 import errno
 import json
+import logging
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -92,20 +93,34 @@ def test_a_failed_write_keeps_the_previous_content_in_memory_and_on_disk(
     store.close()
 
 
-def test_a_damaged_file_is_refused_with_its_name_and_byte_offset_and_left_alone(tmp_path: Path) -> None:
+def test_a_damaged_file_is_named_with_its_byte_offset_by_a_reader_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / POSITIONS_FILE
     path.write_text('{"positions": {"1": {"user": "U1",,}}}')
     with pytest.raises(CorruptStore, match=rf"{path}: not valid JSON at byte 34"):
-        TinyDBPositionStore(tmp_path)
+        TinyDBPositionStore(tmp_path, read_only=True)
     assert path.read_text() == '{"positions": {"1": {"user": "U1",,}}}'
 
 
-def test_a_hand_edited_position_is_refused_naming_the_document(tmp_path: Path) -> None:
-    (tmp_path / POSITIONS_FILE).write_text(json.dumps({"positions": {"4": {"user": "U1"}}}))
-    store = TinyDBPositionStore(tmp_path)
-    with pytest.raises(CorruptStore, match="position document 4 is not a valid position"):
-        store.load()
+@pytest.mark.parametrize(
+    ("damaged", "says"),
+    [
+        ('{"positions": {"1": {"user": "U1",,}}}', "not valid JSON at byte 34"),
+        (json.dumps({"positions": {"4": {"user": "U1"}}}), "position document 4 is not a valid position"),
+    ],
+)
+def test_a_writer_sets_a_damaged_snapshot_aside_and_starts_empty_saying_why(
+    tmp_path: Path, damaged: str, says: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The snapshot is derived from the order log: the store rebuilds it by a replay of the whole log.
+    path = tmp_path / POSITIONS_FILE
+    path.write_text(damaged)
+    with caplog.at_level(logging.WARNING):
+        store = TinyDBPositionStore(tmp_path)
+    assert store.load() == StoredPositions((), 0, None)
     store.close()
+    assert (tmp_path / f"{POSITIONS_FILE}.damaged").read_text() == damaged
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert says in warning and "set aside as positions.json.damaged" in warning
 
 
 def test_a_second_owner_is_refused_while_the_first_holds_the_store(tmp_path: Path) -> None:

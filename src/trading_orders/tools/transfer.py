@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.progress import Progress
 
 from trading_orders.application.errors import StartupError, StorageUnavailable
-from trading_orders.application.ports import OrderLogReader, OrderStore
+from trading_orders.application.ports import OrderStore
 from trading_orders.domain.model import DomainError, OrderLogEntry, Position
 from trading_orders.json_records import entry_from_dict, entry_to_dict, position_to_dict
 
@@ -21,20 +21,28 @@ class TransferError(RuntimeError):
     """An export or import could not be done; the message says why."""
 
 
-def export_orders(order_log: OrderLogReader, positions: Iterable[Position], orders: int, output: Path) -> int:
-    """Write every order, oldest first, then every open position, to ``output``; returns the positions written."""
+def export_orders(
+    entries: Iterable[OrderLogEntry], positions: Iterable[Position], orders: int, output: Path
+) -> tuple[int, int]:
+    """Write every order, oldest first, then every open position, to ``output``; returns how many of each it wrote.
+
+    ``entries`` and ``positions`` must be one moment of the store (``orders``
+    is how many entries that moment holds, for the progress bar), or the
+    export will not import.
+    """
     temporary = output.with_name(f".{output.name}.partial")
-    written = 0
+    orders_written = positions_written = 0
     with temporary.open("w", encoding="utf-8") as handle, Progress(transient=True) as progress:
         task = progress.add_task("exporting orders", total=orders)
-        for entry in order_log.entries_after(0):
+        for entry in entries:
             handle.write(json.dumps({"kind": "order", **entry_to_dict(entry)}) + "\n")
+            orders_written += 1
             progress.advance(task)
         for position in positions:
             handle.write(json.dumps({"kind": "position", **position_to_dict(position)}) + "\n")
-            written += 1
+            positions_written += 1
     os.replace(temporary, output)
-    return written
+    return orders_written, positions_written
 
 
 async def import_orders(source: Path, store: OrderStore) -> tuple[int, int]:

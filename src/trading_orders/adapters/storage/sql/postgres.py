@@ -15,7 +15,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from trading_orders.adapters.storage.sql.batches import BatchConnection
-from trading_orders.adapters.storage.sql.schema import ColumnTypes, versions_after
+from trading_orders.adapters.storage.sql.schema import ColumnTypes, Sql, versions_after
 from trading_orders.adapters.storage.sql.store import SqlOrderStore
 from trading_orders.application.errors import OrderInDoubt, StorageUnavailable
 from trading_orders.domain.model import PositionScope
@@ -173,6 +173,22 @@ class PostgresOrderStore(SqlOrderStore):
                     yield _PostgresSql(connection, self.where)
             except psycopg.Error as error:
                 raise StorageUnavailable(f"the order was not recorded in {self.where}: {error}") from error
+
+    @contextmanager
+    def _read_only_transaction(self) -> Iterator[_PostgresSql]:
+        with self._connection() as connection:
+            try:
+                with connection.transaction():
+                    # One snapshot for every statement, and the server refuses any write.
+                    connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    yield _PostgresSql(connection, self.where)
+            except psycopg.Error as error:
+                raise StorageUnavailable(f"cannot read {self.where}: {error}") from error
+
+    def _schema_version(self, sql: Sql) -> int:
+        if sql.rows("SELECT to_regclass('schema_migrations') IS NULL")[0][0]:
+            return 0
+        return int(sql.rows("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")[0][0])
 
     def _begin_batch(self) -> _PostgresBatch:
         try:

@@ -63,6 +63,10 @@ def migrations(types: ColumnTypes) -> tuple[tuple[str, ...], ...]:
     )
 
 
+# The version migrations() brings a database to: one per step.
+SCHEMA_VERSION = len(migrations(ColumnTypes(integer="", row_id="")))
+
+
 def versions_after(version: int, types: ColumnTypes) -> Iterator[tuple[int, tuple[str, ...]]]:
     """Each schema version after ``version``, with the statements that bring the one before it up to it."""
     return enumerate(migrations(types)[version:], start=version + 1)

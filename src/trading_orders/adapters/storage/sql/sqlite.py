@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from trading_orders.adapters.storage.sql.batches import BatchConnection
-from trading_orders.adapters.storage.sql.schema import ColumnTypes, versions_after
+from trading_orders.adapters.storage.sql.schema import ColumnTypes, Sql, versions_after
 from trading_orders.adapters.storage.sql.store import SqlOrderStore
 from trading_orders.application.errors import StorageUnavailable
 from trading_orders.domain.model import PositionScope
@@ -130,6 +130,28 @@ class SqliteOrderStore(SqlOrderStore):
     @contextmanager
     def _reading(self) -> Iterator[_SqliteSql]:
         yield _SqliteSql(self._connection())
+
+    @contextmanager
+    def _read_only_transaction(self) -> Iterator[_SqliteSql]:
+        # A connection of its own, opened read-only (mode=ro), so even a bug
+        # cannot write; WAL gives the deferred transaction one snapshot from
+        # its first read to its end, whatever commits meanwhile.
+        try:
+            connection = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30, isolation_level=None
+            )
+        except sqlite3.Error as error:
+            raise StorageUnavailable(f"cannot open {self.path} read-only: {error}") from error
+        try:
+            connection.execute("BEGIN")
+            yield _SqliteSql(connection)
+        except sqlite3.Error as error:
+            raise StorageUnavailable(f"cannot read {self.path}: {error}") from error
+        finally:
+            connection.close()
+
+    def _schema_version(self, sql: Sql) -> int:
+        return int(sql.rows("PRAGMA user_version")[0][0])
 
     def _writer(self) -> sqlite3.Connection:
         with self._idle_lock:

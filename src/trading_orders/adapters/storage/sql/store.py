@@ -7,13 +7,13 @@ import json
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Collection, Iterator
-from contextlib import AbstractContextManager, asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any, TypeVar
 
 from trading_orders.adapters.storage.cursors import decimal_cursor, not_handed_out
 from trading_orders.adapters.storage.sql.batches import BatchConnection, order_needs
-from trading_orders.adapters.storage.sql.schema import Sql, position_of
+from trading_orders.adapters.storage.sql.schema import SCHEMA_VERSION, Sql, position_of
 from trading_orders.adapters.storage.sql.writer import BatchWriter, Turn
 from trading_orders.application.errors import StartupError
 from trading_orders.application.ports import StoreState
@@ -22,6 +22,8 @@ from trading_orders.domain.portfolio import PortfolioSlice
 from trading_orders.json_records import entry_from_dict, parse_time
 
 _BATCH = 200
+_POSITIONS = "SELECT username, strategy, instrument, order_id, opened_at FROM positions"
+_ENTRIES_AFTER = "SELECT sequence, entry FROM orders WHERE sequence > ? ORDER BY sequence LIMIT ?"
 
 Done = TypeVar("Done")
 
@@ -92,6 +94,14 @@ class SqlOrderStore(ABC):
         """A connection to read with, outside any order's transaction."""
 
     @abstractmethod
+    def _read_only_transaction(self) -> AbstractContextManager[Sql]:
+        """One read-only transaction on one connection: every read in it sees the database at one moment."""
+
+    @abstractmethod
+    def _schema_version(self, sql: Sql) -> int:
+        """The schema version the database holds, 0 when it holds no tables of the store; changes nothing."""
+
+    @abstractmethod
     def _writing(self) -> AbstractContextManager[Sql]:
         """A transaction for start-up's own writes; commits on exit, rolls back on error."""
 
@@ -121,6 +131,18 @@ class SqlOrderStore(ABC):
             )
         return 0
 
+    @contextmanager
+    def snapshot(self) -> Iterator[SqlSnapshot]:
+        """The orders and open positions at one moment, in one read-only transaction; creates or migrates nothing."""
+        with self._read_only_transaction() as sql:
+            version = self._schema_version(sql)
+            if version != SCHEMA_VERSION:
+                raise StartupError(
+                    f"{self.where} holds schema version {version}, not {SCHEMA_VERSION}: "
+                    "start the service on it once to create or migrate its tables"
+                )
+            yield SqlSnapshot(sql)
+
     @asynccontextmanager
     async def transaction(
         self, strategy: str, instrument: str, users: Collection[str], idempotency_key: str | None = None
@@ -141,10 +163,7 @@ class SqlOrderStore(ABC):
                 values.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._reading() as sql:
-            rows = sql.rows(
-                f"SELECT username, strategy, instrument, order_id, opened_at FROM positions {where} ORDER BY id",
-                values,
-            )
+            rows = sql.rows(f"{_POSITIONS} {where} ORDER BY id", values)
         return [position_of(row) for row in rows]
 
     def state(self) -> StoreState:
@@ -167,24 +186,12 @@ class SqlOrderStore(ABC):
 
     def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
         """The entries with a sequence above ``sequence``, oldest first, read in batches."""
-        query = "SELECT sequence, entry FROM orders WHERE sequence > ? ORDER BY sequence LIMIT ?"
-        for _, entry in self._pages(query, sequence):
+        for _, entry in self._pages(_ENTRIES_AFTER, sequence):
             yield entry_from_dict(json.loads(entry))
 
     def _pages(self, query: str, start: int) -> Iterator[tuple[Any, ...]]:
-        """The rows ``query`` answers, read ``_BATCH`` at a time, each read from the last row's key.
-
-        ``query`` takes the key to read from, then the limit; a row's first
-        column is its key. No connection is held between reads.
-        """
-        key = start
-        while True:
-            with self._reading() as sql:
-                rows = sql.rows(query, (key, _BATCH))
-            yield from rows
-            if len(rows) < _BATCH:
-                return
-            key = rows[-1][0]
+        """The rows ``query`` answers, read in pages; no connection is held between reads."""
+        return _pages(self._reading, query, start)
 
     def _check_handed_out(self, lookup: str, cursor: str | None, key: int) -> None:
         """Raise InvalidCursor unless ``cursor`` names a row ``lookup`` finds: one beyond the log is no page."""
@@ -212,10 +219,35 @@ class SqlOrderStore(ABC):
             yield str(row[0]), Trade(row[1], row[2], row[3], row[4], parse_time(row[5]), row[6], parse_time(row[7]))
 
 
-def open_export_view(store: SqlOrderStore) -> Iterator[tuple[SqlOrderStore, list[Position], int]]:
-    """The store as an export reads it: its order log, its open positions, and the log's length."""
-    store.recover()
-    yield store, store.positions(), store.state().last_sequence
+class SqlSnapshot:
+    """The orders and open positions as one read-only transaction sees them: nothing committed later shows."""
+
+    def __init__(self, sql: Sql) -> None:
+        """Read through ``sql``, a connection inside its read-only transaction."""
+        self._sql = sql
+
+    def positions(self) -> list[Position]:
+        """Every open position, in the order they were opened."""
+        return [position_of(row) for row in self._sql.rows(f"{_POSITIONS} ORDER BY id")]
+
+    def last_sequence(self) -> int:
+        """The sequence of the newest order, 0 when there is none."""
+        return int(self._sql.rows("SELECT COALESCE(MAX(sequence), 0) FROM orders")[0][0])
+
+    def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
+        """The entries with a sequence above ``sequence``, oldest first, read in batches."""
+        for _, entry in _pages(lambda: nullcontext(self._sql), _ENTRIES_AFTER, sequence):
+            yield entry_from_dict(json.loads(entry))
+
+
+def open_export_view(store: SqlOrderStore) -> Iterator[tuple[Iterator[OrderLogEntry], list[Position], int]]:
+    """The store as an export reads it: its orders, its open positions and the log's length, at one moment.
+
+    Read in one read-only transaction, so an order committed meanwhile is in
+    none of the three or in all; nothing is created, migrated or written.
+    """
+    with store.snapshot() as snapshot:
+        yield snapshot.entries_after(0), snapshot.positions(), snapshot.last_sequence()
 
 
 class SqlTradeReader:
@@ -228,6 +260,22 @@ class SqlTradeReader:
     def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, Trade]]:
         """(cursor, trade) newest first."""
         return self._store.trades_newest_first(cursor)
+
+
+def _pages(reading: Callable[[], AbstractContextManager[Sql]], query: str, start: int) -> Iterator[tuple[Any, ...]]:
+    """The rows ``query`` answers, read ``_BATCH`` at a time, each read from the last row's key.
+
+    ``query`` takes the key to read from, then the limit; a row's first
+    column is its key. Each page is read on the connection ``reading`` gives.
+    """
+    key = start
+    while True:
+        with reading() as sql:
+            rows = sql.rows(query, (key, _BATCH))
+        yield from rows
+        if len(rows) < _BATCH:
+            return
+        key = rows[-1][0]
 
 
 def _cursor(cursor: str | None) -> int:

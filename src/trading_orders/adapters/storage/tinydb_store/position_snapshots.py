@@ -82,7 +82,7 @@ class TinyDBPositionStore:
         """Open (or create) the store in ``directory``; one writing process at a time.
 
         ``read_only`` takes no lock and never writes, so it can inspect the
-        store of a running service; load() raises CorruptStore if the file is
+        store of a running service; it raises CorruptStore if the file is
         damaged. A writer sets a damaged file aside as ``positions.json.damaged``
         and starts from no snapshot, so the whole order log is replayed.
         """

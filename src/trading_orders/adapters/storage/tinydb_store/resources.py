@@ -17,8 +17,7 @@ from trading_orders.adapters.storage.tinydb_store.position_snapshots import Tiny
 from trading_orders.adapters.storage.tinydb_store.replay import replay_log_tail
 from trading_orders.adapters.storage.tinydb_store.store import TinyDBOrderStore
 from trading_orders.adapters.storage.tinydb_store.trade_log import JsonLinesTradeLog
-from trading_orders.application.ports import OrderLogReader
-from trading_orders.domain.model import Position, PositionScope
+from trading_orders.domain.model import OrderLogEntry, Position, PositionScope
 
 
 def open_tinydb_store(
@@ -55,8 +54,14 @@ def open_memory_store(
         store.close()
 
 
-def open_read_only_files(directory: Path, scope: PositionScope) -> Iterator[tuple[OrderLogReader, list[Position], int]]:
-    """The order log, the open positions at its end and its length, read without a lock: safe beside a service."""
+def open_read_only_files(
+    directory: Path, scope: PositionScope
+) -> Iterator[tuple[Iterator[OrderLogEntry], list[Position], int]]:
+    """The order log's entries, the open positions at its end and its length, read without a lock.
+
+    Safe beside a service: the log is read up to the end it had when opened,
+    and the positions are replayed to that same end.
+    """
     # The snapshot before the log, as in verify_directory: the log only
     # grows, so one opened after the snapshot holds everything it applied.
     stored = TinyDBPositionStore(directory, read_only=True).load()
@@ -66,6 +71,6 @@ def open_read_only_files(directory: Path, scope: PositionScope) -> Iterator[tupl
         # The snapshot may be some orders behind the log: replay them in
         # memory (their trades are already in the trade log or will be).
         portfolio, _ = replay_log_tail(stored, order_log, InMemoryTradeLog(), scope)
-        yield order_log, list(portfolio), order_log.last_sequence()
+        yield order_log.entries_after(0), list(portfolio), order_log.last_sequence()
     finally:
         order_log.close()
