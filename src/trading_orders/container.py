@@ -58,8 +58,18 @@ class Container(containers.DeclarativeContainer):
     memory_store = providers.Resource(
         open_memory_store, scope=config.position_scope, policy=checkpoint_policy, restarts=restarts
     )
-    sqlite_store = providers.Singleton(SqliteOrderStore, directory=config.data_dir, scope=config.position_scope)
-    postgres_store = providers.Resource(open_postgres_store, url=config.database_url, scope=config.position_scope)
+    sqlite_store = providers.Singleton(
+        SqliteOrderStore,
+        directory=config.data_dir,
+        scope=config.position_scope,
+        lock_wait_seconds=config.lock_wait_seconds,
+    )
+    postgres_store = providers.Resource(
+        open_postgres_store,
+        url=config.database_url,
+        scope=config.position_scope,
+        lock_wait_seconds=config.lock_wait_seconds,
+    )
     order_store = providers.Selector(
         config.store, tinydb=tinydb_store, memory=memory_store, sqlite=sqlite_store, postgres=postgres_store
     )

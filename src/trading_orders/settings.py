@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trading_orders.adapters.storage.sql.writer import LOCK_WAIT_SECONDS
 from trading_orders.application.decision_feed import DEFAULT_BUFFER, DEFAULT_POLL_SECONDS
 from trading_orders.application.errors import StartupError
 from trading_orders.application.order_history import SCAN_BUDGET
@@ -57,6 +58,9 @@ class Settings(BaseSettings):
     # may wait for one follower before it is cut off (application.decision_feed).
     events_poll_seconds: float = Field(default=DEFAULT_POLL_SECONDS, gt=0, le=60)
     events_buffer: int = Field(default=DEFAULT_BUFFER, ge=1, le=1_000_000)
+    # How long an order of a SQL store waits for what another process holds
+    # (a lock, a connection) before it is refused 503 and not recorded.
+    lock_wait_seconds: float = Field(default=LOCK_WAIT_SECONDS, gt=0, le=600)
 
     @field_validator("store", "position_scope", "log_format", mode="before")
     @classmethod

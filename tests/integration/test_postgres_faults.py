@@ -2,13 +2,14 @@
 
 import asyncio
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 import pytest
 
 from tests.service.fakes import CountingIds, FixedProfile, SteppingClock
-from trading_orders.adapters.storage.sql.postgres import PostgresOrderStore
+from trading_orders.adapters.storage.sql.postgres import SEQUENCE_LOCK, PostgresOrderStore
 from trading_orders.application.errors import OrderInDoubt, StorageUnavailable
 from trading_orders.application.order_service import OrderService, PlacedOrder
 from trading_orders.domain.model import Order, PositionScope, Side
@@ -109,5 +110,36 @@ def test_a_lost_commit_that_cannot_be_asked_about_is_in_doubt_not_refused(
         _place(service, Order("S1", "ACC", Side.BUY), "k-1")
     monkeypatch.undo()
     # It was recorded: the retry with its key says so instead of placing it again.
+    again = _place(service, Order("S1", "ACC", Side.BUY), "k-1")
+    assert again.replayed and len(list(store.entries_after(0))) == 1
+
+
+def test_a_lost_commit_whose_sequence_lock_another_session_holds_is_in_doubt_within_the_settle_bound(
+    store: PostgresOrderStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = _service(store)
+    holders: list[psycopg.Connection[Any]] = []
+
+    def committed_then_the_sequence_lock_held_elsewhere(connection: psycopg.Connection[Any]) -> None:
+        # A peer takes the sequence lock right after this COMMIT and never lets go (vanished
+        # without a reset): settling must give up on it within settle_seconds, not wait.
+        holder = psycopg.connect(connection.info.dsn)
+        holders.append(holder)
+        real_commit(connection)
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (SEQUENCE_LOCK,))
+        connection.close()
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    _fail_next_commit(monkeypatch, committed_then_the_sequence_lock_held_elsewhere)
+    with ThreadPoolExecutor(1) as placing:
+        settling = placing.submit(_place, service, Order("S1", "ACC", Side.BUY), "k-1")
+        try:
+            # settle_seconds is 2: far less than this, unless the wait has no bound.
+            error = settling.exception(timeout=2 + 15)
+        finally:
+            for holder in holders:
+                holder.close()
+    assert isinstance(error, OrderInDoubt) and "could not be asked" in str(error), error
+    # It was recorded: the retry with its key says so.
     again = _place(service, Order("S1", "ACC", Side.BUY), "k-1")
     assert again.replayed and len(list(store.entries_after(0))) == 1

@@ -5,6 +5,15 @@ class StorageUnavailable(Exception):
     """The store could not record an order; nothing of it was kept, and a retry may succeed."""
 
 
+class StoreBusy(StorageUnavailable):
+    """What an order waits for (a lock, a connection) stayed held for the whole wait bound; nothing of it was kept."""
+
+    def __init__(self, message: str, waited_seconds: float) -> None:
+        """``message`` names what stayed held, for the log; ``waited_seconds`` is the bound the order waited."""
+        super().__init__(message)
+        self.waited_seconds = waited_seconds
+
+
 class OrderInDoubt(StorageUnavailable):
     """The store cannot tell whether an order was recorded; a retry with its idempotency key finds out."""
 

@@ -45,6 +45,8 @@ class Health:
     store_reachable: bool
     last_sequence: int
     open_positions: int
+    # Why orders cannot be taken, in words a client may read, when the store says.
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +205,7 @@ class OrderService:
             store_reachable=state.reachable,
             last_sequence=state.last_sequence,
             open_positions=state.open_positions,
+            reason=state.reason,
         )
 
     def _ready(self) -> Profile:

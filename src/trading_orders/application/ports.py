@@ -80,6 +80,8 @@ class StoreState:
     last_sequence: int
     open_positions: int
     reachable: bool
+    # Why it cannot take orders, in words a client may read (no paths, no hosts), when it can say.
+    reason: str | None = None
 
 
 class OrderTransaction(Protocol):

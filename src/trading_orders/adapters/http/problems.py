@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Scope
 
+from trading_orders.adapters.http.lanes import RETRY_AFTER_SECONDS
 from trading_orders.adapters.http.parameters import is_json_media_type
 from trading_orders.adapters.http.problem_details import (
     IDEMPOTENCY_KEY_REUSED,
@@ -20,6 +21,7 @@ from trading_orders.adapters.http.problem_details import (
     INVALID_CURSOR,
     NOT_READY,
     ORDER_IN_DOUBT,
+    STORE_BUSY,
     STORE_UNAVAILABLE,
     UNSUPPORTED_MEDIA_TYPE,
     VALIDATION,
@@ -32,6 +34,7 @@ from trading_orders.application.errors import (
     OrderInDoubt,
     ServiceNotStarted,
     StorageUnavailable,
+    StoreBusy,
 )
 
 logger = logging.getLogger(__name__)
@@ -103,7 +106,17 @@ async def _answer_store_failure(request: Request, error: Exception) -> JSONRespo
     incident = _incident()
     logger.error("%s %s not served (incident %s): %s", request.method, request.url.path, incident, error)
     kind = STORE_UNAVAILABLE
-    if isinstance(error, OrderInDoubt):
+    headers = None
+    if isinstance(error, StoreBusy):
+        # The bound is part of the answer: the client learns how long it was
+        # held, that nothing was kept, and when to try again.
+        kind = STORE_BUSY
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        detail = (
+            f"the order was not recorded: what it needs stayed held by another process for {error.waited_seconds:g} s; "
+            "retry with the same Idempotency-Key"
+        )
+    elif isinstance(error, OrderInDoubt):
         kind = ORDER_IN_DOUBT
         detail = (
             "the order may have been recorded: the store could not confirm it; retry with the same "
@@ -113,7 +126,7 @@ async def _answer_store_failure(request: Request, error: Exception) -> JSONRespo
         detail = "the order was not recorded: the store is unavailable; retry with the same Idempotency-Key"
     else:
         detail = "the store is unavailable; retry shortly"
-    return problem_response(kind, f"{detail} (incident {incident})", incident=incident)
+    return problem_response(kind, f"{detail} (incident {incident})", headers=headers, incident=incident)
 
 
 async def _answer_invalid_cursor(request: Request, error: Exception) -> JSONResponse:

@@ -256,9 +256,15 @@ class HealthAnswer(BaseModel):
     """Whether the service takes orders, and where its order log stands."""
 
     status: Literal["ok", "unavailable"] = Field(description="ok when orders can be taken.")
-    store_reachable: bool = Field(description="The order log's file is still in place and writable.")
+    store_reachable: bool = Field(
+        description="The store can take orders: its files in place and writable, its database answering and not held."
+    )
     last_sequence: int = Field(description="Sequence of the newest order in the log (0 when empty).")
     open_positions: int
+    reason: str | None = Field(
+        default=None,
+        description="Why orders cannot be taken now, when the store can say (e.g. a lock another process holds).",
+    )
 
 
 class Problem(BaseModel):

@@ -29,6 +29,8 @@ router = APIRouter()
         '`{"status": ...}`; with it, the store\'s state too.'
     ),
     responses={503: {"model": HealthAnswer, "description": "An order cannot be taken now."}},
+    # "reason" only when there is one: an ok body stays as it always was.
+    response_model_exclude_none=True,
 )
 @inject
 async def health(
@@ -54,6 +56,7 @@ async def health(
         store_reachable=state.store_reachable,
         last_sequence=state.last_sequence,
         open_positions=state.open_positions,
+        reason=state.reason,
     )
 
 

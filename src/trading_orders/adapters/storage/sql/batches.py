@@ -49,8 +49,11 @@ class BatchConnection(ABC, Generic[Connection]):
         self._where = where
 
     @abstractmethod
-    def take_locks(self, names: Sequence[str]) -> None:
-        """Wait for the locks ``names``, held until the transaction ends."""
+    def take_locks(self, names: Sequence[str], deadline: float) -> None:
+        """Wait until ``deadline`` (monotonic) for the locks ``names``, held until the transaction ends.
+
+        Raises StoreBusy when another transaction still holds one at the deadline.
+        """
 
     @abstractmethod
     def try_locks(self, names: Sequence[str]) -> set[str]:
@@ -221,8 +224,8 @@ class Batch:
                 held.append(position)
         return (self.recorded[needs.key] if needs.key is not None else None), held
 
-    def gather(self, own: OrderNeeds, others: Sequence[OrderNeeds], *, wait: bool) -> bool:
-        """Take the locks of ``own`` (waiting for them with ``wait``) and read all it needs; blocks.
+    def gather(self, own: OrderNeeds, others: Sequence[OrderNeeds], *, wait_until: float | None) -> bool:
+        """Take the locks of ``own`` (waiting for them until ``wait_until``, if given) and read all it needs; blocks.
 
         With them, and in the same round trips, it takes what it can of the
         locks of ``others`` (orders waiting for their turn, never waiting for
@@ -232,8 +235,8 @@ class Batch:
         Called in an order's turn (writer.BatchWriter.turn), as every change of a batch is.
         """
         missing = [name for name in own.locks if name not in self.locks]
-        if wait and missing:
-            self.connection.take_locks(missing)
+        if wait_until is not None and missing:
+            self.connection.take_locks(missing, wait_until)
             self.locks.update(missing)
         wanted = list(dict.fromkeys(name for needs in (own, *others) for name in needs.locks if name not in self.locks))
         if wanted:

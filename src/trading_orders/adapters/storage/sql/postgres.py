@@ -17,7 +17,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from trading_orders.adapters.storage.sql.batches import BatchConnection
 from trading_orders.adapters.storage.sql.schema import ColumnTypes, Sql, versions_after
 from trading_orders.adapters.storage.sql.store import SqlOrderStore
-from trading_orders.application.errors import OrderInDoubt, StorageUnavailable
+from trading_orders.adapters.storage.sql.writer import LOCK_WAIT_SECONDS
+from trading_orders.application.errors import OrderInDoubt, StorageUnavailable, StoreBusy
 from trading_orders.domain.model import PositionScope
 
 logger = logging.getLogger(__name__)
@@ -28,8 +29,12 @@ Done = TypeVar("Done")
 # orders and commit: sequences are assigned in commit order, gapless, and a
 # reader never sees sequence N+1 before N. Everything else a batch does runs
 # beside other processes' batches, under advisory locks per position key.
-_SEQUENCE_LOCK = 7_283_641_001
+SEQUENCE_LOCK = 7_283_641_001
 _MIGRATION_LOCK = 7_283_641_002
+# Processes starting together wait for each other's migration this long at most.
+_MIGRATION_WAIT_SECONDS = 30.0
+# How long /health waits for the sequence lock to learn it is free again.
+_HEALTH_PROBE_SECONDS = 1.0
 
 # The schema's column types in PostgreSQL's words; the applied versions are rows of schema_migrations.
 _COLUMN_TYPES = ColumnTypes(integer="BIGINT", row_id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
@@ -82,13 +87,17 @@ class _PostgresBatch(BatchConnection[psycopg.Connection[Any]]):
         super().__init__(connection, _PostgresSql(connection, store.where), store.where)
         self._store = store
 
-    def take_locks(self, names: Sequence[str]) -> None:
-        """Wait for the advisory locks of ``names``."""
+    def take_locks(self, names: Sequence[str], deadline: float) -> None:
+        """Wait until ``deadline`` for the advisory locks of ``names``; StoreBusy if one stays held."""
         connection = self._live()
         try:
             for id_ in sorted({lock_id(name) for name in names}):
                 # In one order everywhere, so two waiting batches never wait for each other.
+                _bound_lock_waits(connection, deadline - time.monotonic())
                 connection.execute("SELECT pg_advisory_xact_lock(%s)", (id_,))
+            _bound_lock_waits(connection, self._store.lock_wait_seconds)
+        except psycopg.errors.LockNotAvailable as error:
+            raise self._store.busy("the locks of the order's positions") from error
         except psycopg.Error as error:
             raise StorageUnavailable(f"cannot lock the order's positions in {self._store.where}: {error}") from error
 
@@ -110,11 +119,15 @@ class _PostgresBatch(BatchConnection[psycopg.Connection[Any]]):
         return {name for name, id_ in ids.items() if id_ in taken}
 
     def take_sequence_lock(self) -> None:
-        """Wait for the right to number orders; held until this batch's transaction ends."""
-        try:
-            self._live().execute("SELECT pg_advisory_xact_lock(%s)", (_SEQUENCE_LOCK,))
-        except psycopg.Error as error:
-            raise StorageUnavailable(f"the order was not recorded in {self._store.where}: {error}") from error
+        """Wait, at most the store's wait bound, for the right to number orders; held until the transaction ends."""
+        with self._store.waiting_for_every_order():
+            try:
+                # Bounded by the connection's lock_timeout, the store's wait bound.
+                self._live().execute("SELECT pg_advisory_xact_lock(%s)", (SEQUENCE_LOCK,))
+            except psycopg.errors.LockNotAvailable as error:
+                raise self._store.busy("the right to number its batch (the sequence lock)") from error
+            except psycopg.Error as error:
+                raise StorageUnavailable(f"the order was not recorded in {self._store.where}: {error}") from error
 
     def _send_commit(self, connection: psycopg.Connection[Any]) -> None:
         connection.commit()
@@ -139,15 +152,42 @@ class _PostgresBatch(BatchConnection[psycopg.Connection[Any]]):
 class PostgresOrderStore(SqlOrderStore):
     """Orders, trades, positions and idempotency keys in the PostgreSQL database at ``url``."""
 
-    def __init__(self, url: str, scope: PositionScope, pool_size: int = 8, settle_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        scope: PositionScope,
+        pool_size: int = 8,
+        settle_seconds: float = 10.0,
+        lock_wait_seconds: float = LOCK_WAIT_SECONDS,
+    ) -> None:
         """Connect lazily through a pool of up to ``pool_size`` connections.
 
         A COMMIT whose answer is lost with its connection is settled by asking
-        the database again for up to ``settle_seconds``.
+        the database again for up to ``settle_seconds``. An order waits at
+        most ``lock_wait_seconds`` for a connection or a lock.
         """
-        super().__init__(scope, _without_password(url))
+        super().__init__(scope, _without_password(url), lock_wait_seconds)
         self._settle_seconds = settle_seconds
-        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, timeout=settle_seconds)
+        # Half the pool for orders waiting for their locks: the open batch, its
+        # commit and the reads keep the other half.
+        self.waiting_connections = max(1, pool_size // 2)
+        self._pool = ConnectionPool(
+            url, min_size=1, max_size=pool_size, open=False, timeout=settle_seconds, configure=self._configure
+        )
+
+    def _configure(self, connection: psycopg.Connection[Any]) -> None:
+        # Every lock wait of every connection is bounded, whoever forgets to:
+        # the sequence lock, a row lock, an advisory lock of an order.
+        _bound_lock_waits(connection, self.lock_wait_seconds, local=False)
+        connection.commit()
+
+    def busy(self, waited_for: str) -> StoreBusy:
+        """The refusal of an order that waited the whole bound for ``waited_for``, which another transaction held."""
+        return StoreBusy(
+            f"the order was not recorded: another transaction held {waited_for} in {self.where} for "
+            f"{self.lock_wait_seconds:g} s",
+            self.lock_wait_seconds,
+        )
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -169,7 +209,7 @@ class PostgresOrderStore(SqlOrderStore):
         with self._connection() as connection:
             try:
                 with connection.transaction():
-                    connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SEQUENCE_LOCK,))
+                    connection.execute("SELECT pg_advisory_xact_lock(%s)", (SEQUENCE_LOCK,))
                     yield _PostgresSql(connection, self.where)
             except psycopg.Error as error:
                 raise StorageUnavailable(f"the order was not recorded in {self.where}: {error}") from error
@@ -190,11 +230,11 @@ class PostgresOrderStore(SqlOrderStore):
             return 0
         return int(sql.rows("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")[0][0])
 
-    def _begin_batch(self) -> _PostgresBatch:
+    def _begin_batch(self, deadline: float) -> _PostgresBatch:
         try:
             if self._pool.closed:
                 self._pool.open(wait=True, timeout=30)
-            connection = self._pool.getconn()
+            connection = self._pool.getconn(timeout=max(deadline - time.monotonic(), 0.001))
         except (psycopg.OperationalError, PoolTimeout) as error:
             raise StorageUnavailable(f"cannot reach {self.where}: {error}") from error
         # The transaction begins with the batch's first statement.
@@ -221,8 +261,11 @@ class PostgresOrderStore(SqlOrderStore):
                 with self._connection() as connection, connection.transaction():
                     # The committing transaction held the sequence lock to its
                     # very end: once this one has it, that COMMIT has happened
-                    # or never will (a dead server's locks die with it).
-                    connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SEQUENCE_LOCK,))
+                    # or never will (a dead server's locks die with it). A
+                    # peer that holds it without end is asked about again
+                    # until the deadline, never waited for past it.
+                    _bound_lock_waits(connection, deadline - time.monotonic())
+                    connection.execute("SELECT pg_advisory_xact_lock(%s)", (SEQUENCE_LOCK,))
                     found = connection.execute("SELECT 1 FROM orders WHERE order_id = %s", (witness,)).fetchone()
             except (psycopg.Error, StorageUnavailable) as failure:
                 if time.monotonic() + pause > deadline:
@@ -249,6 +292,7 @@ class PostgresOrderStore(SqlOrderStore):
     def _migrate(self) -> None:
         with self._connection() as connection, connection.transaction():
             # Processes starting together migrate one after the other.
+            _bound_lock_waits(connection, _MIGRATION_WAIT_SECONDS)
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             connection.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
             row = connection.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()
@@ -259,18 +303,39 @@ class PostgresOrderStore(SqlOrderStore):
                 connection.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
                 logger.info("%s: schema migrated to version %d", self.where, number)
 
+    def _free_again(self) -> bool:
+        """Whether the sequence lock can be had within a second; let go at once if so."""
+        try:
+            with self._connection() as connection, connection.transaction():
+                _bound_lock_waits(connection, min(_HEALTH_PROBE_SECONDS, self.lock_wait_seconds))
+                connection.execute("SELECT pg_advisory_xact_lock(%s)", (SEQUENCE_LOCK,))
+        except (psycopg.Error, StorageUnavailable):
+            return False
+        return True
+
     def close(self) -> None:
         """Close the pool's connections."""
         self._pool.close()
 
 
-def open_postgres_store(url: str, scope: PositionScope) -> Iterator[PostgresOrderStore]:
+def open_postgres_store(
+    url: str, scope: PositionScope, lock_wait_seconds: float = LOCK_WAIT_SECONDS
+) -> Iterator[PostgresOrderStore]:
     """The PostgreSQL store at ``url``, its connection pool closed when the resource is shut down."""
-    store = PostgresOrderStore(url, scope)
+    store = PostgresOrderStore(url, scope, lock_wait_seconds=lock_wait_seconds)
     try:
         yield store
     finally:
         store.close()
+
+
+def _bound_lock_waits(connection: psycopg.Connection[Any], seconds: float, *, local: bool = True) -> None:
+    """Make ``connection`` give up (LockNotAvailable) on a lock not granted within ``seconds``.
+
+    ``local``: until its transaction ends; else for the session.
+    """
+    milliseconds = max(int(seconds * 1000), 1)
+    connection.execute("SELECT set_config('lock_timeout', %s, %s)", (f"{milliseconds}ms", local))
 
 
 def _without_password(url: str) -> str:

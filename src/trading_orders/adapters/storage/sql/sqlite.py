@@ -7,6 +7,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,16 +16,23 @@ from typing import Any, TypeVar
 from trading_orders.adapters.storage.sql.batches import BatchConnection
 from trading_orders.adapters.storage.sql.schema import ColumnTypes, Sql, versions_after
 from trading_orders.adapters.storage.sql.store import SqlOrderStore
-from trading_orders.application.errors import StorageUnavailable
+from trading_orders.adapters.storage.sql.writer import LOCK_WAIT_SECONDS
+from trading_orders.application.errors import StorageUnavailable, StoreBusy
 from trading_orders.domain.model import PositionScope
 
 logger = logging.getLogger(__name__)
 
 SQLITE_FILE = "trading_orders.sqlite3"
-# Taken (flock) around every batch: a process waiting for another's batch
-# sleeps in the kernel and wakes when it ends, instead of polling SQLite's
-# write lock with the busy handler's growing sleeps.
+# Taken (flock) around every batch, so the processes' batches take turns on
+# it instead of on SQLite's write lock and its busy handler's growing sleeps.
 WRITER_LOCK_FILE = "trading_orders.sqlite3.writer-lock"
+# A process waiting for another's batch tries the flock again after this
+# pause, doubling up to the last: a kernel wait (LOCK_EX) has no deadline and
+# would hold a stopping process until the holder let go.
+_FIRST_PAUSE_SECONDS = 0.0005
+_LONGEST_PAUSE_SECONDS = 0.01
+# How long /health waits for the writer lock to learn it is free again.
+_HEALTH_PROBE_SECONDS = 1.0
 
 Done = TypeVar("Done")
 
@@ -65,7 +73,7 @@ class _SqliteBatch(BatchConnection[sqlite3.Connection]):
         self._store = store
         self._lock_fd = lock_fd
 
-    def take_locks(self, names: Sequence[str]) -> None:
+    def take_locks(self, names: Sequence[str], deadline: float) -> None:
         """Nothing to take: the batch holds the database's write lock whole."""
 
     def try_locks(self, names: Sequence[str]) -> set[str]:
@@ -97,12 +105,16 @@ class SqliteOrderStore(SqlOrderStore):
     and an order's statements never wait for it: they run on the event loop.
     """
 
-    def __init__(self, directory: Path, scope: PositionScope) -> None:
-        """Use (or create) the database in ``directory`` for positions held under ``scope``."""
+    def __init__(self, directory: Path, scope: PositionScope, lock_wait_seconds: float = LOCK_WAIT_SECONDS) -> None:
+        """Use (or create) the database in ``directory`` for positions held under ``scope``.
+
+        An order waits at most ``lock_wait_seconds`` for another process's batch, and so does every
+        statement for SQLite's own locks.
+        """
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / SQLITE_FILE
         self._writer_lock_path = directory / WRITER_LOCK_FILE
-        super().__init__(scope, str(self.path))
+        super().__init__(scope, str(self.path), lock_wait_seconds)
         self._local = threading.local()
         # Writers: a transaction may begin on one worker thread and commit on
         # another, so its connection is shared across threads (never by two
@@ -112,7 +124,9 @@ class SqliteOrderStore(SqlOrderStore):
 
     def _connect(self, *, shared: bool) -> sqlite3.Connection:
         try:
-            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=not shared)
+            connection = sqlite3.connect(
+                self.path, timeout=self.lock_wait_seconds, isolation_level=None, check_same_thread=not shared
+            )
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")
             connection.execute("PRAGMA foreign_keys=ON")
@@ -171,24 +185,49 @@ class SqliteOrderStore(SqlOrderStore):
         finally:
             self._give_back(connection)
 
-    def _begin_batch(self) -> _SqliteBatch:
+    def _begin_batch(self, deadline: float) -> _SqliteBatch:
+        lock_fd = self._open_writer_lock()
         try:
-            lock_fd = os.open(self._writer_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as error:
-            raise StorageUnavailable(f"cannot open {self._writer_lock_path}: {error.strerror}") from error
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            if not _flock_by(lock_fd, deadline):
+                raise StoreBusy(
+                    f"the order was not recorded: another process held {self._writer_lock_path} for "
+                    f"{self.lock_wait_seconds:g} s",
+                    self.lock_wait_seconds,
+                )
             connection = self._writer()
         except BaseException:
             os.close(lock_fd)
             raise
         try:
+            # SQLite's own write lock, which a process outside the flock (a
+            # start-up's migration, an import) may hold: waited for until the deadline too.
+            connection.execute(f"PRAGMA busy_timeout = {max(int((deadline - time.monotonic()) * 1000), 1)}")
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as error:
             os.close(lock_fd)
             self._give_back(connection)
+            if error.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                raise StoreBusy(
+                    f"the order was not recorded: another process held {self.path}'s write lock for "
+                    f"{self.lock_wait_seconds:g} s",
+                    self.lock_wait_seconds,
+                ) from error
             raise StorageUnavailable(f"cannot begin a transaction on {self.path}: {error}") from error
         return _SqliteBatch(self, connection, lock_fd)
+
+    def _open_writer_lock(self) -> int:
+        try:
+            return os.open(self._writer_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise StorageUnavailable(f"cannot open {self._writer_lock_path}: {error.strerror}") from error
+
+    def _free_again(self) -> bool:
+        """Whether the writer lock can be had within a second; let go at once if so."""
+        lock_fd = self._open_writer_lock()
+        try:
+            return _flock_by(lock_fd, time.monotonic() + min(_HEALTH_PROBE_SECONDS, self.lock_wait_seconds))
+        finally:
+            os.close(lock_fd)
 
     async def run_for_order(self, work: Callable[..., Done], *args: Any) -> Done:
         """Run one order's reads on the event loop: inside the batch's write lock, SQLite waits for nothing."""
@@ -231,3 +270,18 @@ class SqliteOrderStore(SqlOrderStore):
         if connection is not None:
             connection.close()
             self._local.connection = None
+
+
+def _flock_by(lock_fd: int, deadline: float) -> bool:
+    """Take an exclusive flock on ``lock_fd`` if it comes free by ``deadline`` (monotonic); whether it did."""
+    pause = _FIRST_PAUSE_SECONDS
+    while True:
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, _LONGEST_PAUSE_SECONDS)

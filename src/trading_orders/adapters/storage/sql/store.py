@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 from trading_orders.adapters.storage.cursors import decimal_cursor, not_handed_out
 from trading_orders.adapters.storage.sql.batches import BatchConnection, order_needs
 from trading_orders.adapters.storage.sql.schema import SCHEMA_VERSION, Sql, position_of
-from trading_orders.adapters.storage.sql.writer import BatchWriter, Turn
-from trading_orders.application.errors import StartupError
+from trading_orders.adapters.storage.sql.writer import LOCK_WAIT_SECONDS, BatchWriter, Turn
+from trading_orders.application.errors import StartupError, StoreBusy
 from trading_orders.application.ports import StoreState
 from trading_orders.domain.model import OrderLogEntry, Position, PositionScope, Trade
 from trading_orders.domain.portfolio import PortfolioSlice
@@ -57,11 +57,21 @@ class SqlOrderStore(ABC):
     orders, and how to create or migrate the schema.
     """
 
-    def __init__(self, scope: PositionScope, where: str) -> None:
-        """Hold positions under ``scope``; ``where`` names the database in messages."""
+    # How many orders may wait for their locks at once, each on a connection of its own.
+    waiting_connections = 1
+
+    def __init__(self, scope: PositionScope, where: str, lock_wait_seconds: float = LOCK_WAIT_SECONDS) -> None:
+        """Hold positions under ``scope``; ``where`` names the database in messages.
+
+        An order waits at most ``lock_wait_seconds`` for what another process holds.
+        """
         self.scope = scope
         self.where = where
+        self.lock_wait_seconds = lock_wait_seconds
         self._writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BatchWriter] = weakref.WeakKeyDictionary()
+        # What every order needs and the last one to wait for it gave up on,
+        # until an order gets it again or state() finds it free: /health says so.
+        self._held_elsewhere: str | None = None
 
     def _batch_writer(self) -> BatchWriter:
         # One per event loop: its turn is an asyncio lock, which serves one loop.
@@ -71,9 +81,10 @@ class SqlOrderStore(ABC):
             writer = self._writers[loop] = BatchWriter(self)
         return writer
 
-    def open_batch(self) -> tuple[BatchConnection[Any], datetime | None]:
-        """Begin a transaction for a batch of orders, and read when the newest order was received; blocks."""
-        connection = self._begin_batch()
+    def open_batch(self, deadline: float) -> tuple[BatchConnection[Any], datetime | None]:
+        """Begin a transaction for a batch of orders by ``deadline`` (monotonic), and read the newest order's time."""
+        with self.waiting_for_every_order():
+            connection = self._begin_batch(deadline)
         try:
             rows = connection.sql.rows("SELECT received_at FROM orders ORDER BY sequence DESC LIMIT 1")
         except BaseException:
@@ -81,9 +92,26 @@ class SqlOrderStore(ABC):
             raise
         return connection, parse_time(rows[0][0]) if rows else None
 
+    @contextmanager
+    def waiting_for_every_order(self) -> Iterator[None]:
+        """Around a wait for what every order needs: a StoreBusy from it means no order can be taken now."""
+        try:
+            yield
+        except StoreBusy as error:
+            self._held_elsewhere = str(error)
+            raise
+        self._held_elsewhere = None
+
     @abstractmethod
-    def _begin_batch(self) -> BatchConnection[Any]:
-        """Begin the database transaction of a batch of orders; blocks while another process holds what it needs."""
+    def _begin_batch(self, deadline: float) -> BatchConnection[Any]:
+        """Begin the database transaction of a batch of orders; waits until ``deadline`` for what another holds.
+
+        Raises StoreBusy when another process still holds it at the deadline.
+        """
+
+    @abstractmethod
+    def _free_again(self) -> bool:
+        """Whether what every order needs, and an order gave up waiting for, can be had again; waits briefly."""
 
     @abstractmethod
     async def run_for_order(self, work: Callable[..., Done], *args: Any) -> Done:
@@ -167,13 +195,19 @@ class SqlOrderStore(ABC):
         return [position_of(row) for row in rows]
 
     def state(self) -> StoreState:
-        """The log's length, the open positions, and whether the database answers."""
+        """The log's length, the open positions, and whether the database answers and orders can be taken."""
         try:
             with self._reading() as sql:
                 last = sql.rows("SELECT COALESCE(MAX(sequence), 0) FROM orders")[0][0]
                 held = sql.rows("SELECT COUNT(*) FROM positions")[0][0]
         except Exception:
             return StoreState(0, 0, reachable=False)
+        if self._held_elsewhere is not None:
+            if not self._free_again():
+                # Words for a client: what was held, never a path or a host.
+                reason = f"orders waited {self.lock_wait_seconds:g} s for a lock another process holds"
+                return StoreState(last, held, reachable=False, reason=reason)
+            self._held_elsewhere = None
         return StoreState(last, held, reachable=True)
 
     def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, OrderLogEntry]]:

@@ -6,6 +6,13 @@ has read what it needs. ``turn.commit(applied)`` adds the order to the batch
 and ends the turn, then waits for the batch's COMMIT; leaving the block
 without it adds nothing. The batch commits in a turn of its own, queued
 behind the orders that were waiting when it opened.
+
+An order whose lock another transaction holds does not wait in the open
+batch, which would hold up every other order of the process: it leaves the
+turn and waits in a batch of its own, on a connection of its own, decided and
+committed there alone. Every wait (for the turn, a connection, a lock) ends
+at the order's deadline, ``lock_wait_seconds`` after it asked for its turn;
+an order that reaches it is refused with StoreBusy and is in no batch.
 """
 
 from __future__ import annotations
@@ -14,16 +21,20 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any, NoReturn, Protocol, TypeVar
 
 from trading_orders.adapters.storage.sql.batches import Batch, BatchConnection, OrderNeeds
-from trading_orders.application.errors import StorageUnavailable
+from trading_orders.application.errors import StorageUnavailable, StoreBusy
 from trading_orders.domain.model import AppliedDecision, OrderLogEntry, PositionScope
 
 # How many waiting orders a batch reads for at once.
 _GATHERED = 64
+# How long an order waits, by default, for what another process holds: long
+# beside a batch (milliseconds), short beside a client's patience.
+LOCK_WAIT_SECONDS = 5.0
 
 Done = TypeVar("Done")
 
@@ -36,8 +47,18 @@ class BatchStore(Protocol):
         """The scope positions are held in."""
         ...
 
-    def open_batch(self) -> tuple[BatchConnection[Any], datetime | None]:
-        """Begin a transaction for a batch of orders, and read when the newest order was received; blocks."""
+    @property
+    def lock_wait_seconds(self) -> float:
+        """How long an order waits for what another process holds before it is refused."""
+        ...
+
+    @property
+    def waiting_connections(self) -> int:
+        """How many orders may wait for their locks at once, each in a batch on a connection of its own."""
+        ...
+
+    def open_batch(self, deadline: float) -> tuple[BatchConnection[Any], datetime | None]:
+        """Begin a transaction for a batch of orders by ``deadline`` (monotonic), and read the newest order's time."""
         ...
 
     async def run_for_order(self, work: Callable[..., Done], *args: Any) -> Done:
@@ -99,25 +120,32 @@ class BatchWriter:
         # them while it reads for the order whose turn it is.
         self._waiting: dict[OrderNeeds, None] = {}
         self._batch: Batch | None = None
+        # Each order waiting for a lock outside the open batch holds a
+        # connection: capped, so the open batch always finds one.
+        self._waiting_aside = asyncio.Semaphore(store.waiting_connections)
+        self._ending: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
     async def turn(self, needs: OrderNeeds) -> AsyncIterator[Turn]:
-        """The turn of the order of ``needs``: the open batch holds its locks and has read what it needs.
+        """The turn of the order of ``needs``: a batch holds its locks and has read what it needs.
 
-        Orders of this event loop take turns: the turn starts once every order
-        before it has committed or left, and ends at its commit or with the
-        block. A block left without a commit adds nothing to the batch, and a
-        batch that no order added to ends with it.
+        Orders of this event loop take turns at the open batch: the turn starts
+        once every order before it has committed or left, and ends at its
+        commit or with the block. An order whose lock another transaction holds
+        waits for it in a batch of its own instead, leaving the turn to the
+        others. A block left without a commit adds nothing to the batch, and a
+        batch that no order added to ends with it. Raises StoreBusy, with the
+        order in no batch, when the order's deadline passes while it waits.
         """
+        deadline = time.monotonic() + self._store.lock_wait_seconds
         self._waiting[needs] = None
         try:
-            await self._lock.acquire()
+            await self._take_turn(deadline)
         finally:
             self._waiting.pop(needs, None)
-        joining = asyncio.ensure_future(self._join(needs))
+        joining = asyncio.ensure_future(self._join(needs, deadline))
         try:
-            batch = await asyncio.shield(joining)
-            turn = Turn(batch, needs, self._store.scope, self._lock.release)
+            joined = await asyncio.shield(joining)
         except asyncio.CancelledError:
             # Its database work goes on; the next order's turn comes once it is done.
             joining.add_done_callback(lambda _: self._lock.release())
@@ -125,6 +153,13 @@ class BatchWriter:
         except BaseException:
             self._lock.release()
             raise
+        if joined is None:
+            self._lock.release()
+            async with self._aside(needs, deadline) as turn:
+                yield turn
+            return
+        batch = joined
+        turn = Turn(batch, needs, self._store.scope, self._lock.release)
         try:
             yield turn
         finally:
@@ -136,39 +171,105 @@ class BatchWriter:
             finally:
                 turn._end()
 
-    async def _join(self, needs: OrderNeeds) -> Batch:
-        """The open batch, holding the locks of ``needs`` and having read what it needs; in the order's turn."""
+    async def _take_turn(self, deadline: float) -> None:
+        """Wait for the order's turn at the open batch; StoreBusy once ``deadline`` passes."""
+        try:
+            async with asyncio.timeout(deadline - time.monotonic()):
+                await self._lock.acquire()
+        except TimeoutError:
+            raise self._busy("its turn: the orders before it waited for what another process holds") from None
+
+    def _busy(self, waited_for: str) -> StoreBusy:
+        seconds = self._store.lock_wait_seconds
+        return StoreBusy(f"the order was not recorded: it waited {seconds:g} s for {waited_for}", seconds)
+
+    async def _join(self, needs: OrderNeeds, deadline: float) -> Batch | None:
+        """The open batch, holding the locks of ``needs`` and having read what it needs; in the order's turn.
+
+        None when another transaction holds one of the locks: the order waits for it elsewhere.
+        """
         batch = self._batch
         if batch is not None and needs.key is not None and needs.key in batch.keys:
             # A retry of an order of this very batch must find it committed.
             await self._finish(batch)
             batch = None
-        if batch is not None:
-            if batch.covers(needs):
-                return batch
+        if batch is None:
             try:
-                joined = await self._store.run_for_order(
-                    functools.partial(batch.gather, wait=False), needs, self._others(needs)
-                )
+                batch = await self._open(deadline)
             except BaseException as error:
-                await self._abandon(batch, error)
                 _raise_as_unavailable(error)
-            if joined:
-                return batch
-            # Another process holds one of them: waiting for it while this
-            # batch holds locks others may wait for could deadlock, so the batch
-            # commits first and a new one waits holding nothing.
-            await self._finish(batch)
+        elif batch.covers(needs):
+            return batch
+        # Never waiting: a lock another transaction holds would hold up every order of the batch.
         try:
-            batch = await self._open()
+            joined = await self._store.run_for_order(
+                functools.partial(batch.gather, wait_until=None), needs, self._others(needs)
+            )
+        except BaseException as error:
+            await self._abandon(batch, error)
+            _raise_as_unavailable(error)
+        return batch if joined else None
+
+    @contextlib.asynccontextmanager
+    async def _aside(self, needs: OrderNeeds, deadline: float) -> AsyncIterator[Turn]:
+        """A turn at a batch of the order's own, once another transaction has let its locks go; off the turn.
+
+        No other order shares the batch, so the order is decided and committed
+        alone; the open batch cannot hold its locks meanwhile, and other
+        processes' orders on its keys wait for them as it did.
+        """
+        try:
+            async with asyncio.timeout(deadline - time.monotonic()):
+                await self._waiting_aside.acquire()
+        except TimeoutError:
+            raise self._busy("a connection: other orders held every one while they waited for locks") from None
+        waiting = asyncio.ensure_future(self._open_aside(needs, deadline))
+        try:
+            batch = await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            # The wait goes on in its thread until its deadline; its batch then ends, holding nothing.
+            waiting.add_done_callback(self._end_abandoned_aside)
+            raise
+        except BaseException:
+            self._waiting_aside.release()
+            raise
+        turn = Turn(batch, needs, self._store.scope, lambda: self._end_aside(batch))
+        try:
+            yield turn
+        finally:
+            turn._end()
+
+    async def _open_aside(self, needs: OrderNeeds, deadline: float) -> Batch:
+        try:
+            connection, last_received_at = await asyncio.to_thread(self._store.open_batch, deadline)
         except BaseException as error:
             _raise_as_unavailable(error)
+        batch = Batch(connection, last_received_at)
         try:
-            await asyncio.to_thread(batch.gather, needs, self._others(needs), wait=True)
+            await asyncio.to_thread(batch.gather, needs, (), wait_until=deadline)
         except BaseException as error:
             await self._abandon(batch, error)
             _raise_as_unavailable(error)
         return batch
+
+    def _end_aside(self, batch: Batch) -> None:
+        """Commit (or, with no order added, roll back) a batch of one waiting order, and free its connection."""
+
+        async def end() -> None:
+            try:
+                await self._finish(batch)
+            finally:
+                self._waiting_aside.release()
+
+        ending = asyncio.get_running_loop().create_task(end())
+        self._ending.add(ending)
+        ending.add_done_callback(self._ending.discard)
+
+    def _end_abandoned_aside(self, waiting: asyncio.Future[Batch]) -> None:
+        if waiting.cancelled() or waiting.exception() is not None:
+            self._waiting_aside.release()
+        else:
+            self._end_aside(waiting.result())
 
     def _others(self, needs: OrderNeeds) -> list[OrderNeeds]:
         # Taken just before the round trip: the orders that came while the batch opened are among them.
@@ -176,8 +277,8 @@ class BatchWriter:
             :_GATHERED
         ]
 
-    async def _open(self) -> Batch:
-        connection, last_received_at = await asyncio.to_thread(self._store.open_batch)
+    async def _open(self, deadline: float) -> Batch:
+        connection, last_received_at = await asyncio.to_thread(self._store.open_batch, deadline)
         batch = self._batch = Batch(connection, last_received_at)
         # Queued behind the orders already waiting for their turn: they join
         # this batch, and the orders that come after it form the next.
