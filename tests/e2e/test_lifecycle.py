@@ -87,7 +87,11 @@ def test_positions_of_a_strategy_dropped_from_the_profile_are_kept_listed_and_lo
     ("file_name", "damage", "says"),
     [
         ("positions.json", b'{"positions": {"1": {', "positions.json: not valid JSON at byte 21"),
-        ("order_log.jsonl", b"not an order\n", "order_log.jsonl: line 1 (byte 0) is not a valid order-log entry"),
+        (
+            "order_log.jsonl",
+            b"not an order\n",
+            "order_log.jsonl: line 1 (byte 0), sequence 1, is not a valid order-log entry",
+        ),
     ],
 )
 def test_a_damaged_data_file_stops_start_up_in_one_line_and_is_left_as_it_was(

@@ -55,6 +55,7 @@ RESUME_POINT_AHEAD = ProblemType("resume-point-ahead", "Resume point beyond the 
 DESK_KEY_REFUSED = ProblemType("desk-key", "Not the API key", 401)
 STORE_UNAVAILABLE = ProblemType("store-unavailable", "Store unavailable", 503)
 ORDER_IN_DOUBT = ProblemType("order-in-doubt", "Order in doubt", 503)
+DAMAGED_LOG_ENTRY = ProblemType("damaged-log-entry", "Order log entry damaged", 503)
 NOT_READY = ProblemType("not-ready", "Service not ready", 503)
 BUSY = ProblemType("busy", "Too many reads at once", 503)
 INTERNAL = ProblemType("internal", "Internal Server Error", 500)

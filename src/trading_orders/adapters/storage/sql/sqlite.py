@@ -129,7 +129,11 @@ class SqliteOrderStore(SqlOrderStore):
 
     @contextmanager
     def _reading(self) -> Iterator[_SqliteSql]:
-        yield _SqliteSql(self._connection())
+        try:
+            yield _SqliteSql(self._connection())
+        except sqlite3.Error as error:
+            # A file that refuses or a connection gone is the store being unavailable (503), not a bug (500).
+            raise StorageUnavailable(f"cannot read {self.path}: {type(error).__name__}: {error}") from error
 
     def _writer(self) -> sqlite3.Connection:
         with self._idle_lock:
