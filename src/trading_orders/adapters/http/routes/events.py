@@ -47,7 +47,8 @@ with no gap and no duplicate, across restarts of the service too.
 
 Other events: `progress` (`id:` the last sequence read, when a filter kept none of many orders),
 and `resume` (`data: {"after": N, "reason": ...}`, the last event of a stream whose reader fell
-behind: reconnect with `after=N`). `: ping` comments every 15 s keep proxies from closing it.
+behind, or that met an order log it could not read: reconnect with `after=N`).
+`: ping` comments every 15 s keep proxies from closing it.
 """
 
 
