@@ -2,7 +2,7 @@
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -35,6 +35,7 @@ def service_factory(tmp_path: Path, data_dir: Path) -> Iterator[ServiceFactory]:
         profile: dict[str, dict[str, list[str]]] | None = None,
         entry: str = "uvicorn",
         workers: int = 1,
+        wrapper: Sequence[str] = (),
         **settings: str,
     ) -> ServiceProcess:
         profile_path = tmp_path / "user_profile.json"
@@ -46,7 +47,8 @@ def service_factory(tmp_path: Path, data_dir: Path) -> Iterator[ServiceFactory]:
             "TRADING_ORDERS_LOG_DIR": str(tmp_path / "logs"),
             **{f"TRADING_ORDERS_{name.upper()}": value for name, value in settings.items()},
         }
-        service = ServiceProcess(SCRIPTS, environment, tmp_path / f"service-{len(made)}.out", entry, workers)
+        output = tmp_path / f"service-{len(made)}.out"
+        service = ServiceProcess(SCRIPTS, environment, output, entry, workers, wrapper=wrapper)
         made.append(service)
         return service
 

@@ -87,7 +87,13 @@ def test_positions_of_a_strategy_dropped_from_the_profile_are_kept_listed_and_lo
 # from it and rebuilt when damaged (tests/e2e/test_damaged_files.py).
 @pytest.mark.parametrize(
     ("file_name", "damage", "says"),
-    [("order_log.jsonl", b"not an order\n", "order_log.jsonl: line 1 (byte 0) is not a valid order-log entry")],
+    [
+        (
+            "order_log.jsonl",
+            b"not an order\n",
+            "order_log.jsonl: line 1 (byte 0), sequence 1, is not a valid order-log entry",
+        )
+    ],
 )
 def test_a_damaged_order_log_stops_start_up_in_one_line_and_is_left_as_it_was(
     service_factory: ServiceFactory, data_dir: Path, file_name: str, damage: bytes, says: str

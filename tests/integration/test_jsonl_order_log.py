@@ -87,7 +87,8 @@ def test_damage_before_the_end_is_refused_naming_line_and_byte(tmp_path: Path) -
     lines = path.read_bytes().splitlines(keepends=True)
     damaged = lines[0] + b'{"sequence": 2, "hand": "edited"}\n' + lines[2]
     path.write_bytes(damaged)
-    with pytest.raises(CorruptStore, match=rf"{path}: line 2 \(byte {len(lines[0])}\) is not a valid order-log entry"):
+    says = rf"{path}: line 2 \(byte {len(lines[0])}\), sequence 2, is not a valid order-log entry"
+    with pytest.raises(CorruptStore, match=says):
         JsonLinesOrderLog(tmp_path)
     assert path.read_bytes() == damaged, "a damaged log is never rewritten by the service"
 
@@ -100,7 +101,7 @@ def test_a_gap_in_sequences_is_refused(tmp_path: Path) -> None:
     path = tmp_path / ORDER_LOG_FILE
     first, second = path.read_bytes().splitlines(keepends=True)
     path.write_bytes(second + first)
-    with pytest.raises(CorruptStore, match=r"line 1 \(byte 0\) .*sequence 2 follows 0"):
+    with pytest.raises(CorruptStore, match=r"line 1 \(byte 0\), sequence 1, .*sequence 2 follows 0"):
         JsonLinesOrderLog(tmp_path)
 
 

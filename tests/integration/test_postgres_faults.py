@@ -10,7 +10,7 @@ import pytest
 
 from tests.service.fakes import CountingIds, FixedProfile, SteppingClock
 from trading_orders.adapters.storage.sql.postgres import SEQUENCE_LOCK, PostgresOrderStore
-from trading_orders.application.errors import OrderInDoubt, StorageUnavailable
+from trading_orders.application.errors import DamagedLogEntry, OrderInDoubt, StorageUnavailable
 from trading_orders.application.order_service import OrderService, PlacedOrder
 from trading_orders.domain.model import Order, PositionScope, Side
 
@@ -143,3 +143,33 @@ def test_a_lost_commit_whose_sequence_lock_another_session_holds_is_in_doubt_wit
     # It was recorded: the retry with its key says so.
     again = _place(service, Order("S1", "ACC", Side.BUY), "k-1")
     assert again.replayed and len(list(store.entries_after(0))) == 1
+
+
+def test_reads_that_meet_a_lost_connection_or_a_damaged_row_raise_the_application_errors(
+    postgres_url: Callable[[], str],
+) -> None:
+    url = postgres_url()
+    store = PostgresOrderStore(url, PositionScope.STRATEGY, settle_seconds=2)
+    store.recover()
+    try:
+        placed = _place(_service(store), Order("S1", "ACC", Side.BUY), "k1")
+        with psycopg.connect(url, autocommit=True) as other:
+            # Every connection of the store's pool dies, as when the server restarts.
+            other.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            with pytest.raises(StorageUnavailable):
+                list(store.newest_first())
+            other.execute("UPDATE orders SET entry = %s WHERE sequence = 1", ('{"sequence": 1}',))
+        reads: list[Callable[[], object]] = [
+            lambda: list(store.newest_first()),
+            lambda: list(store.entries_after(0)),
+            lambda: store.find_by_order_id(placed.entry.decision.order_id),
+        ]
+        for read in reads:
+            with pytest.raises(DamagedLogEntry, match="order-log entry 1 cannot be read") as raised:
+                read()
+            assert raised.value.sequence == 1
+    finally:
+        store.close()

@@ -71,14 +71,15 @@ def test_a_hand_edited_store_is_reported_position_by_position(tmp_path: Path) ->
     assert result.stdout.rstrip().endswith("2 difference(s)")
 
 
-def test_a_damaged_log_cannot_be_verified_and_says_where(tmp_path: Path) -> None:
-    record_orders(tmp_path, [("ACC", Side.BUY), ("INFY", Side.BUY)])
+def test_a_damaged_log_cannot_be_verified_and_says_where_and_which_sequence(tmp_path: Path) -> None:
+    record_orders(tmp_path, [("ACC", Side.BUY), ("INFY", Side.BUY), ("TCS", Side.BUY)])
     path = tmp_path / ORDER_LOG_FILE
     lines = path.read_bytes().splitlines(keepends=True)
-    path.write_bytes(b"garbage\n" + lines[1])
+    path.write_bytes(lines[0] + b"garbage\n" + lines[2])
     result = run_verify(tmp_path)
     assert result.returncode == 2
-    assert f"cannot verify: {path}: line 1 (byte 0) is not a valid order-log entry" in result.stderr
+    says = f"cannot verify: {path}: line 2 (byte {len(lines[0])}), sequence 2, is not a valid order-log entry"
+    assert says in result.stderr
 
 
 def test_an_index_pointing_elsewhere_than_the_log_is_damaged_and_rebuilt_at_start_up(tmp_path: Path) -> None:

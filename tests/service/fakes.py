@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Collection, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
-from trading_orders.application.errors import InvalidCursor, StorageUnavailable
+from trading_orders.application.errors import DamagedLogEntry, InvalidCursor, StorageUnavailable
 from trading_orders.application.order_service import OrderService, PlacedOrder
 from trading_orders.application.ports import Clock, StoreState
 from trading_orders.domain.model import Order, OrderLogEntry, Position, PositionScope
@@ -97,7 +97,8 @@ class FakeOrderStore:
     """The OrderStore and OrderLogReader ports in memory.
 
     The next ``commit_failures`` commits fail like a full disk, the next
-    ``read_failures`` reads of the log like an unreachable database.
+    ``read_failures`` reads of the log like an unreachable database; a read
+    of the log that reaches a sequence in ``damaged`` fails like a damaged entry.
     """
 
     def __init__(self, scope: PositionScope = PositionScope.STRATEGY) -> None:
@@ -107,6 +108,7 @@ class FakeOrderStore:
         self.open: list[Position] = []
         self.commit_failures = 0
         self.read_failures = 0
+        self.damaged: set[int] = set()
         # One order at a time, as every store serializes the orders that can meet a position;
         # a thread lock, since tests place orders from threads with an event loop each.
         self._one_at_a_time = threading.Lock()
@@ -139,7 +141,13 @@ class FakeOrderStore:
         if self.read_failures:
             self.read_failures -= 1
             raise StorageUnavailable("the database is unreachable")
-        return iter(self.entries[sequence:])
+        return self._readable(self.entries[sequence:])
+
+    def _readable(self, entries: list[OrderLogEntry]) -> Iterator[OrderLogEntry]:
+        for entry in entries:
+            if entry.sequence in self.damaged:
+                raise DamagedLogEntry(f"entry {entry.sequence} is damaged", entry.sequence)
+            yield entry
 
     def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, OrderLogEntry]]:
         """(cursor, entry) newest first; a cursor is an entry's sequence."""

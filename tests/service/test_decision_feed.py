@@ -9,6 +9,7 @@ import pytest
 
 from tests.service.fakes import FakeOrderStore
 from trading_orders.application.decision_feed import DecisionFeed, FeedItem, FellBehind, Progress, ResumePointAhead
+from trading_orders.application.errors import DamagedLogEntry
 from trading_orders.application.order_history import HistoryFilter
 from trading_orders.domain.model import Order, OrderDecision, OrderLogEntry, Side
 
@@ -148,6 +149,47 @@ def test_followers_wait_out_a_log_that_cannot_be_read_and_get_every_entry_after(
     failed = [r for r in caplog.records if "reading the order log failed" in r.getMessage()]
     assert len(failed) == 1, "said once per outage"
     assert any("reading the order log again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_follower_catching_up_gets_every_entry_before_a_damaged_one_then_the_error_naming_it() -> None:
+    async def scenario() -> None:
+        log = FakeOrderStore()
+        log_orders(log, 3)
+        log_orders(log, 3, strategy="S2")
+        log.damaged.add(6)
+        feed = feed_over(log)
+        everything = feed.follow(0, HistoryFilter(), inline)
+        assert await sequences(everything, 5) == [1, 2, 3, 4, 5]
+        with pytest.raises(DamagedLogEntry) as raised:
+            await take(everything)
+        assert raised.value.sequence == 6
+        # A filtered follower is told how far it read first, so it resumes after 5, not after 3.
+        filtered = feed.follow(0, HistoryFilter(strategy="S1"), inline)
+        assert await sequences(filtered, 3) == [1, 2, 3]
+        assert await take(filtered) == Progress(5)
+        with pytest.raises(DamagedLogEntry):
+            await take(filtered)
+        await feed.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_live_follower_whose_next_entry_is_damaged_gets_the_error_naming_it_instead_of_waiting() -> None:
+    async def scenario() -> None:
+        log = FakeOrderStore()
+        log_orders(log, 2)
+        feed = feed_over(log)
+        follower = feed.follow(0, HistoryFilter(), inline)
+        assert await sequences(follower, 2) == [1, 2]
+        log_orders(log, 3)
+        log.damaged.add(4)
+        assert await sequences(follower, 1) == [3]
+        with pytest.raises(DamagedLogEntry) as raised:
+            await take(follower)
+        assert raised.value.sequence == 4
+        await feed.close()
+
+    asyncio.run(scenario())
 
 
 def test_an_entry_recorded_in_this_process_reaches_followers_without_a_poll_and_a_gap_is_read_from_the_log() -> None:

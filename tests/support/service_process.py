@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -65,10 +66,12 @@ class ServiceProcess:
         entry: str = "uvicorn",
         workers: int = 1,
         app: str = "Order_Handler:app",
+        wrapper: Sequence[str] = (),
     ) -> None:
         """Prepare (not start) a service; its console output goes to ``output``.
 
-        ``workers`` uvicorn processes; ``app`` is the ASGI app uvicorn runs from ``scripts_dir``.
+        ``workers`` uvicorn processes; ``app`` is the ASGI app uvicorn runs from ``scripts_dir``;
+        ``wrapper`` a command the service runs under (``setpriv ... --``, to take a privilege away).
         """
         if entry not in ("uvicorn", "serve"):
             raise ValueError(f"entry must be 'uvicorn' or 'serve', got {entry!r}")
@@ -78,6 +81,7 @@ class ServiceProcess:
         self._entry = entry
         self._workers = workers
         self._app = app
+        self._wrapper = tuple(wrapper)
         self._process: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -123,7 +127,7 @@ class ServiceProcess:
                 command += ["--workers", str(self._workers)]
         with open(self._output, "ab") as output:
             self._process = subprocess.Popen(
-                command,
+                [*self._wrapper, *command],
                 cwd=self._scripts_dir,
                 env={**os.environ, **self._environment},
                 stdout=output,

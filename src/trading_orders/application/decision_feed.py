@@ -22,6 +22,7 @@ from functools import partial
 from itertools import islice
 from typing import Protocol, TypeVar
 
+from trading_orders.application.errors import DamagedLogEntry, StorageUnavailable
 from trading_orders.application.order_history import HistoryFilter
 from trading_orders.application.ports import OrderLogReader, OrderStore
 from trading_orders.domain.model import OrderLogEntry
@@ -90,6 +91,9 @@ class _Follower:
         # Set when an entry found the buffer full: every entry before it was
         # queued or not kept, so the follower resumes after this sequence.
         self.cut_off: int | None = None
+        # Set when the poller met an entry it cannot read: the follower
+        # gets every entry before it, then this error.
+        self.fault: DamagedLogEntry | None = None
         self.arrived = asyncio.Event()
 
 
@@ -131,7 +135,10 @@ class DecisionFeed:
 
         Ends with FellBehind when the follower could not keep up. Between kept
         entries it yields Progress at most every ``progress_every`` entries
-        read, so a filtered follower can resume without rereading them.
+        read, so a filtered follower can resume without rereading them. When
+        the log cannot be read it yields every entry read before the fault,
+        then raises StorageUnavailable (DamagedLogEntry for an entry that is
+        damaged, naming it).
         """
         last = after
         # The sequence of the last item yielded: Progress is due when the
@@ -143,13 +150,17 @@ class DecisionFeed:
         follower: _Follower | None = None
         try:
             while True:
-                chunk = await reads(partial(self._chunk_after, last))
+                chunk, fault = await reads(partial(self._chunk_after, last))
                 kept = [entry for entry in chunk if keeps.keeps_order(entry)]
                 if chunk:
                     last = chunk[-1].sequence
                 if kept:
                     told = kept[-1].sequence
                     yield kept
+                if fault is not None:
+                    if last > told:
+                        yield Progress(last)  # resume after what was read, not before it
+                    raise fault
                 if follower is not None:
                     if len(chunk) == CATCH_UP_CHUNK:
                         yield FellBehind(last, "too many orders arrived while catching up; resume from here")
@@ -171,6 +182,8 @@ class DecisionFeed:
                     if fresh:
                         yield fresh
                     continue
+                if follower.fault is not None:
+                    raise follower.fault
                 if follower.cut_off is not None:
                     yield FellBehind(
                         max(last, follower.cut_off), f"more than {self._buffer} orders waited for this follower"
@@ -191,8 +204,14 @@ class DecisionFeed:
             if follower is not None:
                 self._followers.discard(follower)
 
-    def _chunk_after(self, sequence: int) -> list[OrderLogEntry]:
-        return list(islice(self._order_log.entries_after(sequence), CATCH_UP_CHUNK))
+    def _chunk_after(self, sequence: int) -> tuple[list[OrderLogEntry], StorageUnavailable | None]:
+        """Up to a chunk of entries after ``sequence``, and the fault that ended it early, if any."""
+        chunk: list[OrderLogEntry] = []
+        try:
+            chunk.extend(islice(self._order_log.entries_after(sequence), CATCH_UP_CHUNK))
+        except StorageUnavailable as fault:
+            return chunk, fault
+        return chunk, None
 
     def _join(self, caught_up_to: int, keeps: HistoryFilter) -> _Follower:
         follower = _Follower(keeps, self._buffer, caught_up_to)
@@ -211,11 +230,15 @@ class DecisionFeed:
             fresh: list[OrderLogEntry] = []
             self._read_now.clear()
             try:
-                fresh = await asyncio.to_thread(self._chunk_after, self._published)
+                fresh, fault = await asyncio.to_thread(self._chunk_after, self._published)
                 for entry in fresh:
                     # Entries handed over while the log was read are published already.
                     if entry.sequence > self._published:
                         self._publish(entry)
+                if isinstance(fault, DamagedLogEntry):
+                    self._stop_every_follower(fault)
+                elif fault is not None:
+                    raise fault
                 if failing:
                     failing = False
                     logger.warning("decision feed: reading the order log again")
@@ -229,6 +252,14 @@ class DecisionFeed:
             if len(fresh) < CATCH_UP_CHUNK:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._read_now.wait(), self._poll_seconds)
+
+    def _stop_every_follower(self, fault: DamagedLogEntry) -> None:
+        """End every live follower with ``fault``: no later entry can reach them in order until it is repaired."""
+        logger.error("decision feed: %s; every follower is told where to resume", fault)
+        for follower in self._followers:
+            follower.fault = fault
+            follower.arrived.set()
+        self._followers.clear()
 
     def recorded(self, entry: OrderLogEntry) -> None:
         """Publish ``entry``, just made durable by this process, to every follower without reading the log."""

@@ -18,6 +18,18 @@ class OrderInDoubt(StorageUnavailable):
     """The store cannot tell whether an order was recorded; a retry with its idempotency key finds out."""
 
 
+class DamagedLogEntry(StorageUnavailable):
+    """An order-log entry on disk cannot be read as it was written; it stays so until an operator repairs it.
+
+    ``sequence`` names the entry (None only when not even its place in the log can tell).
+    """
+
+    def __init__(self, message: str, sequence: int | None) -> None:
+        """``message`` names the file and place, for the operator; ``sequence`` is the entry's."""
+        super().__init__(message)
+        self.sequence = sequence
+
+
 class IdempotencyKeyReused(Exception):
     """An idempotency key already names a different order; the message says which."""
 

@@ -16,6 +16,7 @@ from starlette.types import Scope
 from trading_orders.adapters.http.lanes import RETRY_AFTER_SECONDS
 from trading_orders.adapters.http.parameters import is_json_media_type
 from trading_orders.adapters.http.problem_details import (
+    DAMAGED_LOG_ENTRY,
     IDEMPOTENCY_KEY_REUSED,
     INTERNAL,
     INVALID_CURSOR,
@@ -29,6 +30,7 @@ from trading_orders.adapters.http.problem_details import (
     problem_response,
 )
 from trading_orders.application.errors import (
+    DamagedLogEntry,
     IdempotencyKeyReused,
     InvalidCursor,
     OrderInDoubt,
@@ -106,6 +108,11 @@ async def _answer_store_failure(request: Request, error: Exception) -> JSONRespo
     incident = _incident()
     logger.error("%s %s not served (incident %s): %s", request.method, request.url.path, incident, error)
     kind = STORE_UNAVAILABLE
+    if isinstance(error, DamagedLogEntry):
+        # Retrying will not help until the operator repairs the line, so say
+        # which entry it is: the operator finds it, a follower may resume after it.
+        detail = f"{damaged_entry_text(error)}; the operator can look up incident {incident}"
+        return problem_response(DAMAGED_LOG_ENTRY, detail, incident=incident, sequence=error.sequence)
     headers = None
     if isinstance(error, StoreBusy):
         # The bound is part of the answer: the client learns how long it was
@@ -127,6 +134,12 @@ async def _answer_store_failure(request: Request, error: Exception) -> JSONRespo
     else:
         detail = "the store is unavailable; retry shortly"
     return problem_response(kind, f"{detail} (incident {incident})", headers=headers, incident=incident)
+
+
+def damaged_entry_text(error: DamagedLogEntry) -> str:
+    """What a client is told of a damaged order-log entry: which one, and that it waits for a repair; no path."""
+    named = f"order log entry {error.sequence}" if error.sequence is not None else "an order log entry"
+    return f"{named} cannot be read: it is damaged on disk and stays unreadable until the operator repairs it"
 
 
 async def _answer_invalid_cursor(request: Request, error: Exception) -> JSONResponse:

@@ -18,9 +18,10 @@ from trading_orders.adapters.http.injection import AwaitedProvide
 from trading_orders.adapters.http.lanes import Lane, LaneBusy
 from trading_orders.adapters.http.parameters import StreamQuery
 from trading_orders.adapters.http.problem_details import RESUME_POINT_AHEAD, problem_response
+from trading_orders.adapters.http.problems import damaged_entry_text
 from trading_orders.adapters.http.schemas import MALFORMED_PARAMETER, LoggedOrderBody, Problem
 from trading_orders.application.decision_feed import DecisionFeed, FellBehind, Progress, ResumePointAhead
-from trading_orders.application.errors import StorageUnavailable
+from trading_orders.application.errors import DamagedLogEntry, StorageUnavailable
 from trading_orders.application.order_history import HistoryFilter
 from trading_orders.container import Container
 from trading_orders.domain.model import OrderLogEntry
@@ -46,7 +47,8 @@ with no gap and no duplicate, across restarts of the service too.
 
 Other events: `progress` (`id:` the last sequence read, when a filter kept none of many orders),
 and `resume` (`data: {"after": N, "reason": ...}`, the last event of a stream whose reader fell
-behind: reconnect with `after=N`). `: ping` comments every 15 s keep proxies from closing it.
+behind, or that met an order log it could not read: reconnect with `after=N`).
+`: ping` comments every 15 s keep proxies from closing it.
 """
 
 
@@ -106,7 +108,13 @@ async def _events(
         # The headers are sent: the answer can no longer be a 503. The
         # follower learns where to resume and its EventSource retries.
         logger.warning("/events stopped at sequence %d: %s", last, error)
-        yield _resume_event(last, "the order log cannot be read now; retry shortly")
+        yield _resume_event(last, _why_stopped(error))
+
+
+def _why_stopped(error: Exception) -> str:
+    if isinstance(error, DamagedLogEntry):
+        return f"{damaged_entry_text(error)}; resume from here"
+    return "the order log cannot be read now; retry shortly"
 
 
 @router.get(

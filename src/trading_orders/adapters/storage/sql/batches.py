@@ -21,10 +21,10 @@ from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
-from trading_orders.adapters.storage.sql.schema import Sql, holding_key, position_of
+from trading_orders.adapters.storage.sql.schema import Sql, holding_key, logged_entry, position_of
 from trading_orders.application.errors import StorageUnavailable
 from trading_orders.domain.model import AppliedDecision, OrderLogEntry, Position, PositionScope, Trade
-from trading_orders.json_records import entry_from_dict, entry_to_dict, format_time, parse_time
+from trading_orders.json_records import entry_to_dict, format_time, parse_time
 
 # The connection of a database's driver, that a batch's transaction runs on.
 Connection = TypeVar("Connection")
@@ -47,6 +47,11 @@ class BatchConnection(ABC, Generic[Connection]):
         self._connection: Connection | None = connection
         self.sql = sql
         self._where = where
+
+    @property
+    def where(self) -> str:
+        """The database, as messages name it."""
+        return self._where
 
     @abstractmethod
     def take_locks(self, names: Sequence[str], deadline: float) -> None:
@@ -265,10 +270,11 @@ class Batch:
         for chunk in _chunks(list(keys)):
             self.recorded.update(dict.fromkeys(chunk))
             rows = self.connection.sql.rows(
-                f"SELECT idempotency_key, entry FROM orders WHERE idempotency_key IN ({', '.join('?' * len(chunk))})",
+                "SELECT idempotency_key, sequence, entry FROM orders "
+                f"WHERE idempotency_key IN ({', '.join('?' * len(chunk))})",
                 chunk,
             )
-            self.recorded.update((row[0], entry_from_dict(json.loads(row[1]))) for row in rows)
+            self.recorded.update((row[0], logged_entry(row[1], row[2], self.connection.where)) for row in rows)
 
     def _read_positions(self, keys: Collection[str]) -> None:
         for chunk in _chunks(list(keys)):

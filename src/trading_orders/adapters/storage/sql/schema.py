@@ -12,8 +12,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from trading_orders.domain.model import Position, PositionScope
-from trading_orders.json_records import parse_time
+from trading_orders.application.errors import DamagedLogEntry
+from trading_orders.domain.model import DomainError, OrderLogEntry, Position, PositionScope
+from trading_orders.json_records import entry_from_dict, parse_time
 
 
 class Sql(Protocol):
@@ -81,3 +82,15 @@ def holding_key(scope: PositionScope, user: str, strategy: str, instrument: str)
 def position_of(row: Sequence[Any]) -> Position:
     """The position a row of the positions table holds (username, strategy, instrument, order_id, opened_at)."""
     return Position(row[0], row[1], row[2], row[3], parse_time(row[4]))
+
+
+def logged_entry(sequence: int, entry: str, where: str) -> OrderLogEntry:
+    """The order-log entry of row ``sequence``; raises DamagedLogEntry, naming it, when ``entry`` holds none."""
+    try:
+        return entry_from_dict(json.loads(entry))
+    except (DomainError, KeyError, TypeError, ValueError) as error:
+        raise DamagedLogEntry(
+            f"order-log entry {sequence} cannot be read: its row in {where} is damaged ({error}); "
+            "restore the database from a backup, or repair that row by hand",
+            sequence,
+        ) from error

@@ -143,7 +143,11 @@ class SqliteOrderStore(SqlOrderStore):
 
     @contextmanager
     def _reading(self) -> Iterator[_SqliteSql]:
-        yield _SqliteSql(self._connection())
+        try:
+            yield _SqliteSql(self._connection())
+        except sqlite3.Error as error:
+            # A file that refuses or a connection gone is the store being unavailable (503), not a bug (500).
+            raise StorageUnavailable(f"cannot read {self.path}: {type(error).__name__}: {error}") from error
 
     @contextmanager
     def _read_only_transaction(self) -> Iterator[_SqliteSql]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Collection, Iterator
@@ -13,13 +12,13 @@ from typing import Any, TypeVar
 
 from trading_orders.adapters.storage.cursors import decimal_cursor, not_handed_out
 from trading_orders.adapters.storage.sql.batches import BatchConnection, order_needs
-from trading_orders.adapters.storage.sql.schema import SCHEMA_VERSION, Sql, position_of
+from trading_orders.adapters.storage.sql.schema import SCHEMA_VERSION, Sql, logged_entry, position_of
 from trading_orders.adapters.storage.sql.writer import LOCK_WAIT_SECONDS, BatchWriter, Turn
 from trading_orders.application.errors import StartupError, StoreBusy
 from trading_orders.application.ports import StoreState
 from trading_orders.domain.model import OrderLogEntry, Position, PositionScope, Trade
 from trading_orders.domain.portfolio import PortfolioSlice
-from trading_orders.json_records import entry_from_dict, parse_time
+from trading_orders.json_records import parse_time
 
 _BATCH = 200
 _POSITIONS = "SELECT username, strategy, instrument, order_id, opened_at FROM positions"
@@ -169,7 +168,7 @@ class SqlOrderStore(ABC):
                     f"{self.where} holds schema version {version}, not {SCHEMA_VERSION}: "
                     "start the service on it once to create or migrate its tables"
                 )
-            yield SqlSnapshot(sql)
+            yield SqlSnapshot(sql, self.where)
 
     @asynccontextmanager
     async def transaction(
@@ -216,12 +215,12 @@ class SqlOrderStore(ABC):
         self._check_handed_out("SELECT 1 FROM orders WHERE sequence = ?", cursor, before)
         query = "SELECT sequence, entry FROM orders WHERE sequence < ? ORDER BY sequence DESC LIMIT ?"
         for sequence, entry in self._pages(query, before):
-            yield str(sequence), entry_from_dict(json.loads(entry))
+            yield str(sequence), logged_entry(sequence, entry, self.where)
 
     def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
         """The entries with a sequence above ``sequence``, oldest first, read in batches."""
-        for _, entry in self._pages(_ENTRIES_AFTER, sequence):
-            yield entry_from_dict(json.loads(entry))
+        for after, entry in self._pages(_ENTRIES_AFTER, sequence):
+            yield logged_entry(after, entry, self.where)
 
     def _pages(self, query: str, start: int) -> Iterator[tuple[Any, ...]]:
         """The rows ``query`` answers, read in pages; no connection is held between reads."""
@@ -238,8 +237,8 @@ class SqlOrderStore(ABC):
     def find_by_order_id(self, order_id: str) -> OrderLogEntry | None:
         """The entry of order ``order_id``, if any (by its unique index)."""
         with self._reading() as sql:
-            rows = sql.rows("SELECT entry FROM orders WHERE order_id = ?", (order_id,))
-        return entry_from_dict(json.loads(rows[0][0])) if rows else None
+            rows = sql.rows("SELECT sequence, entry FROM orders WHERE order_id = ?", (order_id,))
+        return logged_entry(rows[0][0], rows[0][1], self.where) if rows else None
 
     def trades_newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, Trade]]:
         """(cursor, trade) newest first; a cursor is the trade's row id."""
@@ -256,9 +255,10 @@ class SqlOrderStore(ABC):
 class SqlSnapshot:
     """The orders and open positions as one read-only transaction sees them: nothing committed later shows."""
 
-    def __init__(self, sql: Sql) -> None:
-        """Read through ``sql``, a connection inside its read-only transaction."""
+    def __init__(self, sql: Sql, where: str) -> None:
+        """Read through ``sql``, a connection inside its read-only transaction; ``where`` names the database."""
         self._sql = sql
+        self._where = where
 
     def positions(self) -> list[Position]:
         """Every open position, in the order they were opened."""
@@ -270,8 +270,8 @@ class SqlSnapshot:
 
     def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
         """The entries with a sequence above ``sequence``, oldest first, read in batches."""
-        for _, entry in _pages(lambda: nullcontext(self._sql), _ENTRIES_AFTER, sequence):
-            yield entry_from_dict(json.loads(entry))
+        for after, entry in _pages(lambda: nullcontext(self._sql), _ENTRIES_AFTER, sequence):
+            yield logged_entry(after, entry, self._where)
 
 
 def open_export_view(store: SqlOrderStore) -> Iterator[tuple[Iterator[OrderLogEntry], list[Position], int]]:

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -38,6 +39,26 @@ def _last_newline_end(handle: BinaryIO, end: int) -> int:
     return 0
 
 
+class DamagedLine(StorageUnavailable):
+    """A line that no longer reads as the JSON object written there: the file was damaged since."""
+
+    def __init__(self, path: Path, offset: int, kind: str, error: Exception) -> None:
+        """The line at byte ``offset`` of ``path`` is not a valid ``kind``, as ``error`` says."""
+        super().__init__(f"{path}: the line at byte {offset} is not a valid {kind} ({error})")
+        self.offset = offset
+        self.problem = str(error)
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[BinaryIO]:
+    """``path`` open for reading; a disk or a permission that refuses is StorageUnavailable, as a write's is."""
+    try:
+        with open(path, "rb") as handle:
+            yield handle
+    except OSError as error:
+        raise StorageUnavailable(f"cannot read {path}: {error.strerror or error}") from error
+
+
 def line_offset(lines: JsonLinesFile, cursor: str) -> int:
     """The byte offset a cursor of ``lines`` names; raises InvalidCursor unless a line starts there."""
     offset = hexadecimal_cursor(cursor)
@@ -54,11 +75,19 @@ class JsonLinesFile:
     write() hands a line to the OS; sync() makes every line written so far
     durable, so many writes can share one fsync. Readers see the lines up to
     ``visible_size``: what sync() made durable, or with ``visible_unsynced``
-    every line written.
+    every line written. With ``consecutive`` each line's sequence is one past
+    the line before's, so a line too damaged to say its own is named by it.
     """
 
     def __init__(
-        self, path: Path, check_line: LineCheck, kind: str, *, read_only: bool = False, visible_unsynced: bool = False
+        self,
+        path: Path,
+        check_line: LineCheck,
+        kind: str,
+        *,
+        read_only: bool = False,
+        visible_unsynced: bool = False,
+        consecutive: bool = False,
     ) -> None:
         """Open the file and find its last line; a writer creates the file and cuts a torn last line a crash left.
 
@@ -70,6 +99,7 @@ class JsonLinesFile:
         self._kind = kind
         self._read_only = read_only
         self._visible_unsynced = visible_unsynced
+        self._consecutive = consecutive
         self._lock: ExclusiveFileLock | None = None
         self._fd = -1
         # (bytes, sequence) of the complete lines written, and of those known
@@ -169,6 +199,8 @@ class JsonLinesFile:
                 if offset >= self.size:
                     break
                 where = f"line {number} (byte {offset})" if start == 0 else f"the line at byte {offset}"
+                if self._consecutive:
+                    where = f"{where}, sequence {sequence + 1},"
                 try:
                     record = json.loads(line)
                     if not isinstance(record, dict):
@@ -265,7 +297,7 @@ class JsonLinesFile:
             return False
         if offset == 0:
             return True
-        with open(self.path, "rb") as handle:
+        with _reading(self.path) as handle:
             handle.seek(offset - 1)
             return handle.read(1) == b"\n"
 
@@ -275,30 +307,32 @@ class JsonLinesFile:
 
     def line_at(self, offset: int) -> tuple[dict[str, Any], int]:
         """The record whose line starts at byte ``offset``, and the offset where its line ends."""
-        with open(self.path, "rb") as handle:
+        with _reading(self.path) as handle:
             handle.seek(offset)
             line = handle.readline()
+        return self._record(offset, line), offset + len(line)
+
+    def _record(self, offset: int, line: bytes) -> dict[str, Any]:
+        """The JSON object of the line at byte ``offset``; raises DamagedLine when it is none."""
         try:
             record = json.loads(line)
             if not isinstance(record, dict):
                 raise ValueError(f"expected a JSON object, found {type(record).__name__}")
         except ValueError as error:
-            raise CorruptStore(
-                f"{self.path}: the line at byte {offset} is not a valid {self._kind} ({error})"
-            ) from error
-        return record, offset + len(line)
+            raise DamagedLine(self.path, offset, self._kind, error) from error
+        return record
 
     def forward(self, start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
         """(offset, record) oldest first from the line at byte ``start``, up to the visible end."""
         if not self.path.exists():
             return
         offset, end = start, self.visible_size
-        with open(self.path, "rb") as handle:
+        with _reading(self.path) as handle:
             handle.seek(start)
             for line in handle:
                 if offset + len(line) > end:
                     return  # not yet visible, a torn tail, or lines appended after a read-only open
-                yield offset, json.loads(line)
+                yield offset, self._record(offset, line)
                 offset += len(line)
 
     def backward(self, before: int | None = None, *, visible_only: bool = True) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -312,7 +346,7 @@ class JsonLinesFile:
         end = limit if before is None else before
         if not 0 <= end <= limit:
             raise ValueError(f"offset {end} is outside {self.path}")
-        with open(self.path, "rb") as handle:
+        with _reading(self.path) as handle:
             # buffer always ends at a line boundary: the start of the line
             # after it, or ``end``. Its first piece may still lack its start.
             buffer = b""
@@ -330,15 +364,18 @@ class JsonLinesFile:
                     offset += len(piece) + 1
                 first_whole = 0 if position == 0 else 1
                 for index in range(len(pieces) - 1, first_whole - 1, -1):
-                    yield starts[index], json.loads(pieces[index])
+                    yield starts[index], self._record(starts[index], pieces[index])
                 buffer = pieces[0] + b"\n" if first_whole else b""
 
     def reachable(self) -> bool:
-        """True while the file appended to is still the file at its path (not moved, deleted or broken)."""
+        """True while the file appended to is still the readable file at its path (not moved, deleted or broken)."""
         if self._broken is not None or self._fd < 0:
             return False
         try:
             opened, on_disk = os.fstat(self._fd), os.stat(self.path)
+            # Appends go through a descriptor opened at the start, so only an
+            # open for reading finds a file whose permissions changed since.
+            os.close(os.open(self.path, os.O_RDONLY))
         except OSError:
             return False
         return (opened.st_dev, opened.st_ino) == (on_disk.st_dev, on_disk.st_ino)

@@ -189,6 +189,11 @@ class OrderIndex:
         """The offset of the entry with ``sequence``."""
         return self._offset("SELECT offset FROM entries WHERE sequence = ?", sequence)
 
+    def sequence_at(self, offset: int) -> int | None:
+        """The sequence of the entry at byte ``offset``."""
+        row = self._read("SELECT sequence FROM entries WHERE offset = ?", (offset,))
+        return None if row is None else int(row[0])
+
     def add(self, rows: Iterable[IndexRow]) -> None:
         """Index ``rows`` in one transaction."""
         writer = self._writable()

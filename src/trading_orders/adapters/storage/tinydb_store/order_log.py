@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from trading_orders.adapters.storage.tinydb_store.json_lines import JsonLinesFile, line_offset
+from trading_orders.adapters.storage.tinydb_store.json_lines import DamagedLine, JsonLinesFile, line_offset
 from trading_orders.adapters.storage.tinydb_store.order_index import IndexRow, OrderIndex, inspect_index
-from trading_orders.application.errors import CorruptStore, StartupError, StorageUnavailable
-from trading_orders.domain.model import OrderLogEntry
+from trading_orders.application.errors import CorruptStore, DamagedLogEntry, StartupError, StorageUnavailable
+from trading_orders.domain.model import DomainError, OrderLogEntry
 from trading_orders.json_records import entry_from_dict, entry_to_dict
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,9 @@ class JsonLinesOrderLog:
 
     def __init__(self, directory: Path, *, read_only: bool = False) -> None:
         """Open (or create) the log and its index; see JsonLinesFile for torn lines and read-only use."""
-        self._file = JsonLinesFile(directory / ORDER_LOG_FILE, self._check_line, "order-log entry", read_only=read_only)
+        self._file = JsonLinesFile(
+            directory / ORDER_LOG_FILE, self._check_line, "order-log entry", read_only=read_only, consecutive=True
+        )
         try:
             self._index = OrderIndex(directory, read_only=read_only)
         except BaseException:
@@ -109,7 +111,7 @@ class JsonLinesOrderLog:
         if sequence <= self._file.last_sequence and offset < self._file.size and self._file.is_line_start(offset):
             try:
                 record, end = self._file.line_at(offset)
-            except CorruptStore:
+            except DamagedLine:
                 record, end = {}, 0  # the log changed under the index: the full check below names the place
             if record.get("sequence") == sequence:
                 return end, sequence
@@ -204,8 +206,14 @@ class JsonLinesOrderLog:
         start = self._offset_of_sequence(sequence + 1) if sequence > 0 else 0
         if start is None:
             return
-        for _, record in self._file.forward(start):
-            yield entry_from_dict(record)
+        # Sequences rise by one along the log: the next line holds ``expected``.
+        expected = sequence + 1
+        try:
+            for offset, record in self._file.forward(start):
+                yield self._entry(offset, record, expected)
+                expected += 1
+        except DamagedLine as error:
+            raise self._damaged(error.offset, error.problem, expected) from error
 
     def _offset_of_sequence(self, sequence: int) -> int | None:
         with self._memory:
@@ -226,15 +234,23 @@ class JsonLinesOrderLog:
             offset = self._offsets_by_key.get(key)
         if offset is None:
             offset = self._lookup(self._index.offset_of_key, key)
-        return None if offset is None else entry_from_dict(self._file.read_at(offset))
+        return None if offset is None else self._entry_at(offset)
 
     def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, OrderLogEntry]]:
         """(cursor, entry) newest first; a cursor is the entry's byte offset, so any page costs what it reads."""
         before = None if cursor is None else line_offset(self._file, cursor)
         if before is not None and before > self._file.visible_size:
             before = self._file.visible_size
-        for offset, record in self._file.backward(before):
-            yield f"{offset:x}", entry_from_dict(record)
+        # Sequences fall by one going back: the next line holds ``expected``,
+        # known from the end of the log, or once a line of the page was read.
+        expected = self._file.durable_sequence if before is None else None
+        try:
+            for offset, record in self._file.backward(before):
+                entry = self._entry(offset, record, expected)
+                expected = entry.sequence - 1
+                yield f"{offset:x}", entry
+        except DamagedLine as error:
+            raise self._damaged(error.offset, error.problem, expected) from error
 
     def find_by_order_id(self, order_id: str) -> OrderLogEntry | None:
         """The durable entry of order ``order_id``: from memory, else one index lookup."""
@@ -244,7 +260,43 @@ class JsonLinesOrderLog:
             offset = self._lookup(self._index.offset_of_order, order_id)
         if offset is None or offset >= self._file.visible_size:
             return None
-        return entry_from_dict(self._file.read_at(offset))
+        return self._entry_at(offset)
+
+    def _entry_at(self, offset: int) -> OrderLogEntry:
+        try:
+            return self._entry(offset, self._file.read_at(offset), None)
+        except DamagedLine as error:
+            raise self._damaged(offset, error.problem, None) from error
+
+    def _entry(self, offset: int, record: dict[str, Any], expected: int | None) -> OrderLogEntry:
+        """The entry a line's JSON object holds; raises DamagedLogEntry, naming its sequence, if it holds none."""
+        try:
+            return entry_from_dict(record)
+        except (DomainError, KeyError, TypeError, ValueError) as error:
+            problem = f"no field {error}" if isinstance(error, KeyError) else str(error)
+            raise self._damaged(offset, problem, expected) from error
+
+    def _damaged(self, offset: int, problem: str, expected: int | None) -> DamagedLogEntry:
+        """The error for the line at ``offset``: its sequence from the index (or memory), else ``expected``."""
+        sequence = self._sequence_at(offset)
+        if sequence is None:
+            sequence = expected
+        named = f"order-log entry {sequence}" if sequence is not None else "an order-log entry"
+        return DamagedLogEntry(
+            f"{named} cannot be read: {self._file.path}, the line at byte {offset}, is damaged ({problem}); "
+            "the service never rewrites this file: restore it from a backup, or repair that line by hand",
+            sequence,
+        )
+
+    def _sequence_at(self, offset: int) -> int | None:
+        with self._memory:
+            found = next((row[0] for row in self._unindexed if row[1] == offset), None)
+        if found is not None:
+            return found
+        try:
+            return self._index.sequence_at(offset)
+        except sqlite3.Error:
+            return None  # the index is a guide here, not a need: the place in the log still names the entry
 
     def _lookup(self, query: Callable[[Any], int | None], value: str | int) -> int | None:
         try:

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from trading_orders.adapters.storage.cursors import hexadecimal_and_decimal_cursor
-from trading_orders.adapters.storage.tinydb_store.json_lines import JsonLinesFile
+from trading_orders.adapters.storage.tinydb_store.json_lines import DamagedLine, JsonLinesFile
 from trading_orders.application.errors import InvalidCursor
-from trading_orders.domain.model import Trade
+from trading_orders.domain.model import DomainError, Trade
 from trading_orders.json_records import trade_from_dict, trade_to_dict
 
 TRADE_LOG_FILE = "trades.jsonl"
+_KIND = "trade-log line"
 
 
 def _check_line(offset: int, record: dict[str, Any], previous: int) -> int:
@@ -33,7 +34,7 @@ class JsonLinesTradeLog:
         # Trades are written only for orders already durable in the order
         # log, so readers may see them before this file's own fsync.
         self._file = JsonLinesFile(
-            directory / TRADE_LOG_FILE, _check_line, "trade-log line", read_only=read_only, visible_unsynced=True
+            directory / TRADE_LOG_FILE, _check_line, _KIND, read_only=read_only, visible_unsynced=True
         )
 
     def check(self) -> None:
@@ -63,13 +64,20 @@ class JsonLinesTradeLog:
             before, index = hexadecimal_and_decimal_cursor(cursor)
             if before >= self._file.visible_size or not self._file.is_line_start(before):
                 raise InvalidCursor(f"cursor {cursor!r} was not handed out by this service")
-            trades = self._file.read_at(before)["trades"]
+            trades = self._trades(before, self._file.read_at(before))
             for position in range(min(index, len(trades)) - 1, -1, -1):
-                yield f"{before:x}.{position}", trade_from_dict(trades[position])
+                yield f"{before:x}.{position}", trades[position]
         for offset, record in self._file.backward(before):
-            trades = record["trades"]
+            trades = self._trades(offset, record)
             for position in range(len(trades) - 1, -1, -1):
-                yield f"{offset:x}.{position}", trade_from_dict(trades[position])
+                yield f"{offset:x}.{position}", trades[position]
+
+    def _trades(self, offset: int, record: dict[str, Any]) -> list[Trade]:
+        """The trades of the line at ``offset``; raises DamagedLine if it holds none it could have written."""
+        try:
+            return [trade_from_dict(trade) for trade in record["trades"]]
+        except (DomainError, KeyError, TypeError, ValueError) as error:
+            raise DamagedLine(self._file.path, offset, _KIND, error) from error
 
     def close(self) -> None:
         """Close the file and release it for another process."""
