@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 from trading_orders.adapters.http import api
 from trading_orders.adapters.log_files import configure_logging, write_logs_directly
 from trading_orders.application.errors import StartupError
+from trading_orders.ascii_case import ascii_lower
 from trading_orders.container import Container
 from trading_orders.settings import Settings
 
@@ -112,7 +113,7 @@ def warn_if_exposed(host: str, api_key: str | None) -> None:
 
 
 def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
+    if ascii_lower(host) == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback

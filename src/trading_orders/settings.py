@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from trading_orders.application.decision_feed import DEFAULT_BUFFER, DEFAULT_POLL_SECONDS
 from trading_orders.application.errors import StartupError
 from trading_orders.application.order_history import SCAN_BUDGET
+from trading_orders.ascii_case import ASCII_SPACE, ascii_lower, ascii_upper
 from trading_orders.domain.model import PositionScope
 
 ENV_PREFIX = "TRADING_ORDERS_"
@@ -61,12 +62,12 @@ class Settings(BaseSettings):
     @field_validator("store", "position_scope", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
-        return value.strip().lower() if isinstance(value, str) else value
+        return ascii_lower(value.strip(ASCII_SPACE)) if isinstance(value, str) else value
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
-        return value.strip().upper() if isinstance(value, str) else value
+        return ascii_upper(value.strip(ASCII_SPACE)) if isinstance(value, str) else value
 
     @field_validator("api_key", "database_url")
     @classmethod
