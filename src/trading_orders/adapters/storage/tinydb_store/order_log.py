@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from trading_orders.adapters.storage.tinydb_store.json_lines import JsonLinesFile, line_offset
+from trading_orders.adapters.storage.cursors import hexadecimal_cursor
+from trading_orders.adapters.storage.tinydb_store.json_lines import JsonLinesFile, visible_line_start
 from trading_orders.adapters.storage.tinydb_store.order_index import IndexRow, OrderIndex
 from trading_orders.application.errors import CorruptStore, StorageUnavailable
 from trading_orders.domain.model import OrderLogEntry
@@ -215,9 +216,7 @@ class JsonLinesOrderLog:
 
     def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, OrderLogEntry]]:
         """(cursor, entry) newest first; a cursor is the entry's byte offset, so any page costs what it reads."""
-        before = None if cursor is None else line_offset(self._file, cursor)
-        if before is not None and before > self._file.visible_size:
-            before = self._file.visible_size
+        before = None if cursor is None else visible_line_start(self._file, hexadecimal_cursor(cursor), cursor)
         for offset, record in self._file.backward(before):
             yield f"{offset:x}", entry_from_dict(record)
 
