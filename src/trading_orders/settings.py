@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from trading_orders.application.decision_feed import DEFAULT_BUFFER, DEFAULT_POLL_SECONDS
+from trading_orders.application.decision_feed import DEFAULT_BUFFER, DEFAULT_MAX_FOLLOWERS, DEFAULT_POLL_SECONDS
 from trading_orders.application.errors import StartupError
 from trading_orders.application.order_history import SCAN_BUDGET
 from trading_orders.ascii_case import ASCII_SPACE, ascii_lower, ascii_upper
@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # may wait for one follower before it is cut off (application.decision_feed).
     events_poll_seconds: float = Field(default=DEFAULT_POLL_SECONDS, gt=0, le=60)
     events_buffer: int = Field(default=DEFAULT_BUFFER, ge=1, le=1_000_000)
+    # How many GET /events streams one process serves at once (the desk's included):
+    # each holds a file descriptor, and orders and /health need some too.
+    events_max_followers: int = Field(default=DEFAULT_MAX_FOLLOWERS, ge=1, le=100_000)
 
     @field_validator("store", "position_scope", "log_format", mode="before")
     @classmethod

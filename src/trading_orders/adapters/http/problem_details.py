@@ -57,6 +57,7 @@ STORE_UNAVAILABLE = ProblemType("store-unavailable", "Store unavailable", 503)
 ORDER_IN_DOUBT = ProblemType("order-in-doubt", "Order in doubt", 503)
 NOT_READY = ProblemType("not-ready", "Service not ready", 503)
 BUSY = ProblemType("busy", "Too many reads at once", 503)
+TOO_MANY_FOLLOWERS = ProblemType("too-many-followers", "Too many followers of the decision stream", 503)
 INTERNAL = ProblemType("internal", "Internal Server Error", 500)
 
 
