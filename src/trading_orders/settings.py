@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # How many GET /events streams one process serves at once (the desk's included):
     # each holds a file descriptor, and orders and /health need some too.
     events_max_followers: int = Field(default=DEFAULT_MAX_FOLLOWERS, ge=1, le=100_000)
+    # With an API key: how many wrong keys one client address may send within the
+    # window before its wrong keys are answered 429 (adapters/http/wrong_keys.py).
+    wrong_key_limit: int = Field(default=10, ge=1, le=1_000_000)
+    wrong_key_window_seconds: float = Field(default=60.0, gt=0, le=86_400)
 
     @field_validator("store", "position_scope", "log_format", mode="before")
     @classmethod

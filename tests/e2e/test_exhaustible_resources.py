@@ -1,5 +1,6 @@
 """What a client could exhaust is bounded: followers of GET /events, and guesses at the API key."""
 
+import http.client
 import time
 
 import requests
@@ -48,3 +49,48 @@ def test_a_follower_past_the_most_gets_a_503_problem_while_orders_and_health_sti
         assert_problem(refused_again, 503, OURS + "too-many-followers")
         for follower in followers:
             follower.close()
+
+
+KEY = "the-right-key-for-exhaustion-tests"
+
+
+def _get_from(source: str, port: int, path: str, headers: dict[str, str]) -> int:
+    """The status GET ``path`` answers a client connecting from the loopback address ``source``."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5, source_address=(source, 0))
+    try:
+        connection.request("GET", path, headers=headers)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_wrong_keys_past_the_limit_answer_429_but_the_right_key_always_passes(service_factory: ServiceFactory) -> None:
+    with service_factory(PROFILE, api_key=KEY, wrong_key_limit="3") as service:
+        url = service.base_url
+        wrong = {"X-API-Key": "a-guess"}
+        for _ in range(2):
+            assert requests.get(f"{url}/positions", headers=wrong, timeout=5).status_code == 401
+        # The desk's session counts the same guesses: the third is the last the limit allows.
+        session = requests.post(f"{url}/desk/session", json={"api_key": "another-guess"}, timeout=5)
+        assert_problem(session, 401, OURS + "desk-key")
+        for answer in (
+            requests.get(f"{url}/positions", headers=wrong, timeout=5),
+            requests.post(f"{url}/create_order", json=BUY, headers=wrong, timeout=5),
+            requests.get(f"{url}/health", headers=wrong, timeout=5),
+            requests.post(f"{url}/desk/session", json={"api_key": "a-third-guess"}, timeout=5),
+        ):
+            problem = assert_problem(answer, 429, OURS + "too-many-wrong-keys")
+            wait = int(answer.headers["Retry-After"])
+            assert 1 <= wait <= 60
+            assert problem["detail"] == f"too many wrong API keys from this address; retry in {wait} s"
+        # The right key from the same address is neither delayed nor refused.
+        right = {"X-API-Key": KEY}
+        placed = requests.post(f"{url}/create_order", json=BUY, headers=right, timeout=5)
+        assert placed.status_code == 200 and placed.json()["RESPONSE"] == "ACCEPTED"
+        assert requests.get(f"{url}/positions", headers=right, timeout=5).status_code == 200
+        opened = requests.post(f"{url}/desk/session", json={"api_key": KEY}, timeout=5)
+        assert opened.status_code == 200 and "trading_orders_desk=" in opened.headers["Set-Cookie"]
+        # A missing key is no guess; another address has its own count.
+        assert requests.get(f"{url}/positions", timeout=5).status_code == 401
+        assert _get_from("127.0.0.2", service.port, "/positions", wrong) == 401
+        assert _get_from("127.0.0.1", service.port, "/positions", wrong) == 429
