@@ -14,8 +14,10 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from trading_orders.adapters.http import api
+from trading_orders.adapters.http.wrong_keys import WrongKeyLimit
 from trading_orders.adapters.log_files import configure_logging, write_logs_directly
 from trading_orders.application.errors import StartupError
+from trading_orders.ascii_case import ascii_lower
 from trading_orders.container import Container
 from trading_orders.settings import Settings
 
@@ -78,7 +80,8 @@ def create_app(settings: Settings, container: Container | None = None) -> ASGIAp
         write_logs_directly()
 
     container.wire(modules=api.ROUTE_MODULES)
-    return api.build_api(lifespan, container.order_service(), settings.api_key)
+    wrong_keys = WrongKeyLimit(settings.wrong_key_limit, settings.wrong_key_window_seconds)
+    return api.build_api(lifespan, container.order_service(), settings.api_key, wrong_keys)
 
 
 def create_app_or_exit(source: Path | Settings, host: str | None = None) -> ASGIApp:
@@ -117,7 +120,7 @@ def warn_if_exposed(host: str, api_key: str | None) -> None:
 
 
 def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
+    if ascii_lower(host) == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback

@@ -95,6 +95,7 @@ class Container(containers.DeclarativeContainer):
         store=order_store,
         poll_seconds=config.events_poll_seconds,
         buffer=config.events_buffer,
+        max_followers=config.events_max_followers,
     )
     order_service = providers.Singleton(
         OrderService,

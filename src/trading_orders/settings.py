@@ -10,9 +10,10 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trading_orders.adapters.storage.sql.writer import LOCK_WAIT_SECONDS
-from trading_orders.application.decision_feed import DEFAULT_BUFFER, DEFAULT_POLL_SECONDS
+from trading_orders.application.decision_feed import DEFAULT_BUFFER, DEFAULT_MAX_FOLLOWERS, DEFAULT_POLL_SECONDS
 from trading_orders.application.errors import StartupError
 from trading_orders.application.order_history import SCAN_BUDGET
+from trading_orders.ascii_case import ASCII_SPACE, ascii_lower, ascii_upper
 from trading_orders.domain.model import PositionScope
 
 ENV_PREFIX = "TRADING_ORDERS_"
@@ -61,16 +62,23 @@ class Settings(BaseSettings):
     # How long an order of a SQL store waits for what another process holds
     # (a lock, a connection) before it is refused 503 and not recorded.
     lock_wait_seconds: float = Field(default=LOCK_WAIT_SECONDS, gt=0, le=600)
+    # How many GET /events streams one process serves at once (the desk's included):
+    # each holds a file descriptor, and orders and /health need some too.
+    events_max_followers: int = Field(default=DEFAULT_MAX_FOLLOWERS, ge=1, le=100_000)
+    # With an API key: how many wrong keys one client address may send within the
+    # window before its wrong keys are answered 429 (adapters/http/wrong_keys.py).
+    wrong_key_limit: int = Field(default=10, ge=1, le=1_000_000)
+    wrong_key_window_seconds: float = Field(default=60.0, gt=0, le=86_400)
 
     @field_validator("store", "position_scope", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
-        return value.strip().lower() if isinstance(value, str) else value
+        return ascii_lower(value.strip(ASCII_SPACE)) if isinstance(value, str) else value
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
-        return value.strip().upper() if isinstance(value, str) else value
+        return ascii_upper(value.strip(ASCII_SPACE)) if isinstance(value, str) else value
 
     @field_validator("api_key", "database_url")
     @classmethod

@@ -49,6 +49,20 @@ def test_bad_paging_answers_422_naming_the_parameter(service_factory: ServiceFac
             assert answer.status_code == 422 and says in answer.json()["message"], (params, answer.text)
 
 
+def test_a_cursor_of_the_right_shape_that_was_never_handed_out_is_refused_on_every_paged_endpoint(
+    service_factory: ServiceFactory,
+) -> None:
+    with service_factory(PROFILE) as service:
+        place(service.base_url, "ACC", "BUY")
+        place(service.base_url, "ACC", "SELL")
+        # The trades of the first line are "0.0" and "0.1": index 999999999 names none of them.
+        for path, cursor in [("trades", "0.999999999"), ("trades", "0.2"), ("orders", "00"), ("orders", "1")]:
+            answer = requests.get(f"{service.base_url}/{path}", params={"cursor": cursor}, timeout=5)
+            assert answer.status_code == 422, (path, cursor, answer.text)
+            assert answer.json()["type"].endswith("/invalid-cursor"), answer.text
+            assert f"cursor: cursor '{cursor}' was not handed out" in answer.json()["detail"]
+
+
 def test_trades_record_each_round_trip_with_its_holding_time(service_factory: ServiceFactory) -> None:
     with service_factory(PROFILE) as service:
         buy = place(service.base_url, "ACC", "BUY")

@@ -41,6 +41,26 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
             "INSTRUMENT: String should match",
         ),
         (b'{"STRATEGY": "S1", "INSTRUMENT": "ACC", "POSITION": true}', JSON, 422, "POSITION: Input should be 'BUY'"),
+        # Letter case is ASCII's only: str.upper() would fold the long s (U+017F) to S and
+        # take these for SELL; a no-break space is not the white space that is trimmed.
+        (
+            b'{"STRATEGY": "S1", "INSTRUMENT": "ACC", "POSITION": "\\u017fell"}',
+            JSON,
+            422,
+            "POSITION: Input should be 'BUY'",
+        ),
+        (
+            b'{"STRATEGY": "S1", "INSTRUMENT": "ACC", "POSITION": "\\u017fELL"}',
+            JSON,
+            422,
+            "POSITION: Input should be 'BUY'",
+        ),
+        (
+            b'{"STRATEGY": "S1", "INSTRUMENT": "ACC", "POSITION": "\\u00a0BUY"}',
+            JSON,
+            422,
+            "POSITION: Input should be 'BUY'",
+        ),
         (VALID, {"Content-Type": "text/plain"}, 415, "Content-Type: expected application/json, got text/plain"),
         (VALID, {"Content-Type": "application/x-www-form-urlencoded"}, 415, "expected application/json"),
         (VALID, {}, 415, "Content-Type: expected application/json, got none"),

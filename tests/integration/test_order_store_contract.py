@@ -26,7 +26,7 @@ from trading_orders.adapters.storage.tinydb_store.trade_log import JsonLinesTrad
 from trading_orders.application.errors import InvalidCursor
 from trading_orders.application.order_history import HistoryFilter, OrderHistory
 from trading_orders.application.order_service import OrderService, PlacedOrder
-from trading_orders.application.ports import OrderStore
+from trading_orders.application.ports import OrderLogReader, OrderStore, TradeLogReader
 from trading_orders.domain.model import Order, OrderStatus, PositionScope, Side
 
 STORES = ["memory", "tinydb", "sqlite", "postgres"]
@@ -38,19 +38,23 @@ class OpenedStore:
 
     store: OrderStore
     history: OrderHistory
+    order_log: OrderLogReader
+    trade_log: TradeLogReader
 
     def __init__(self, kind: str, directory: Path, scope: PositionScope, memory: list[object], url: str) -> None:
         self.closers: list[Callable[[], None]] = []
         if kind == "postgres":
             postgres = PostgresOrderStore(url, scope)
-            self.store = postgres
-            self.history = OrderHistory(postgres, SqlTradeReader(postgres))
+            self.store = self.order_log = postgres
+            self.trade_log = SqlTradeReader(postgres)
+            self.history = OrderHistory(self.order_log, self.trade_log)
             self.closers.append(postgres.close)
             return
         if kind == "sqlite":
             sqlite = SqliteOrderStore(directory, scope)
-            self.store = sqlite
-            self.history = OrderHistory(sqlite, SqlTradeReader(sqlite))
+            self.store = self.order_log = sqlite
+            self.trade_log = SqlTradeReader(sqlite)
+            self.history = OrderHistory(self.order_log, self.trade_log)
             self.closers.append(sqlite.close)
             return
         if kind == "tinydb":
@@ -67,6 +71,7 @@ class OpenedStore:
             positions, log, trades = memory  # type: ignore[assignment]
         tinydb = TinyDBOrderStore(positions, log, trades, scope)
         self.store = tinydb
+        self.order_log, self.trade_log = log, trades
         self.history = OrderHistory(log, trades)
         self.closers.insert(0, tinydb.close)
 
@@ -152,6 +157,36 @@ def test_a_cursor_the_store_did_not_hand_out_is_refused(open_store: OpenStore, c
         store.history.orders(HistoryFilter(), limit=10, cursor=cursor)
     with pytest.raises(InvalidCursor):
         store.history.trades(HistoryFilter(), limit=10, cursor=cursor)
+
+
+def test_a_cursor_is_taken_exactly_when_the_store_handed_it_out(open_store: OpenStore) -> None:
+    service, store = open_store()
+    for instrument, side in [("GRASIM", Side.BUY), ("EICHER", Side.BUY), ("GRASIM", Side.SELL), ("EICHER", Side.SELL)]:
+        place(service, Order("STRATEGY_A", instrument, side))
+    readers = {"orders": store.history.orders, "trades": store.history.trades}
+    # What a page can hand out: the cursor of any entry (the last one read, when a page is full or scan-limited).
+    handed_out = {
+        "orders": [cursor for cursor, _ in store.order_log.newest_first()],
+        "trades": [cursor for cursor, _ in store.trade_log.newest_first()],
+    }
+    # Every shape any store writes, near what was handed out: each number up to
+    # past the end of a small log (decimal, hexadecimal, with a leading zero),
+    # and each "<offset>.<index>" with indexes past the trades in its line.
+    numbers = [str(n) for n in range(2048)] + [f"{n:x}" for n in range(2048)] + [f"0{n}" for n in range(10)]
+    offsets = {cursor.partition(".")[0] for cursors in handed_out.values() for cursor in cursors} | {"0", "1"}
+    pairs = [f"{offset}.{index}" for offset in offsets for index in (*range(4), 999999999)]
+    pairs += [f"0{offset}.0" for offset in offsets] + [f"{offset}.00" for offset in offsets]
+    candidates = set(numbers + pairs)
+    for kind, read in readers.items():
+        taken = set()
+        for cursor in candidates:
+            try:
+                read(HistoryFilter(), limit=1, cursor=cursor)
+            except InvalidCursor:
+                continue
+            taken.add(cursor)
+        assert taken == set(handed_out[kind]) & candidates, kind
+        assert set(handed_out[kind]) <= candidates, kind
 
 
 def test_an_idempotency_key_is_decided_once(open_store: OpenStore) -> None:

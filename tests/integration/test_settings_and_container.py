@@ -71,6 +71,9 @@ def test_postgres_needs_a_database_url_which_is_never_shown(tmp_path: Path, monk
         ("STORE", "mongo", "'tinydb', 'memory', 'sqlite' or 'postgres'"),
         ("POSITION_SCOPE", "account", "'strategy' or 'user'"),
         ("LOG_LEVEL", "loud", "'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL'"),
+        # Letter case is ASCII's only: str.upper() folds the dotless i (U+0131) to I.
+        ("LOG_LEVEL", "\u0131nfo", "'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL'"),
+        ("POSITION_SCOPE", "u\u017fer", "'strategy' or 'user'"),
         ("SNAPSHOT_EVERY_ORDERS", "0", "greater than or equal to 1"),
         ("SNAPSHOT_EVERY_SECONDS", "soon", "valid number"),
     ],

@@ -8,7 +8,14 @@ from typing import TypeVar
 import pytest
 
 from tests.service.fakes import FakeOrderStore
-from trading_orders.application.decision_feed import DecisionFeed, FeedItem, FellBehind, Progress, ResumePointAhead
+from trading_orders.application.decision_feed import (
+    DecisionFeed,
+    FeedItem,
+    FellBehind,
+    Progress,
+    ResumePointAhead,
+    TooManyFollowers,
+)
 from trading_orders.application.errors import DamagedLogEntry
 from trading_orders.application.order_history import HistoryFilter
 from trading_orders.domain.model import Order, OrderDecision, OrderLogEntry, Side
@@ -218,3 +225,19 @@ def test_an_entry_recorded_in_this_process_reaches_followers_without_a_poll_and_
         await feed.close()
 
     asyncio.run(scenario())
+
+
+def test_a_follower_past_the_most_is_refused_until_one_gives_its_place_back() -> None:
+    log = FakeOrderStore()
+    feed = DecisionFeed(log, log, max_followers=2)
+    first, second = feed.take_place(), feed.take_place()
+    with pytest.raises(TooManyFollowers, match="2 followers already follow the order log"):
+        feed.take_place()
+    first.give_back()
+    first.give_back()  # given back once, however often it is called
+    third = feed.take_place()
+    with pytest.raises(TooManyFollowers):
+        feed.take_place()
+    for place in (second, third):
+        place.give_back()
+    feed.take_place()

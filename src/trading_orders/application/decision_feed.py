@@ -35,6 +35,10 @@ CATCH_UP_CHUNK = 500
 # Entries waiting for one follower before it is cut off.
 DEFAULT_BUFFER = 1000
 DEFAULT_POLL_SECONDS = 0.1
+# Followers one process serves at once. Each holds a socket, a file
+# descriptor, for as long as it follows: with the usual limit of 1024 open
+# files this leaves three quarters of them to orders, reads and /health.
+DEFAULT_MAX_FOLLOWERS = 256
 # How long a woken follower waits for more entries before sending what it has.
 GATHER_SECONDS = 0.005
 
@@ -58,6 +62,27 @@ class ResumePointAhead(ValueError):
         )
         self.after = after
         self.last_sequence = last_sequence
+
+
+class TooManyFollowers(RuntimeError):
+    """The feed already serves as many followers as it takes; one more may follow once another leaves."""
+
+    def __init__(self, most: int) -> None:
+        super().__init__(f"{most} followers already follow the order log, the most this service takes; retry later")
+        self.most = most
+
+
+class FollowerPlace:
+    """One follower's place among the most the feed serves at once; given back once, when its stream ends."""
+
+    def __init__(self, free: Callable[[], None]) -> None:
+        self._free: Callable[[], None] | None = free
+
+    def give_back(self) -> None:
+        """Free the place for another follower; a second call does nothing."""
+        if self._free is not None:
+            self._free()
+            self._free = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +131,18 @@ class DecisionFeed:
         store: OrderStore,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         buffer: int = DEFAULT_BUFFER,
+        max_followers: int = DEFAULT_MAX_FOLLOWERS,
     ) -> None:
         """Follow ``order_log``, whose newest sequence ``store`` tells, polling every ``poll_seconds``."""
         if poll_seconds <= 0:
             raise ValueError(f"poll_seconds must be above 0, got {poll_seconds}")
         if buffer < 1:
             raise ValueError(f"buffer must be at least 1, got {buffer}")
+        if max_followers < 1:
+            raise ValueError(f"max_followers must be at least 1, got {max_followers}")
+        self._max_followers = max_followers
+        # Places given to streams, catching up or live: counted on the event loop only.
+        self._places_taken = 0
         self._order_log = order_log
         self._store = store
         self._poll_seconds = poll_seconds
@@ -121,6 +152,16 @@ class DecisionFeed:
         self._poller: asyncio.Task[None] | None = None
         # Set to make the poller read the log now instead of at its next poll.
         self._read_now = asyncio.Event()
+
+    def take_place(self) -> FollowerPlace:
+        """A place for one more follower, or TooManyFollowers when every place is taken."""
+        if self._places_taken >= self._max_followers:
+            raise TooManyFollowers(self._max_followers)
+        self._places_taken += 1
+        return FollowerPlace(self._free_place)
+
+    def _free_place(self) -> None:
+        self._places_taken -= 1
 
     async def check_resume_point(self, after: int, reads: BlockingReads) -> None:
         """Raise ResumePointAhead when ``after`` is beyond the log's newest sequence."""

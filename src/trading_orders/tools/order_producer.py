@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from trading_orders.tools.desk_client import refusal
-from trading_orders.tools.raw_details import RawDetails, RawDetailsError
+from trading_orders.tools.raw_details import RawDetails, RawDetailsError, show_warnings_on_stderr
 
 DEFAULT_URL = "http://127.0.0.1:8080/create_order"
 SIDES = ("BUY", "SELL")
@@ -63,6 +63,7 @@ def main(argv: list[str] | None, raw_details: Path) -> int:
     parser.add_argument("--profile", type=Path, default=None, help="draw orders from this profile's universes")
     parser.add_argument("--seed", type=int, default=None, help="seed for a reproducible stream")
     args = parser.parse_args(argv)
+    show_warnings_on_stderr()
     if args.count < 0 or args.interval < 0:
         parser.error("--count and --interval must not be negative")
     rng = random.Random(args.seed)

@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 from trading_orders.atomic_file import write_atomically
-from trading_orders.tools.raw_details import RawDetails, RawDetailsError
+from trading_orders.tools.raw_details import RawDetails, RawDetailsError, show_warnings_on_stderr
 
 UNIVERSE_SIZES = (1, 10)
 STRATEGIES_PER_USER = (1, 7)
@@ -41,6 +41,7 @@ def main(argv: list[str] | None, raw_details: Path, profile_path: Path) -> int:
     parser.add_argument("--raw-details", type=Path, default=raw_details, help=f"default {raw_details}")
     parser.add_argument("--output", type=Path, default=profile_path, help=f"default {profile_path}")
     args = parser.parse_args(argv)
+    show_warnings_on_stderr()
     try:
         details = RawDetails.load(args.raw_details)
         profile = generate_profile(details, args.users, random.Random(args.seed))

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 class RawDetailsError(ValueError):
@@ -35,7 +39,15 @@ class RawDetails:
             names = data.get(field)
             if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
                 raise RawDetailsError(f"{path}: {field} must be a non-empty list of names")
-            if len(set(names)) != len(names):
-                raise RawDetailsError(f"{path}: {field} lists a name more than once")
-            pools.append(tuple(names))
+            # The brief's own file lists one user twice and its generator copes: so do we.
+            for name, count in Counter(names).items():
+                if count > 1:
+                    logger.warning("%s: %s lists %r more than once; the first is kept", path, field, name)
+            pools.append(tuple(dict.fromkeys(names)))
         return cls(*pools)
+
+
+def show_warnings_on_stderr() -> None:
+    """Let a tool's WARNING lines (a repeated name in the raw details) reach stderr with their level."""
+    # A no-op where logging is already set up (the service, a test run).
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")

@@ -17,6 +17,7 @@ from trading_orders.adapters.http.problem_details import PROBLEM_MEDIA_TYPE
 from trading_orders.adapters.http.problems import answer_failures
 from trading_orders.adapters.http.routes import desk, events, operations, orders, positions, profiles, trades
 from trading_orders.adapters.http.schemas import PROBLEM_MODELS, Problem
+from trading_orders.adapters.http.wrong_keys import WrongKeyLimit
 from trading_orders.application.order_service import OrderService
 
 # The modules whose endpoints the container wires.
@@ -51,11 +52,12 @@ def _document_problem_media_type(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def build_api(lifespan: Lifespan, service: OrderService, api_key: str | None = None) -> ASGIApp:
+def build_api(lifespan: Lifespan, service: OrderService, api_key: str | None, wrong_keys: WrongKeyLimit) -> ASGIApp:
     """The HTTP application: every route of the contract, orders placed on ``service``.
 
     ``api_key``, if given, guards every path but /health and the desk's page
-    (its reads take the desk's session cookie too). The layers,
+    (its reads take the desk's session cookie too); ``wrong_keys`` limits the
+    wrong keys an address may send, to it and to the desk's session. The layers,
     outermost first: the access log (which answers a failure nothing
     answered), the refusal of a repeated single header, the key guard, the
     body-size limit, the order ingress (which serves every POST
@@ -85,8 +87,9 @@ def build_api(lifespan: Lifespan, service: OrderService, api_key: str | None = N
     served = BodySizeLimit(served, max_bytes=orders.MAX_BODY_BYTES)
     sessions = DeskSessions(api_key) if api_key else None
     app.state.desk_sessions = sessions
+    app.state.wrong_keys = wrong_keys
     if sessions is not None and api_key:
-        served = ApiKeyGuard(served, api_key=api_key, sessions=sessions)
+        served = ApiKeyGuard(served, api_key=api_key, sessions=sessions, wrong_keys=wrong_keys)
     # Outside the key guard, which reads X-API-Key, and everything that reads a header once.
     served = SingleHeaders(served)
     # Outermost, so it logs refusals by the key guard too.

@@ -6,6 +6,7 @@ import logging
 import time
 
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trading_orders.adapters.http.desk_session import DeskSessions
@@ -14,9 +15,11 @@ from trading_orders.adapters.http.problem_details import (
     API_KEY_REFUSED,
     CONTENT_TOO_LARGE,
     REPEATED_HEADER,
+    TOO_MANY_WRONG_KEYS,
     problem_response,
 )
 from trading_orders.adapters.http.problems import answer_unexpected, is_answered
+from trading_orders.adapters.http.wrong_keys import WrongKeyLimit
 from trading_orders.ascii_numbers import ascii_number
 
 logger = logging.getLogger(__name__)
@@ -175,18 +178,32 @@ class BodySizeLimit:
         await problem_response(CONTENT_TOO_LARGE, detail)(scope, receive, send)
 
 
+def client_address(scope: Scope) -> str:
+    """The address the request came from, as the server saw it (behind a proxy: the proxy's, unless told)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def too_many_wrong_keys(wait_seconds: int) -> JSONResponse:
+    """429 for an address past its wrong keys: when it may try again."""
+    detail = f"too many wrong API keys from this address; retry in {wait_seconds} s"
+    return problem_response(TOO_MANY_WRONG_KEYS, detail, headers={"Retry-After": str(wait_seconds)})
+
+
 class ApiKeyGuard:
     """Answers 401 to a request without the configured X-API-Key header (all paths but the open ones).
 
     A read (GET, HEAD) may carry the desk's session cookie instead of the
-    header; nothing under /admin takes it.
+    header; nothing under /admin takes it. A wrong key, on any path, counts
+    against its address in ``wrong_keys``; past the limit it is answered 429.
     """
 
-    def __init__(self, app: ASGIApp, api_key: str, sessions: DeskSessions) -> None:
+    def __init__(self, app: ASGIApp, api_key: str, sessions: DeskSessions, wrong_keys: WrongKeyLimit) -> None:
         """Wrap ``app``, requiring ``api_key`` or, for a read, a session of ``sessions``."""
         self._app = app
         self._api_key = api_key.encode()
         self._sessions = sessions
+        self._wrong_keys = wrong_keys
 
     def _authorized(self, scope: Scope, headers: dict[bytes, bytes]) -> bool:
         given = headers.get(b"x-api-key")
@@ -203,7 +220,14 @@ class ApiKeyGuard:
             await self._app(scope, receive, send)
             return
         headers = dict(scope["headers"])
+        # The key is checked first: the right key passes from any address, however many wrong ones it sent.
         authorized = self._authorized(scope, headers)
+        given = headers.get(b"x-api-key")
+        if given is not None and not authorized:
+            wait = self._wrong_keys.wrong_key(client_address(scope))
+            if wait is not None:
+                await too_many_wrong_keys(wait)(scope, receive, send)
+                return
         path: str = scope["path"]
         if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             # Served either way; the path tells a client without the key less.
@@ -213,11 +237,9 @@ class ApiKeyGuard:
         if authorized:
             await self._app(scope, receive, send)
             return
-        given = headers.get(b"x-api-key")
         problem = "missing" if given is None else "wrong"
-        client = scope.get("client") or ("unknown", 0)
         # The key itself, right or wrong, never goes into the log.
-        logger.warning("refused %s %s from %s: X-API-Key %s", scope["method"], path, client[0], problem)
+        logger.warning("refused %s %s from %s: X-API-Key %s", scope["method"], path, client_address(scope), problem)
         refusal = problem_response(
             API_KEY_REFUSED, f"X-API-Key header {problem}", headers={"WWW-Authenticate": "X-API-Key"}
         )

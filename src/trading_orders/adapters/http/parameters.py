@@ -22,6 +22,7 @@ from pydantic import BeforeValidator, TypeAdapter, ValidationError
 
 from trading_orders.adapters.http.schemas import IsoTime
 from trading_orders.application.order_history import DEFAULT_PAGE, MAX_PAGE, HistoryFilter
+from trading_orders.ascii_case import ascii_lower
 from trading_orders.ascii_numbers import ascii_number
 from trading_orders.domain.model import OrderStatus
 
@@ -117,7 +118,7 @@ def is_json_media_type(content_type: str | None) -> bool:
     # no effect"): charset=utf-8, or any other, changes nothing; a body is read
     # as UTF-8 JSON. application/*+json names another kind of document (a JSON
     # Patch, a merge patch, a problem), not an order: refused, not guessed at.
-    return content_type is not None and content_type.partition(";")[0].strip(" \t").lower() == JSON_MEDIA_TYPE
+    return content_type is not None and ascii_lower(content_type.partition(";")[0].strip(" \t")) == JSON_MEDIA_TYPE
 
 
 # A key longer than this is wrong without comparing it.

@@ -49,6 +49,7 @@ UNSUPPORTED_MEDIA_TYPE = ProblemType("unsupported-media-type", "Unsupported Medi
 CONTENT_TOO_LARGE = ProblemType("content-too-large", "Content Too Large", 413)
 REPEATED_HEADER = ProblemType("repeated-header", "Header sent more than once", 400)
 API_KEY_REFUSED = ProblemType("api-key", "API key missing or wrong", 401)
+TOO_MANY_WRONG_KEYS = ProblemType("too-many-wrong-keys", "Too many wrong API keys", 429)
 ORDER_NOT_FOUND = ProblemType("order-not-found", "No such order", 404)
 USER_NOT_FOUND = ProblemType("user-not-found", "No such user", 404)
 RESUME_POINT_AHEAD = ProblemType("resume-point-ahead", "Resume point beyond the order log", 409)
@@ -59,6 +60,7 @@ ORDER_IN_DOUBT = ProblemType("order-in-doubt", "Order in doubt", 503)
 DAMAGED_LOG_ENTRY = ProblemType("damaged-log-entry", "Order log entry damaged", 503)
 NOT_READY = ProblemType("not-ready", "Service not ready", 503)
 BUSY = ProblemType("busy", "Too many reads at once", 503)
+TOO_MANY_FOLLOWERS = ProblemType("too-many-followers", "Too many followers of the decision stream", 503)
 INTERNAL = ProblemType("internal", "Internal Server Error", 500)
 
 

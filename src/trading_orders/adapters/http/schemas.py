@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
+from trading_orders.ascii_case import ASCII_SPACE, ascii_upper
 from trading_orders.domain.model import OrderLogEntry, OrderStatus, Position, RejectReason, Side, Trade
 
 NAME_MAX_LENGTH = 64
@@ -52,7 +53,7 @@ class CreateOrderRequest(BaseModel):
     @field_validator("side", mode="before")
     @classmethod
     def _any_case(cls, value: object) -> object:
-        return value.strip().upper() if isinstance(value, str) else value
+        return ascii_upper(value.strip(ASCII_SPACE)) if isinstance(value, str) else value
 
 
 class UserDecisionBody(BaseModel):

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from trading_orders.adapters.http.desk_session import COOKIE_NAME, DeskSessions, cleared_cookie
-from trading_orders.adapters.http.middleware import API_KEY_STATE
+from trading_orders.adapters.http.middleware import API_KEY_STATE, client_address, too_many_wrong_keys
 from trading_orders.adapters.http.problem_details import DESK_KEY_REFUSED, bare_status, problem_response
 from trading_orders.adapters.http.problems import require_json
 from trading_orders.adapters.http.schemas import MALFORMED_PARAMETER, DeskSessionAnswer, DeskSessionRequest, Problem
+from trading_orders.adapters.http.wrong_keys import WrongKeyLimit
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ def desk_session(request: Request) -> DeskSessionAnswer:
     responses={
         400: {"model": Problem, "description": "The body cannot be read (it is not UTF-8)."},
         401: {"model": Problem, "description": "Not the API key; nothing is set."},
+        429: {"model": Problem, "description": "Too many wrong keys from this address; with Retry-After."},
         415: {"model": Problem, "description": "The request is not sent as application/json."},
         **MALFORMED_PARAMETER,
     },
@@ -110,7 +112,11 @@ def open_desk_session(
     if sessions is None:
         return _answer(request, None)
     if not sessions.opened_by(body.api_key):
-        client = request.client.host if request.client else "unknown"
+        client = client_address(request.scope)
+        wrong_keys: WrongKeyLimit = request.app.state.wrong_keys
+        wait = wrong_keys.wrong_key(client)
+        if wait is not None:
+            return too_many_wrong_keys(wait)
         logger.warning("refused a desk session from %s: wrong API key", client)
         return problem_response(DESK_KEY_REFUSED, "not the service's API key; no session cookie was set")
     token, expires = sessions.issue()

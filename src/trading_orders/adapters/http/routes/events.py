@@ -7,20 +7,28 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from dependency_injector.wiring import inject
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Receive, Scope, Send
 
 from trading_orders.adapters.http.injection import AwaitedProvide
 from trading_orders.adapters.http.lanes import Lane, LaneBusy
 from trading_orders.adapters.http.parameters import StreamQuery
-from trading_orders.adapters.http.problem_details import RESUME_POINT_AHEAD, problem_response
+from trading_orders.adapters.http.problem_details import RESUME_POINT_AHEAD, TOO_MANY_FOLLOWERS, problem_response
 from trading_orders.adapters.http.problems import damaged_entry_text
 from trading_orders.adapters.http.schemas import MALFORMED_PARAMETER, LoggedOrderBody, Problem
-from trading_orders.application.decision_feed import DecisionFeed, FellBehind, Progress, ResumePointAhead
+from trading_orders.application.decision_feed import (
+    DecisionFeed,
+    FellBehind,
+    FollowerPlace,
+    Progress,
+    ResumePointAhead,
+    TooManyFollowers,
+)
 from trading_orders.application.errors import DamagedLogEntry, StorageUnavailable
 from trading_orders.application.order_history import HistoryFilter
 from trading_orders.container import Container
@@ -37,6 +45,8 @@ RETRY_MILLISECONDS = 1000
 # A follower whose socket takes no bytes for this long is disconnected: its
 # kernel buffers are full and it is not reading.
 SEND_TIMEOUT_SECONDS = 30.0
+# When a follower refused for want of a place may ask again: followers come and go by the second.
+FOLLOWER_RETRY_AFTER_SECONDS = 5
 
 STREAM_DESCRIPTION = """\
 Server-Sent Events (`text/event-stream`), one per logged order, oldest first:
@@ -80,6 +90,21 @@ class _EncodedOrders:
 
 
 _ENCODED = _EncodedOrders()
+
+
+class _FollowerStream(EventSourceResponse):
+    """One follower's stream, which gives its place back however it ends: finished, cut off or disconnected."""
+
+    def __init__(self, place: FollowerPlace, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._place = place
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Stream, then free the place."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._place.give_back()
 
 
 def _resume_event(after: int, reason: str) -> ServerSentEvent:
@@ -129,7 +154,11 @@ def _why_stopped(error: Exception) -> str:
             "model": Problem,
             "description": "The resume point is beyond the log's last sequence, given as last_sequence.",
         },
-        503: {"model": Problem, "description": "The order log cannot be read now."},
+        503: {
+            "model": Problem,
+            "description": "The order log cannot be read now, or every place for a follower is taken "
+            "(too-many-followers, with Retry-After).",
+        },
         **MALFORMED_PARAMETER,
     },
 )
@@ -142,11 +171,23 @@ async def events(
     """Every logged order after the resume point, then each one as it is logged."""
     lane: Lane = request.app.state.read_lane
     after = query.after or 0
+    # Taken first, so a follower past the most costs no read of the log.
+    try:
+        place = feed.take_place()
+    except TooManyFollowers as error:
+        logger.info("GET /events refused: %s", error)
+        retry = {"Retry-After": str(FOLLOWER_RETRY_AFTER_SECONDS)}
+        return problem_response(TOO_MANY_FOLLOWERS, str(error), headers=retry)
     try:
         await feed.check_resume_point(after, lane.run)
     except ResumePointAhead as error:
+        place.give_back()
         return problem_response(RESUME_POINT_AHEAD, str(error), last_sequence=error.last_sequence)
-    return EventSourceResponse(
+    except BaseException:
+        place.give_back()
+        raise
+    return _FollowerStream(
+        place,
         _events(feed, after, query.filter, lane),
         ping=HEARTBEAT_SECONDS,
         send_timeout=SEND_TIMEOUT_SECONDS,

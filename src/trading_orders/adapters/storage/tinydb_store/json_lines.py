@@ -10,9 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from trading_orders.adapters.storage.cursors import hexadecimal_cursor
+from trading_orders.adapters.storage.cursors import not_handed_out
 from trading_orders.adapters.storage.file_lock import ExclusiveFileLock
-from trading_orders.application.errors import CorruptStore, InvalidCursor, StorageUnavailable
+from trading_orders.application.errors import CorruptStore, StorageUnavailable
 from trading_orders.atomic_file import fsync_directory
 from trading_orders.domain.model import DomainError
 
@@ -59,11 +59,12 @@ def _reading(path: Path) -> Iterator[BinaryIO]:
         raise StorageUnavailable(f"cannot read {path}: {error.strerror or error}") from error
 
 
-def line_offset(lines: JsonLinesFile, cursor: str) -> int:
-    """The byte offset a cursor of ``lines`` names; raises InvalidCursor unless a line starts there."""
-    offset = hexadecimal_cursor(cursor)
-    if not lines.is_line_start(offset):
-        raise InvalidCursor(f"cursor {cursor!r} was not handed out by this service")
+def visible_line_start(lines: JsonLinesFile, offset: int, cursor: str) -> int:
+    """``offset``, when a line of ``lines`` readers were shown starts there; else InvalidCursor for ``cursor``."""
+    # Cursors are handed out for visible lines only: the end of the file, or a
+    # line not yet durable, is no line a reader was shown.
+    if offset >= lines.visible_size or not lines.is_line_start(offset):
+        raise not_handed_out(cursor)
     return offset
 
 

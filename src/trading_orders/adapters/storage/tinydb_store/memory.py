@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from trading_orders.adapters.storage.cursors import decimal_cursor
+from trading_orders.adapters.storage.cursors import decimal_cursor, not_handed_out
 from trading_orders.adapters.storage.tinydb_store.parts import StoredPositions
-from trading_orders.application.errors import InvalidCursor
 from trading_orders.domain.model import OrderLogEntry, Trade
 
 
@@ -63,8 +62,9 @@ def _index(cursor: str | None, size: int) -> int:
     if cursor is None:
         return size
     index = decimal_cursor(cursor)
-    if index > size:
-        raise InvalidCursor(f"cursor {cursor!r} was not handed out by this service")
+    # A cursor names an entry: one at or past the end names none.
+    if index >= size:
+        raise not_handed_out(cursor)
     return index
 
 

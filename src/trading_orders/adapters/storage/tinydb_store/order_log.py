@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from trading_orders.adapters.storage.tinydb_store.json_lines import DamagedLine, JsonLinesFile, line_offset
+from trading_orders.adapters.storage.cursors import hexadecimal_cursor
+from trading_orders.adapters.storage.tinydb_store.json_lines import DamagedLine, JsonLinesFile, visible_line_start
 from trading_orders.adapters.storage.tinydb_store.order_index import IndexRow, OrderIndex, inspect_index
 from trading_orders.application.errors import CorruptStore, DamagedLogEntry, StartupError, StorageUnavailable
 from trading_orders.domain.model import DomainError, OrderLogEntry
@@ -238,9 +239,7 @@ class JsonLinesOrderLog:
 
     def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, OrderLogEntry]]:
         """(cursor, entry) newest first; a cursor is the entry's byte offset, so any page costs what it reads."""
-        before = None if cursor is None else line_offset(self._file, cursor)
-        if before is not None and before > self._file.visible_size:
-            before = self._file.visible_size
+        before = None if cursor is None else visible_line_start(self._file, hexadecimal_cursor(cursor), cursor)
         # Sequences fall by one going back: the next line holds ``expected``,
         # known from the end of the log, or once a line of the page was read.
         expected = self._file.durable_sequence if before is None else None

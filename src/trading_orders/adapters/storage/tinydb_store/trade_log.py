@@ -6,9 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from trading_orders.adapters.storage.cursors import hexadecimal_and_decimal_cursor
-from trading_orders.adapters.storage.tinydb_store.json_lines import DamagedLine, JsonLinesFile
-from trading_orders.application.errors import InvalidCursor
+from trading_orders.adapters.storage.cursors import hexadecimal_and_decimal_cursor, not_handed_out
+from trading_orders.adapters.storage.tinydb_store.json_lines import DamagedLine, JsonLinesFile, visible_line_start
 from trading_orders.domain.model import DomainError, Trade
 from trading_orders.json_records import trade_from_dict, trade_to_dict
 
@@ -62,10 +61,11 @@ class JsonLinesTradeLog:
         before: int | None = None
         if cursor is not None:
             before, index = hexadecimal_and_decimal_cursor(cursor)
-            if before >= self._file.visible_size or not self._file.is_line_start(before):
-                raise InvalidCursor(f"cursor {cursor!r} was not handed out by this service")
-            trades = self._trades(before, self._file.read_at(before))
-            for position in range(min(index, len(trades)) - 1, -1, -1):
+            trades = self._trades(before, self._file.read_at(visible_line_start(self._file, before, cursor)))
+            # A cursor names one of the line's trades: an index past them names none.
+            if index >= len(trades):
+                raise not_handed_out(cursor)
+            for position in range(index - 1, -1, -1):
                 yield f"{before:x}.{position}", trades[position]
         for offset, record in self._file.backward(before):
             trades = self._trades(offset, record)
