@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from trading_orders.adapters.storage.tinydb_store import order_log
 from trading_orders.adapters.storage.tinydb_store.order_log import ORDER_LOG_FILE, JsonLinesOrderLog
 from trading_orders.application.errors import CorruptStore, StorageUnavailable
 from trading_orders.domain.model import (
@@ -222,3 +223,29 @@ def test_readers_find_entries_while_one_thread_appends_and_another_moves_them_to
     assert log.unindexed() == 0
     assert [e.sequence for e in log.entries_after(total - 3)] == [total - 2, total - 1, total]
     log.close()
+
+
+def test_entries_whose_durable_end_cannot_be_recorded_are_not_durable_and_are_cut_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = JsonLinesOrderLog(tmp_path)
+    log.append(entry(1))
+    log.close()
+
+    def refused(directory: Path, size: int, sequence: int) -> None:
+        if sequence == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    # Looked up when the log opens: this log's writer tells its durable end through ``refused``.
+    monkeypatch.setattr(order_log, "record_durable_end", refused)
+    log = JsonLinesOrderLog(tmp_path)
+    try:
+        # Another process would still stop at entry 1: entry 2 is not durable, whatever the fsync did.
+        with pytest.raises(StorageUnavailable, match="No space left on device"):
+            log.append(entry(2))
+        assert log.durable_sequence() == log.last_sequence() == 1
+        reader = JsonLinesOrderLog(tmp_path, read_only=True)
+        assert [found.sequence for found in reader.entries_after(0)] == [1]
+        reader.close()
+    finally:
+        log.close()

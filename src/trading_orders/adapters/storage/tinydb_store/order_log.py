@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from trading_orders.adapters.storage.cursors import hexadecimal_cursor
+from trading_orders.adapters.storage.tinydb_store.durable_end import read_durable_end, record_durable_end
 from trading_orders.adapters.storage.tinydb_store.json_lines import DamagedLine, JsonLinesFile, visible_line_start
 from trading_orders.adapters.storage.tinydb_store.order_index import IndexRow, OrderIndex, inspect_index
 from trading_orders.application.errors import CorruptStore, DamagedLogEntry, StartupError, StorageUnavailable
@@ -33,9 +35,19 @@ class JsonLinesOrderLog:
     """
 
     def __init__(self, directory: Path, *, read_only: bool = False) -> None:
-        """Open (or create) the log and its index; see JsonLinesFile for torn lines and read-only use."""
+        """Open (or create) the log and its index; see JsonLinesFile for torn lines and read-only use.
+
+        A read-only log ends at the last entry its writer made durable, as order_log.durable records it.
+        """
+        # A reader in another process stops where this log's writer says its lines are durable (durable_end.py).
         self._file = JsonLinesFile(
-            directory / ORDER_LOG_FILE, self._check_line, "order-log entry", read_only=read_only, consecutive=True
+            directory / ORDER_LOG_FILE,
+            self._check_line,
+            "order-log entry",
+            read_only=read_only,
+            consecutive=True,
+            on_durable=functools.partial(record_durable_end, directory),
+            durable_end=functools.partial(read_durable_end, directory),
         )
         try:
             self._index = OrderIndex(directory, read_only=read_only)
