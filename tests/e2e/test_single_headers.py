@@ -45,6 +45,7 @@ def _logged_orders(service: ServiceProcess) -> int:
         # Both right: still two keys, so neither is taken.
         ([("X-API-Key", KEY), ("x-api-key", KEY)], "X-API-Key"),
         ([("X-API-Key", "guess"), ("X-API-Key", KEY)], "X-API-Key"),
+        ([("Last-Event-ID", "1"), ("last-event-id", "2")], "Last-Event-ID"),
     ],
 )
 def test_a_header_sent_twice_is_refused_naming_it(
@@ -78,3 +79,22 @@ def test_each_header_sent_once_is_served(service: ServiceProcess) -> None:
     headers = [("X-API-Key", KEY), ("Content-Type", "application/json"), ("Idempotency-Key", "once")]
     answer = send(service.port, "POST", "/create_order", headers, ORDER)
     assert answer.status == 200, answer.body
+
+
+def test_two_last_event_ids_on_the_stream_are_refused_not_one_of_them_followed(service: ServiceProcess) -> None:
+    # Both beyond the log: whichever one a reader took, the stream would answer 409, not 400.
+    headers = [("X-API-Key", KEY), ("Last-Event-ID", "998"), ("Last-Event-ID", "999")]
+    answer = send(service.port, "GET", "/events", headers)
+    assert answer.status == 400, answer.body
+    problem = answer.json()
+    assert (problem["type"], problem["header"]) == (OURS + "repeated-header", "Last-Event-ID")
+
+
+def test_cookies_sent_in_several_headers_are_read_together(service: ServiceProcess) -> None:
+    # HTTP/2 may split one Cookie header into several (RFC 9113, 8.2.3): not refused, and the session is found in any.
+    desk = requests.post(f"{service.base_url}/desk/session", json={"api_key": KEY}, timeout=5)
+    session = f"trading_orders_desk={desk.cookies['trading_orders_desk']}"
+    headers = [("Cookie", session), ("Cookie", "theme=dark")]
+    assert send(service.port, "GET", "/positions", headers).status == 200
+    asked = send(service.port, "GET", "/desk/session", headers).json()
+    assert asked["active"] is True and asked["expires_at"] is not None

@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from trading_orders.adapters.storage.tinydb_store.durable_end import (
+    DURABLE_END_FILE,
+    DurableEndRecord,
+    read_durable_end,
+)
 from trading_orders.adapters.storage.tinydb_store.order_log import ORDER_LOG_FILE, JsonLinesOrderLog
 from trading_orders.application.errors import CorruptStore, StorageUnavailable
 from trading_orders.domain.model import (
@@ -222,3 +227,42 @@ def test_readers_find_entries_while_one_thread_appends_and_another_moves_them_to
     assert log.unindexed() == 0
     assert [e.sequence for e in log.entries_after(total - 3)] == [total - 2, total - 1, total]
     log.close()
+
+
+def test_entries_whose_durable_end_cannot_be_recorded_are_not_durable_and_are_cut_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = JsonLinesOrderLog(tmp_path)
+    log.append(entry(1))
+    log.close()
+
+    record = DurableEndRecord.record
+
+    def refused(self: DurableEndRecord, size: int, sequence: int) -> None:
+        if sequence == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        record(self, size, sequence)
+
+    monkeypatch.setattr(DurableEndRecord, "record", refused)
+    log = JsonLinesOrderLog(tmp_path)
+    try:
+        # Another process would still stop at entry 1: entry 2 is not durable, whatever the fsync did.
+        with pytest.raises(StorageUnavailable, match="No space left on device"):
+            log.append(entry(2))
+        assert log.durable_sequence() == log.last_sequence() == 1
+        reader = JsonLinesOrderLog(tmp_path, read_only=True)
+        assert [found.sequence for found in reader.entries_after(0)] == [1]
+        reader.close()
+    finally:
+        log.close()
+
+
+def test_a_durable_end_record_read_half_overwritten_names_nothing(tmp_path: Path) -> None:
+    record = DurableEndRecord(tmp_path)
+    record.record(9876, 41)
+    record.close()
+    assert read_durable_end(tmp_path) == (9876, 41)
+    path = tmp_path / DURABLE_END_FILE
+    # A new end beside the old check: what a read in the middle of an overwrite could see.
+    path.write_bytes(path.read_bytes().replace(b"9876", b"9877"))
+    assert read_durable_end(tmp_path) is None

@@ -1,7 +1,10 @@
 """`export` and `verify` only read: the store is unchanged after them, even under another position scope."""
 
+import errno
 import json
+import os
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -13,8 +16,11 @@ from trading_orders import cli
 from trading_orders.adapters.storage.sql.postgres import PostgresOrderStore
 from trading_orders.adapters.storage.sql.sqlite import SQLITE_FILE, SqliteOrderStore
 from trading_orders.adapters.storage.sql.store import SqlOrderStore
+from trading_orders.adapters.storage.tinydb_store.durable_end import DURABLE_END_FILE
+from trading_orders.adapters.storage.tinydb_store.order_log import JsonLinesOrderLog
+from trading_orders.application.errors import StorageUnavailable
 from trading_orders.application.order_service import OrderService
-from trading_orders.domain.model import Order, PositionScope, Side
+from trading_orders.domain.model import Order, OrderDecision, OrderLogEntry, PositionScope, Side
 
 # Both of U1's strategies hold ACC: two positions under scope "strategy", a conflict under scope "user".
 PROFILE = {"U1": {"S": ["ACC", "INFY"], "T": ["ACC"]}}
@@ -127,3 +133,55 @@ def test_a_postgres_export_of_a_database_the_service_never_started_on_creates_no
     assert "holds schema version 0, not 1: start the service on it once" in capsys.readouterr().err
     with psycopg.connect(url) as connection:
         assert connection.execute("SELECT to_regclass('meta')").fetchall() == [(None,)]
+
+
+def _entry(sequence: int) -> OrderLogEntry:
+    # An order for no user: it opens no position, so the export's replay has nothing to disagree on.
+    received = datetime(2026, 11, 24, 9, 15, tzinfo=UTC)
+    return OrderLogEntry(sequence, OrderDecision(f"o{sequence}", received, Order("S", "ACC", Side.BUY), ()))
+
+
+def _exported_sequences(data: Path, output: Path) -> list[int]:
+    assert cli.main(["export", str(output), "--data-dir", str(data)]) == 0
+    return [json.loads(line)["sequence"] for line in output.read_text().splitlines()]
+
+
+def test_a_tinydb_export_beside_the_service_holds_only_the_entries_it_made_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, output = tmp_path / "data", tmp_path / "desk.jsonl"
+    log = JsonLinesOrderLog(data)  # the service's log: it holds the lock and writes
+    try:
+        log.append(_entry(1))
+        log.append(_entry(2))
+        # Handed to the OS, not yet fsync'd: in the file, where another process sees it, but not durable.
+        log.write(_entry(3))
+        assert _exported_sequences(data, output) == [1, 2]
+
+        def refused(fd: int) -> None:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        with monkeypatch.context() as failing:
+            failing.setattr(os, "fsync", refused)
+            with pytest.raises(StorageUnavailable):
+                log.sync()
+        log.roll_back(StorageUnavailable("the fsync failed"))
+        # The service took entry 3 back and answered it 503: the export never held it.
+        assert _exported_sequences(data, output) == [1, 2]
+
+        log.append(_entry(3))
+        assert _exported_sequences(data, output) == [1, 2, 3]
+    finally:
+        log.close()
+
+
+def test_a_tinydb_log_no_service_has_marked_is_exported_whole(tmp_path: Path) -> None:
+    # A data directory from before order_log.durable, or one whose mark a crash lost: no writer of it
+    # has run since (one records its end before it appends), so every complete line is kept for good.
+    data = tmp_path / "data"
+    log = JsonLinesOrderLog(data)
+    for sequence in (1, 2):
+        log.append(_entry(sequence))
+    log.close()
+    (data / DURABLE_END_FILE).unlink()
+    assert _exported_sequences(data, tmp_path / "desk.jsonl") == [1, 2]

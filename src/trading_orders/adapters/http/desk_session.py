@@ -80,6 +80,13 @@ class DeskSessions:
         return _cookie(token, max_age, secure)
 
 
+def cookie_header(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """Every Cookie header of a request as one, or None without any."""
+    # HTTP/2 may send one Cookie header as several (RFC 9113, 8.2.3): the session may be in any of them.
+    cookies = [value for name, value in headers if name == b"cookie"]
+    return b"; ".join(cookies) if cookies else None
+
+
 def cleared_cookie(secure: bool) -> str:
     """The Set-Cookie value that makes the browser forget the session."""
     return _cookie("", 0, secure)

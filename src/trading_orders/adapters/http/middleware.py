@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from trading_orders.adapters.http.desk_session import DeskSessions
+from trading_orders.adapters.http.desk_session import DeskSessions, cookie_header
 from trading_orders.adapters.http.parameters import api_key_matches
 from trading_orders.adapters.http.problem_details import (
     API_KEY_REFUSED,
@@ -90,11 +90,14 @@ class RequestLog:
 # The headers a request may send once, as ASGI servers hand them (lower case), with
 # their names as documented. Sent twice, one reader takes the first and another
 # the last (a proxy, a library, this service's own layers): refused, not guessed at.
+# Cookie is not among them: HTTP/2 may split one Cookie header into several
+# (RFC 9113, 8.2.3), so every Cookie header is read (desk_session.cookie_header).
 SINGLE_HEADERS = {
     b"content-type": "Content-Type",
     b"content-length": "Content-Length",
     b"idempotency-key": "Idempotency-Key",
     b"x-api-key": "X-API-Key",
+    b"last-event-id": "Last-Event-ID",
 }
 
 
@@ -212,7 +215,7 @@ class ApiKeyGuard:
             return api_key_matches(given, self._api_key)
         if scope["method"] not in SESSION_METHODS or scope["path"].startswith("/admin"):
             return False
-        return self._sessions.expiry_in(headers.get(b"cookie")) is not None
+        return self._sessions.expiry_in(cookie_header(scope["headers"])) is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on if it carries the key (or a read, the session), else answer 401."""

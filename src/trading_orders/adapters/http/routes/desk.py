@@ -7,7 +7,7 @@ from importlib import resources
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from trading_orders.adapters.http.desk_session import COOKIE_NAME, DeskSessions, cleared_cookie
+from trading_orders.adapters.http.desk_session import DeskSessions, cleared_cookie, cookie_header
 from trading_orders.adapters.http.middleware import API_KEY_STATE, client_address, too_many_wrong_keys
 from trading_orders.adapters.http.problem_details import DESK_KEY_REFUSED, bare_status, problem_response
 from trading_orders.adapters.http.problems import require_json
@@ -81,7 +81,7 @@ def _answer(request: Request, expires: int | None) -> DeskSessionAnswer:
 def desk_session(request: Request) -> DeskSessionAnswer:
     """Whether a key is needed and whether this request has it or a session; never 401, so the desk can ask."""
     sessions = _sessions(request)
-    expires = None if sessions is None else sessions.expiry(request.cookies.get(COOKIE_NAME))
+    expires = None if sessions is None else sessions.expiry_in(cookie_header(request.scope["headers"]))
     return _answer(request, expires)
 
 

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 from trading_orders.adapters.storage.sql.schema import Sql, holding_key, logged_entry, position_of
-from trading_orders.application.errors import StorageUnavailable
+from trading_orders.application.errors import DamagedLogEntry, StorageUnavailable
 from trading_orders.domain.model import AppliedDecision, OrderLogEntry, Position, PositionScope, Trade
 from trading_orders.json_records import entry_to_dict, format_time, parse_time
 
@@ -188,9 +188,10 @@ class Batch:
         # open after it (with the index of the order that opened it) or None.
         self.touched: dict[str, tuple[int, Position] | None] = {}
         # What the database held when read: the position of a holding key (or
-        # None), the entry recorded with an idempotency key (or None).
+        # None), the entry recorded with an idempotency key (or None, or why
+        # its row cannot be read: that is the answer of its retry alone).
         self.seen: dict[str, Position | None] = {}
-        self.recorded: dict[str, OrderLogEntry | None] = {}
+        self.recorded: dict[str, OrderLogEntry | DamagedLogEntry | None] = {}
         self.done: asyncio.Future[list[OrderLogEntry]] = asyncio.get_running_loop().create_future()
         # Read, so an error no order is left to hear is not reported as lost.
         self.done.add_done_callback(lambda done: done.cancelled() or done.exception())
@@ -216,8 +217,8 @@ class Batch:
             and all(key in self.touched or key in self.seen for key in needs.holdings)
         )
 
-    def read_for(self, needs: OrderNeeds) -> tuple[OrderLogEntry | None, list[Position]]:
-        """The recorded answer of the key of ``needs`` and its users' open positions, from what the batch has read."""
+    def read_for(self, needs: OrderNeeds) -> tuple[OrderLogEntry | DamagedLogEntry | None, list[Position]]:
+        """The recorded answer of the key of ``needs`` (or why it is unreadable) and its users' open positions."""
         held = []
         for key in needs.holdings:
             if key in self.touched:
@@ -274,7 +275,12 @@ class Batch:
                 f"WHERE idempotency_key IN ({', '.join('?' * len(chunk))})",
                 chunk,
             )
-            self.recorded.update((row[0], logged_entry(row[1], row[2], self.connection.where)) for row in rows)
+            for key, sequence, entry in rows:
+                try:
+                    self.recorded[key] = logged_entry(sequence, entry, self.connection.where)
+                except DamagedLogEntry as damaged:
+                    # Read for the whole batch, it is the answer of the one order whose key names it.
+                    self.recorded[key] = damaged
 
     def _read_positions(self, keys: Collection[str]) -> None:
         for chunk in _chunks(list(keys)):

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, NoReturn, Protocol, TypeVar
 
 from trading_orders.adapters.storage.sql.batches import Batch, BatchConnection, OrderNeeds
-from trading_orders.application.errors import StorageUnavailable, StoreBusy
+from trading_orders.application.errors import DamagedLogEntry, StorageUnavailable, StoreBusy
 from trading_orders.domain.model import AppliedDecision, OrderLogEntry, PositionScope
 
 # How many waiting orders a batch reads for at once.
@@ -79,8 +79,16 @@ class Turn:
         self._key = needs.key
         self._scope = scope
         self._release: Callable[[], None] | None = end
-        self.recorded, self.positions = batch.read_for(needs)
+        self._recorded, self.positions = batch.read_for(needs)
         self.last_received_at = batch.last_received_at
+
+    @property
+    def recorded(self) -> OrderLogEntry | None:
+        """The entry recorded with the order's idempotency key, or None; DamagedLogEntry when its row is unreadable."""
+        if isinstance(self._recorded, DamagedLogEntry):
+            # Raised inside the order's turn, whose end lets the batch go on without it.
+            raise self._recorded.with_traceback(None)
+        return self._recorded
 
     @property
     def held(self) -> bool:

@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 # Reads one line's JSON object at a byte offset, after the previous line's
 # sequence; returns the line's sequence, or raises to say the line is invalid.
 LineCheck = Callable[[int, dict[str, Any], int], int]
+# (bytes, sequence) of the end of the durable lines, as the writer tells other processes.
+DurableEnd = tuple[int, int]
 
 _BLOCK = 64 * 1024
 
@@ -78,6 +80,8 @@ class JsonLinesFile:
     ``visible_size``: what sync() made durable, or with ``visible_unsynced``
     every line written. With ``consecutive`` each line's sequence is one past
     the line before's, so a line too damaged to say its own is named by it.
+    A writer given ``on_durable`` tells it each new durable end before sync()
+    returns; a read-only open given ``durable_end`` stops at the end it names.
     """
 
     def __init__(
@@ -89,11 +93,15 @@ class JsonLinesFile:
         read_only: bool = False,
         visible_unsynced: bool = False,
         consecutive: bool = False,
+        on_durable: Callable[[int, int], None] | None = None,
+        durable_end: Callable[[], DurableEnd | None] | None = None,
     ) -> None:
         """Open the file and find its last line; a writer creates the file and cuts a torn last line a crash left.
 
         ``read_only`` takes no lock and changes nothing, so it can inspect the
         file of a running service; a torn last line is then only reported.
+        ``on_durable(size, sequence)`` raising OSError fails the sync (or the
+        open) it is told from; ``durable_end`` is asked once the file's end is found.
         """
         self.path = path
         self._check_line = check_line
@@ -101,6 +109,7 @@ class JsonLinesFile:
         self._read_only = read_only
         self._visible_unsynced = visible_unsynced
         self._consecutive = consecutive
+        self._on_durable = on_durable
         self._lock: ExclusiveFileLock | None = None
         self._fd = -1
         # (bytes, sequence) of the complete lines written, and of those known
@@ -115,6 +124,11 @@ class JsonLinesFile:
         if read_only:
             if path.exists():
                 self._find_end()
+                # Asked after the end is found: the durable end only grows, and
+                # the lines up to it never change, so it holds for the file as read.
+                told = durable_end() if durable_end is not None else None
+                if told is not None:
+                    self._stop_at(told)
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = ExclusiveFileLock(path)
@@ -133,6 +147,8 @@ class JsonLinesFile:
                     self.torn_tail,
                 )
                 self.torn_tail = 0
+            # Every complete line is kept from here on: readers elsewhere may see them all.
+            self._tell_durable(self._durable)
         except BaseException:
             self.close()
             raise
@@ -183,6 +199,47 @@ class JsonLinesFile:
                 "the service never rewrites this file: restore it from a backup, or repair that line by hand"
             ) from error
         self._end = self._durable = (complete, sequence)
+
+    def _stop_at(self, durable: DurableEnd) -> None:
+        """Read only the lines up to ``durable``, the end the writer told, if a line of the file ends there."""
+        size, sequence = durable
+        if size > 0 and self._sequence_ending_at(size) != sequence:
+            # Only a hand changed the lines the writer vouched for (a restore,
+            # damage); no writer holds them since, or it would have told its
+            # own end: the file is read whole, and check() says what is wrong.
+            logger.warning(
+                "%s: no line ends at byte %d with sequence %d, as the service recorded; reading every complete line",
+                self.path,
+                size,
+                sequence,
+            )
+            return
+        if size > self.size:
+            # Lines made durable since the end was found: the torn line found then is one of them.
+            self.torn_tail = 0
+        self._end = self._durable = (size, sequence)
+
+    def _sequence_ending_at(self, end: int) -> int | None:
+        """The sequence of the line that ends at byte ``end``; None when no line ends there or it holds none."""
+        with open(self.path, "rb") as handle:
+            if end > handle.seek(0, os.SEEK_END):
+                return None
+            handle.seek(end - 1)
+            if handle.read(1) != b"\n":
+                return None
+            start = _last_newline_end(handle, end - 1)
+            handle.seek(start)
+            line = handle.read(end - start)
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return None
+        sequence = record.get("sequence") if isinstance(record, dict) else None
+        return sequence if type(sequence) is int else None
+
+    def _tell_durable(self, durable: DurableEnd) -> None:
+        if self._on_durable is not None:
+            self._on_durable(*durable)
 
     def check(self, start: int = 0, previous_sequence: int = 0) -> None:
         """Check every line from byte ``start`` (a line start after sequence ``previous_sequence``) to the end.
@@ -254,6 +311,9 @@ class JsonLinesFile:
         if end[0] != self._durable[0]:
             try:
                 os.fsync(self._fd)
+                # Told before the lines count as durable: a reader elsewhere
+                # never stops past lines this writer might still cut back.
+                self._tell_durable(end)
             except OSError as error:
                 raise StorageUnavailable(f"cannot append to {self.path}: {error.strerror or error}") from error
             self._durable = max(self._durable, end)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from trading_orders.adapters.storage.cursors import hexadecimal_cursor
+from trading_orders.adapters.storage.tinydb_store.durable_end import DurableEndRecord, read_durable_end
 from trading_orders.adapters.storage.tinydb_store.json_lines import DamagedLine, JsonLinesFile, visible_line_start
 from trading_orders.adapters.storage.tinydb_store.order_index import IndexRow, OrderIndex, inspect_index
 from trading_orders.application.errors import CorruptStore, DamagedLogEntry, StartupError, StorageUnavailable
@@ -33,14 +35,31 @@ class JsonLinesOrderLog:
     """
 
     def __init__(self, directory: Path, *, read_only: bool = False) -> None:
-        """Open (or create) the log and its index; see JsonLinesFile for torn lines and read-only use."""
-        self._file = JsonLinesFile(
-            directory / ORDER_LOG_FILE, self._check_line, "order-log entry", read_only=read_only, consecutive=True
-        )
+        """Open (or create) the log and its index; see JsonLinesFile for torn lines and read-only use.
+
+        A read-only log ends at the last entry its writer made durable, as order_log.durable records it.
+        """
+        self._directory = directory
+        self._durable_end: DurableEndRecord | None = None
+        # A reader in another process stops where this log's writer says its lines are durable (durable_end.py).
+        try:
+            self._file = JsonLinesFile(
+                directory / ORDER_LOG_FILE,
+                self._check_line,
+                "order-log entry",
+                read_only=read_only,
+                consecutive=True,
+                on_durable=self._record_durable_end,
+                durable_end=functools.partial(read_durable_end, directory),
+            )
+        except BaseException:
+            self._close_durable_end()
+            raise
         try:
             self._index = OrderIndex(directory, read_only=read_only)
         except BaseException:
             self._file.close()
+            self._close_durable_end()
             raise
         self._remembered_through = 0
         # Entries past the index, oldest first, and their offsets by key and
@@ -61,6 +80,16 @@ class JsonLinesOrderLog:
         except BaseException:
             self.close()
             raise
+
+    def _record_durable_end(self, size: int, sequence: int) -> None:
+        # Opened at the first end told, which the writer tells once it holds the log's lock.
+        if self._durable_end is None:
+            self._durable_end = DurableEndRecord(self._directory)
+        self._durable_end.record(size, sequence)
+
+    def _close_durable_end(self) -> None:
+        if self._durable_end is not None:
+            self._durable_end.close()
 
     def _fill_index(self) -> None:
         """Index every entry now: a new index (missing, damaged or another log's) would leave them all in memory."""
@@ -311,3 +340,4 @@ class JsonLinesOrderLog:
         """Close the file and its index and release them for another process."""
         self._index.close()
         self._file.close()
+        self._close_durable_end()

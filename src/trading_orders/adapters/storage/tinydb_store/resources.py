@@ -59,8 +59,9 @@ def open_read_only_files(
 ) -> Iterator[tuple[Iterator[OrderLogEntry], list[Position], int]]:
     """The order log's entries, the open positions at its end and its length, read without a lock.
 
-    Safe beside a service: the log is read up to the end it had when opened,
-    and the positions are replayed to that same end.
+    Safe beside a service: the log is read up to the end its writer had made
+    durable when it was opened (durable_end.py), and the positions are
+    replayed to that same end.
     """
     # The snapshot before the log, as in verify_directory: the log only
     # grows, so one opened after the snapshot holds everything it applied.
