@@ -130,3 +130,25 @@ def test_start_up_over_a_damaged_file_serves_or_refuses_in_one_line_never_a_trac
         (line,) = [line for line in service.output().splitlines() if "cannot start" in line]
         assert f"{data_dir / file_name}" in line, line
     assert "Traceback" not in service.output()
+
+
+def test_an_index_ahead_of_the_log_says_the_log_lost_entries_and_start_up_refuses_it(
+    service_factory: ServiceFactory, data_dir: Path
+) -> None:
+    record_orders(service_factory)
+    log, index = data_dir / "order_log.jsonl", data_dir / "order_index.sqlite3"
+    log.write_bytes(b"".join(log.read_bytes().splitlines(keepends=True)[:3]))
+    (data_dir / "positions.json").unlink()  # no snapshot to say so: only the index knows of orders 4 and 5
+    kept = log.read_bytes()
+
+    checked = verify(data_dir)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert f"DIFFERS: {index} indexes order-log entry 5 but the order log ends at 3" in checked.stdout
+
+    service = service_factory(PROFILE)
+    with pytest.raises(RuntimeError, match="exited with 1"):
+        service.start()
+    (line,) = [line for line in service.output().splitlines() if "cannot start" in line]
+    assert f"{index} indexes order-log entry 5 at byte" in line and f"{log} ends at sequence 3" in line, line
+    assert "Traceback" not in service.output()
+    assert log.read_bytes() == kept and index.exists(), "nothing is rebuilt over the loss"

@@ -20,6 +20,17 @@ from trading_orders.json_records import entry_from_dict, entry_to_dict
 logger = logging.getLogger(__name__)
 
 ORDER_LOG_FILE = "order_log.jsonl"
+_KIND = "order-log entry"
+_LOG_LOST_ENTRIES = "the order log was truncated or replaced; restore it from a backup (it is the source of truth)"
+
+
+def last_sequence_on_disk(directory: Path) -> int:
+    """The sequence of the last complete line of the order log in ``directory`` as it stands now; 0 when none."""
+    return JsonLinesFile(directory / ORDER_LOG_FILE, _unchecked, _KIND, read_only=True).last_sequence
+
+
+def _unchecked(offset: int, record: dict[str, Any], previous: int) -> int:
+    return int(record["sequence"])
 
 
 class JsonLinesOrderLog:
@@ -35,7 +46,7 @@ class JsonLinesOrderLog:
     def __init__(self, directory: Path, *, read_only: bool = False) -> None:
         """Open (or create) the log and its index; see JsonLinesFile for torn lines and read-only use."""
         self._file = JsonLinesFile(
-            directory / ORDER_LOG_FILE, self._check_line, "order-log entry", read_only=read_only, consecutive=True
+            directory / ORDER_LOG_FILE, self._check_line, _KIND, read_only=read_only, consecutive=True
         )
         try:
             self._index = OrderIndex(directory, read_only=read_only)
@@ -109,6 +120,12 @@ class JsonLinesOrderLog:
         if last is None:
             return None
         sequence, offset = last
+        if sequence > self._file.last_sequence:
+            # The index holds only entries once durable in the log: the log lost them, not the index.
+            raise CorruptStore(
+                f"{self._index.path} indexes order-log entry {sequence} at byte {offset}, but {self._file.path} "
+                f"ends at sequence {self._file.last_sequence}: {_LOG_LOST_ENTRIES}"
+            )
         if sequence <= self._file.last_sequence and offset < self._file.size and self._file.is_line_start(offset):
             try:
                 record, end = self._file.line_at(offset)

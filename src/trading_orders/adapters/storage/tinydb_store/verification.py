@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from trading_orders.adapters.storage.tinydb_store.order_index import INDEX_FILE
-from trading_orders.adapters.storage.tinydb_store.order_log import ORDER_LOG_FILE, JsonLinesOrderLog
+from trading_orders.adapters.storage.tinydb_store.order_index import INDEX_FILE, newest_indexed
+from trading_orders.adapters.storage.tinydb_store.order_log import (
+    ORDER_LOG_FILE,
+    JsonLinesOrderLog,
+    last_sequence_on_disk,
+)
 from trading_orders.adapters.storage.tinydb_store.parts import OrderLog, StoredPositions
 from trading_orders.adapters.storage.tinydb_store.position_snapshots import POSITIONS_FILE, TinyDBPositionStore
 from trading_orders.adapters.storage.tinydb_store.trade_log import JsonLinesTradeLog
@@ -77,11 +81,27 @@ def verify_directory(
             report = VerificationReport(order_log.last_sequence(), 0, 0)
         else:
             report = verify(stored, order_log, scope, replayed)
+        lost = _entries_only_the_index_holds(directory, order_log.last_sequence())
+        if lost is not None:
+            report = replace(report, problems=(lost, *report.problems))
         return DirectoryVerification(
             report, directory / ORDER_LOG_FILE, directory / POSITIONS_FILE, order_log.torn_tail, tuple(damaged)
         )
     finally:
         order_log.close()
+
+
+def _entries_only_the_index_holds(directory: Path, log_end: int) -> str | None:
+    """The problem when the index holds entries past the order log's end (``log_end`` when it was opened)."""
+    indexed = newest_indexed(directory)
+    # A running service may have written and indexed entries since the log
+    # was opened: only an index ahead of the log as it stands now is a loss.
+    if indexed <= log_end or indexed <= (now := last_sequence_on_disk(directory)):
+        return None
+    return (
+        f"{directory / INDEX_FILE} indexes order-log entry {indexed} but the order log ends at {now}: "
+        "the log was truncated or replaced"
+    )
 
 
 def verify(
