@@ -1,5 +1,6 @@
 """Damaged data files at start-up: what is derived from the order log is rebuilt, the rest refused in one line."""
 
+import json
 import os
 import random
 import subprocess
@@ -75,6 +76,13 @@ def warnings_in(service: ServiceProcess) -> list[str]:
         ("order_index.sqlite3", truncated, "database disk image is malformed"),
         ("positions.json", random_bytes, "not valid JSON at byte"),
         ("positions.json", truncated, "not valid JSON at byte"),
+        ("trades.jsonl", random_bytes, "the last line (byte"),
+        # Cut inside the SELL's line, before the snapshot: a torn last line, yet no crash's leftover.
+        (
+            "trades.jsonl",
+            truncated,
+            "it holds the trades of SELLs up to order 0, but the position snapshot found them up to order 3",
+        ),
     ],
 )
 def test_a_damaged_derived_file_is_reported_by_verify_then_rebuilt_from_the_log_with_one_warning(
@@ -105,7 +113,8 @@ def test_a_damaged_derived_file_is_reported_by_verify_then_rebuilt_from_the_log_
         ("order_log.jsonl", random_bytes, False),
         ("order_log.jsonl", truncated, False),  # the snapshot applied orders the log no longer holds
         ("order_log.jsonl", a_directory, False),
-        ("trades.jsonl", random_bytes, False),
+        ("trades.jsonl", random_bytes, True),
+        ("trades.jsonl", truncated, True),
         ("trades.jsonl", a_directory, False),
         ("positions.json", random_bytes, True),
         ("positions.json", truncated, True),
@@ -152,3 +161,18 @@ def test_an_index_ahead_of_the_log_says_the_log_lost_entries_and_start_up_refuse
     assert f"{index} indexes order-log entry 5 at byte" in line and f"{log} ends at sequence 3" in line, line
     assert "Traceback" not in service.output()
     assert log.read_bytes() == kept and index.exists(), "nothing is rebuilt over the loss"
+
+
+def test_trades_lost_beside_a_snapshot_older_than_the_mark_are_written_again_from_the_whole_log(
+    service_factory: ServiceFactory, data_dir: Path
+) -> None:
+    before = record_orders(service_factory)
+    snapshot = data_dir / "positions.json"
+    data = json.loads(snapshot.read_text())
+    del data["meta"]["1"]["trades_through"]  # as written before the trade log's mark was recorded
+    snapshot.write_text(json.dumps(data))
+    truncated(data_dir / "trades.jsonl")
+
+    with service_factory(PROFILE) as restarted:
+        assert served(restarted) == before, "every trade reads back, the SELL's included"
+    assert verify(data_dir).returncode == 0

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 LineCheck = Callable[[int, dict[str, Any], int], int]
 
 _BLOCK = 64 * 1024
+_NEVER_REWRITTEN = "; the service never rewrites this file: restore it from a backup, or repair that line by hand"
 
 
 def _last_newline_end(handle: BinaryIO, end: int) -> int:
@@ -78,6 +79,8 @@ class JsonLinesFile:
     ``visible_size``: what sync() made durable, or with ``visible_unsynced``
     every line written. With ``consecutive`` each line's sequence is one past
     the line before's, so a line too damaged to say its own is named by it.
+    A ``derived`` file is worked out from another, so its damage is described
+    without the advice to restore it.
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class JsonLinesFile:
         read_only: bool = False,
         visible_unsynced: bool = False,
         consecutive: bool = False,
+        derived: bool = False,
     ) -> None:
         """Open the file and find its last line; a writer creates the file and cuts a torn last line a crash left.
 
@@ -101,6 +105,7 @@ class JsonLinesFile:
         self._read_only = read_only
         self._visible_unsynced = visible_unsynced
         self._consecutive = consecutive
+        self._repair = "" if derived else _NEVER_REWRITTEN
         self._lock: ExclusiveFileLock | None = None
         self._fd = -1
         # (bytes, sequence) of the complete lines written, and of those known
@@ -179,8 +184,7 @@ class JsonLinesFile:
                 raise ValueError(f"sequence {sequence!r} is not a positive whole number")
         except (KeyError, TypeError, ValueError) as error:
             raise CorruptStore(
-                f"{self.path}: the last line (byte {start}) is not a valid {self._kind} ({error}); "
-                "the service never rewrites this file: restore it from a backup, or repair that line by hand"
+                f"{self.path}: the last line (byte {start}) is not a valid {self._kind} ({error}){self._repair}"
             ) from error
         self._end = self._durable = (complete, sequence)
 
@@ -209,8 +213,7 @@ class JsonLinesFile:
                     sequence = self._check_line(offset, record, sequence)
                 except (DomainError, KeyError, TypeError, ValueError) as error:
                     raise CorruptStore(
-                        f"{self.path}: {where} is not a valid {self._kind} ({error}); "
-                        "the service never rewrites this file: restore it from a backup, or repair that line by hand"
+                        f"{self.path}: {where} is not a valid {self._kind} ({error}){self._repair}"
                     ) from error
                 offset += len(line)
         if sequence != self.last_sequence:

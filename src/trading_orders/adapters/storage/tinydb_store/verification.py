@@ -14,7 +14,7 @@ from trading_orders.adapters.storage.tinydb_store.order_log import (
 )
 from trading_orders.adapters.storage.tinydb_store.parts import OrderLog, StoredPositions
 from trading_orders.adapters.storage.tinydb_store.position_snapshots import POSITIONS_FILE, TinyDBPositionStore
-from trading_orders.adapters.storage.tinydb_store.trade_log import JsonLinesTradeLog
+from trading_orders.adapters.storage.tinydb_store.trade_log import TRADE_LOG_FILE, trade_log_damage
 from trading_orders.application.errors import CorruptStore
 from trading_orders.domain.model import DomainError, Position, PositionScope
 from trading_orders.domain.portfolio import Portfolio
@@ -72,7 +72,9 @@ def verify_directory(
     order_log = JsonLinesOrderLog(directory, read_only=True)
     try:
         order_log.check()
-        JsonLinesTradeLog(directory, read_only=True).check()
+        trade_damage = trade_log_damage(directory, None if stored is None else stored.trades_through)
+        if trade_damage is not None:
+            damaged.append((directory / TRADE_LOG_FILE, trade_damage))
         index_damage = order_log.index_damage()
         if index_damage is not None:
             damaged.append((directory / INDEX_FILE, index_damage))
