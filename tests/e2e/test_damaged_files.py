@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -37,10 +38,26 @@ def a_directory(path: Path) -> None:
     path.mkdir()
 
 
-def record_orders(service_factory: ServiceFactory) -> dict[str, Any]:
-    """Place ORDERS through a real service, stop it, and return what it served: orders, each order, positions."""
+def a_text_offset_in_the_newest_row(path: Path) -> None:
+    """Make the index's newest entry point at a byte offset that is text, as a hand edit could."""
+    with sqlite3.connect(path) as index:
+        index.execute("UPDATE entries SET offset = 'abc' WHERE sequence = (SELECT max(sequence) FROM entries)")
+    index.close()
+
+
+def a_true_applied_sequence(path: Path) -> None:
+    """Write ``true`` where the snapshot says which order it applied through."""
+    data = json.loads(path.read_text())
+    data["meta"]["1"]["applied_sequence"] = True
+    path.write_text(json.dumps(data))
+
+
+def record_orders(
+    service_factory: ServiceFactory, orders: list[tuple[str, str]] = ORDERS, first: int = 0
+) -> dict[str, Any]:
+    """Place ``orders`` (numbered from ``first``) through a real service, stop it, and return what it served."""
     with service_factory(PROFILE) as service:
-        for number, (instrument, side) in enumerate(ORDERS):
+        for number, (instrument, side) in enumerate(orders, start=first):
             body = {"STRATEGY": "S1", "INSTRUMENT": instrument, "POSITION": side}
             headers = {"Idempotency-Key": f"key-{number}"}
             requests.post(f"{service.base_url}/create_order", json=body, headers=headers, timeout=5).raise_for_status()
@@ -119,9 +136,11 @@ def test_a_damaged_derived_file_is_reported_by_verify_then_rebuilt_from_the_log_
         ("positions.json", random_bytes, True),
         ("positions.json", truncated, True),
         ("positions.json", a_directory, False),
+        ("positions.json", a_true_applied_sequence, True),
         ("order_index.sqlite3", random_bytes, True),
         ("order_index.sqlite3", truncated, True),
         ("order_index.sqlite3", a_directory, False),
+        ("order_index.sqlite3", a_text_offset_in_the_newest_row, True),
     ],
 )
 def test_start_up_over_a_damaged_file_serves_or_refuses_in_one_line_never_a_traceback(
@@ -176,3 +195,25 @@ def test_trades_lost_beside_a_snapshot_older_than_the_mark_are_written_again_fro
     with service_factory(PROFILE) as restarted:
         assert served(restarted) == before, "every trade reads back, the SELL's included"
     assert verify(data_dir).returncode == 0
+
+
+def test_a_damaged_log_line_the_index_covers_refuses_start_up_in_one_line_naming_it(
+    service_factory: ServiceFactory, data_dir: Path
+) -> None:
+    snapshot = data_dir / "positions.json"
+    record_orders(service_factory, ORDERS[:2])
+    older = snapshot.read_bytes()
+    record_orders(service_factory, ORDERS[2:], first=2)
+    snapshot.write_bytes(older)  # a snapshot at order 2, the index through order 5: a failed snapshot's leftover
+    log = data_dir / "order_log.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[3] = b"x" * (len(lines[3]) - 1) + b"\n"  # the same length: the index still matches the log's end
+    log.write_bytes(b"".join(lines))
+
+    service = service_factory(PROFILE)
+    with pytest.raises(RuntimeError, match="exited with 1"):
+        service.start()
+    (line,) = [line for line in service.output().splitlines() if "cannot start" in line]
+    byte = len(b"".join(lines[:3]))
+    assert f"order-log entry 4 cannot be read: {log}, line 4 (byte {byte}), is damaged" in line, line
+    assert "Traceback" not in service.output()

@@ -116,7 +116,17 @@ class JsonLinesOrderLog:
 
     def _matching_index_end(self) -> tuple[int, int] | None:
         """(offset after, sequence) of the newest indexed entry, if the index matches this log."""
-        last = self._index.last()
+        try:
+            last = self._index.last()
+        except (TypeError, ValueError) as error:
+            # A hand-edited row: the index is derived, so it is rebuilt, not trusted.
+            logger.warning(
+                "%s: its newest entry is not a sequence and an offset (%s); rebuilding it from the log",
+                self._index.path,
+                error,
+            )
+            self._index.clear()
+            return None
         if last is None:
             return None
         sequence, offset = last
@@ -242,8 +252,11 @@ class JsonLinesOrderLog:
             return found
         # Not indexed (an index rebuilt with the tail still in memory): walk back from the end.
         for offset, record in self._file.backward():
-            if record["sequence"] <= sequence:
-                return offset if record["sequence"] == sequence else None
+            found = record.get("sequence")
+            if not isinstance(found, int):
+                raise self._damaged(offset, f"sequence {found!r} is not a sequence number", None)
+            if found <= sequence:
+                return offset if found == sequence else None
         return None
 
     def find_by_idempotency_key(self, key: str) -> OrderLogEntry | None:
@@ -297,9 +310,13 @@ class JsonLinesOrderLog:
         sequence = self._sequence_at(offset)
         if sequence is None:
             sequence = expected
-        named = f"order-log entry {sequence}" if sequence is not None else "an order-log entry"
+        if sequence is None:
+            named, place = "an order-log entry", f"the line at byte {offset}"
+        else:
+            # Sequences run from 1, one a line: entry N is line N.
+            named, place = f"order-log entry {sequence}", f"line {sequence} (byte {offset})"
         return DamagedLogEntry(
-            f"{named} cannot be read: {self._file.path}, the line at byte {offset}, is damaged ({problem}); "
+            f"{named} cannot be read: {self._file.path}, {place}, is damaged ({problem}); "
             "the service never rewrites this file: restore it from a backup, or repair that line by hand",
             sequence,
         )

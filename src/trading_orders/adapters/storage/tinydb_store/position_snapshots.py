@@ -143,11 +143,12 @@ class TinyDBPositionStore:
         offset = meta[0].get("log_offset") if meta else None
         # Absent from snapshots written before it was recorded: unknown, not zero.
         trades_through = meta[0].get("trades_through") if meta else None
-        if not isinstance(sequence, int) or sequence < 0:
+        # A bool is an int to Python, not a sequence number to anyone else.
+        if not _is_count(sequence):
             raise CorruptStore(f"{self._path}: applied_sequence {sequence!r} is not a sequence number")
-        if offset is not None and (not isinstance(offset, int) or offset < 0):
+        if offset is not None and not _is_count(offset):
             raise CorruptStore(f"{self._path}: log_offset {offset!r} is not a byte offset")
-        if trades_through is not None and (not isinstance(trades_through, int) or trades_through < 0):
+        if trades_through is not None and not _is_count(trades_through):
             raise CorruptStore(f"{self._path}: trades_through {trades_through!r} is not a sequence number")
         return StoredPositions(tuple(positions), sequence, offset, trades_through)
 
@@ -186,3 +187,8 @@ class TinyDBPositionStore:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+
+def _is_count(value: object) -> bool:
+    """True when ``value`` is a whole number from 0 up, as JSON wrote it (true and false are not)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
