@@ -15,7 +15,7 @@ from trading_orders.adapters.storage.tinydb_store.order_log import (
 from trading_orders.adapters.storage.tinydb_store.parts import OrderLog, StoredPositions
 from trading_orders.adapters.storage.tinydb_store.position_snapshots import POSITIONS_FILE, TinyDBPositionStore
 from trading_orders.adapters.storage.tinydb_store.trade_log import TRADE_LOG_FILE, trade_log_damage
-from trading_orders.application.errors import CorruptStore
+from trading_orders.application.errors import CorruptStore, StartupError, StorageUnavailable
 from trading_orders.domain.model import DomainError, Position, PositionScope
 from trading_orders.domain.portfolio import Portfolio
 
@@ -58,6 +58,18 @@ def verify_directory(
 
     ``replayed`` is told each sequence as it is replayed, and the last one to come, for a progress display.
     """
+    try:
+        return _verify_files(directory, scope, replayed)
+    except OSError as error:
+        # The system refusing a file (a permission, a directory in its place): its name says which.
+        raise StartupError(f"cannot read {error.filename or directory}: {error.strerror or error}") from error
+    except StorageUnavailable as error:
+        raise StartupError(str(error)) from error
+
+
+def _verify_files(
+    directory: Path, scope: PositionScope, replayed: Callable[[int, int], None] | None
+) -> DirectoryVerification:
     # The snapshot first, then the log: a running service writes a snapshot
     # only after the log lines it covers, and the log only grows, so a log
     # opened after the snapshot holds every entry the snapshot applied. The
