@@ -133,6 +133,7 @@ def test_a_damaged_derived_file_is_reported_by_verify_then_rebuilt_from_the_log_
         ("trades.jsonl", random_bytes, True),
         ("trades.jsonl", truncated, True),
         ("trades.jsonl", a_directory, False),
+        ("trades.jsonl", Path.unlink, True),
         ("positions.json", random_bytes, True),
         ("positions.json", truncated, True),
         ("positions.json", a_directory, False),
@@ -217,3 +218,16 @@ def test_a_damaged_log_line_the_index_covers_refuses_start_up_in_one_line_naming
     byte = len(b"".join(lines[:3]))
     assert f"order-log entry 4 cannot be read: {log}, line 4 (byte {byte}), is damaged" in line, line
     assert "Traceback" not in service.output()
+
+
+def test_a_deleted_trade_log_is_rebuilt_from_the_whole_log_with_one_warning(
+    service_factory: ServiceFactory, data_dir: Path
+) -> None:
+    before = record_orders(service_factory)
+    (data_dir / "trades.jsonl").unlink()
+
+    with service_factory(PROFILE) as restarted:
+        (warning,) = warnings_in(restarted)
+        assert "trades.jsonl: it is missing, but the position snapshot found the trades" in warning, warning
+        assert served(restarted) == before, "the SELL's trades read back"
+    assert verify(data_dir).returncode == 0

@@ -39,6 +39,12 @@ def trade_log_damage(directory: Path, holds_through: int | None) -> str | None:
     has lost lines, even if a crash's torn last line is all that is left of them.
     """
     path = directory / TRADE_LOG_FILE
+    if not path.exists():
+        if holds_through:
+            return (
+                f"it is missing, but the position snapshot found the trades of SELLs up to order {holds_through} in it"
+            )
+        return None
     try:
         lines = JsonLinesFile(path, _check_line, _KIND, read_only=True, derived=True)
         lines.check()
@@ -128,6 +134,9 @@ def _set_aside_if_damaged(directory: Path, holds_through: int | None) -> None:
     try:
         damage = trade_log_damage(directory, holds_through)
         if damage is None:
+            return
+        if not path.exists():
+            logger.warning("%s: %s; rebuilding it from the whole order log", path, damage)
             return
         aside = path.with_name(f"{TRADE_LOG_FILE}.damaged")
         os.replace(path, aside)
