@@ -195,6 +195,7 @@ def test_trades_lost_beside_a_snapshot_older_than_the_mark_are_written_again_fro
 
     with service_factory(PROFILE) as restarted:
         assert served(restarted) == before, "every trade reads back, the SELL's included"
+    assert json.loads(snapshot.read_text())["meta"]["1"]["trades_through"] == 3, "the next snapshot has the mark"
     assert verify(data_dir).returncode == 0
 
 

@@ -136,7 +136,7 @@ class JsonLinesOrderLog:
                 f"{self._index.path} indexes order-log entry {sequence} at byte {offset}, but {self._file.path} "
                 f"ends at sequence {self._file.last_sequence}: {_LOG_LOST_ENTRIES}"
             )
-        if sequence <= self._file.last_sequence and offset < self._file.size and self._file.is_line_start(offset):
+        if offset < self._file.size and self._file.is_line_start(offset):
             try:
                 record, end = self._file.line_at(offset)
             except DamagedLine:

@@ -143,7 +143,6 @@ class TinyDBPositionStore:
         offset = meta[0].get("log_offset") if meta else None
         # Absent from snapshots written before it was recorded: unknown, not zero.
         trades_through = meta[0].get("trades_through") if meta else None
-        # A bool is an int to Python, not a sequence number to anyone else.
         if not _is_count(sequence):
             raise CorruptStore(f"{self._path}: applied_sequence {sequence!r} is not a sequence number")
         if offset is not None and not _is_count(offset):

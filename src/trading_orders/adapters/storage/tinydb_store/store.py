@@ -98,6 +98,10 @@ class TinyDBOrderStore:
             self._last_received_at = self._newest_received_at()
             self._portfolio = portfolio
             self._snapshot_sequence = stored.applied_sequence
+            if stored.trades_through is None and stored.applied_sequence:
+                # A snapshot without the trade log's mark is replaced at the
+                # first checkpoint, new orders or not: the next start trusts the mark.
+                self._snapshot_sequence = -1
             self._checkpoints.restart_count()
             self._checkpoints.count(replayed)
         self._checkpoints.start()
