@@ -232,3 +232,23 @@ def test_a_deleted_trade_log_is_rebuilt_from_the_whole_log_with_one_warning(
         assert "trades.jsonl: it is missing, but the position snapshot found the trades" in warning, warning
         assert served(restarted) == before, "the SELL's trades read back"
     assert verify(data_dir).returncode == 0
+
+
+def test_a_torn_last_line_the_index_vouched_for_is_kept_and_start_up_refuses(
+    service_factory: ServiceFactory, data_dir: Path
+) -> None:
+    record_orders(service_factory)
+    log, index = data_dir / "order_log.jsonl", data_dir / "order_index.sqlite3"
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[:-1]) + lines[-1][:40])  # order 5 was answered: no crash tore its line
+    kept = log.read_bytes()
+
+    service = service_factory(PROFILE)
+    with pytest.raises(RuntimeError, match="exited with 1"):
+        service.start()
+    (line,) = [line for line in service.output().splitlines() if "cannot start" in line]
+    assert (
+        f"{index} indexes order-log entry 5" in line and "ends at sequence 4 and 40 bytes of a line cut short" in line
+    )
+    assert "dropped a torn last line" not in service.output()
+    assert log.read_bytes() == kept, "the source of truth is left as it was found"

@@ -93,11 +93,14 @@ class JsonLinesFile:
         visible_unsynced: bool = False,
         consecutive: bool = False,
         derived: bool = False,
+        keep_torn_tail: bool = False,
     ) -> None:
         """Open the file and find its last line; a writer creates the file and cuts a torn last line a crash left.
 
         ``read_only`` takes no lock and changes nothing, so it can inspect the
         file of a running service; a torn last line is then only reported.
+        ``keep_torn_tail`` leaves a torn last line to the caller, who may know
+        it was no crash's and must call drop_torn_tail() before writing.
         """
         self.path = path
         self._check_line = check_line
@@ -129,18 +132,24 @@ class JsonLinesFile:
             if created:
                 fsync_directory(path.parent)
             self._find_end()
-            if self.torn_tail:
-                self._truncate(self.size)
-                logger.warning(
-                    "%s: dropped a torn last line at byte %d (%d bytes), left by a crash mid-append",
-                    path,
-                    self.size,
-                    self.torn_tail,
-                )
-                self.torn_tail = 0
+            if not keep_torn_tail:
+                self.drop_torn_tail()
         except BaseException:
             self.close()
             raise
+
+    def drop_torn_tail(self) -> None:
+        """Cut off the torn last line a crash mid-append left, with a WARNING; nothing when there is none."""
+        if not self.torn_tail:
+            return
+        self._truncate(self.size)
+        logger.warning(
+            "%s: dropped a torn last line at byte %d (%d bytes), left by a crash mid-append",
+            self.path,
+            self.size,
+            self.torn_tail,
+        )
+        self.torn_tail = 0
 
     @property
     def size(self) -> int:

@@ -45,8 +45,15 @@ class JsonLinesOrderLog:
 
     def __init__(self, directory: Path, *, read_only: bool = False) -> None:
         """Open (or create) the log and its index; see JsonLinesFile for torn lines and read-only use."""
+        # A torn last line is cut only once the index has not vouched for it:
+        # one it holds was durable, so no crash tore it, and it is kept for whoever restores the log.
         self._file = JsonLinesFile(
-            directory / ORDER_LOG_FILE, self._check_line, _KIND, read_only=read_only, consecutive=True
+            directory / ORDER_LOG_FILE,
+            self._check_line,
+            _KIND,
+            read_only=read_only,
+            consecutive=True,
+            keep_torn_tail=True,
         )
         try:
             self._index = OrderIndex(directory, read_only=read_only)
@@ -64,6 +71,8 @@ class JsonLinesOrderLog:
         self._offsets_by_order: dict[str, int] = {}
         try:
             indexed = self._matching_index_end()
+            if not read_only:
+                self._file.drop_torn_tail()
             start, previous = indexed if indexed is not None else (0, 0)
             self._remembered_through = previous
             self._file.check(start, previous)
@@ -132,9 +141,10 @@ class JsonLinesOrderLog:
         sequence, offset = last
         if sequence > self._file.last_sequence:
             # The index holds only entries once durable in the log: the log lost them, not the index.
+            torn = f" and {self._file.torn_tail} bytes of a line cut short" if self._file.torn_tail else ""
             raise CorruptStore(
                 f"{self._index.path} indexes order-log entry {sequence} at byte {offset}, but {self._file.path} "
-                f"ends at sequence {self._file.last_sequence}: {_LOG_LOST_ENTRIES}"
+                f"ends at sequence {self._file.last_sequence}{torn}: {_LOG_LOST_ENTRIES}"
             )
         if offset < self._file.size and self._file.is_line_start(offset):
             try:
