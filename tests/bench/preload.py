@@ -120,7 +120,8 @@ def write_data_set(directory: Path, holders: int, past: History | None) -> None:
     index.add(rows)
     index.close()
     store = TinyDBPositionStore(directory)
-    store.save(StoredPositions(positions, sequence, log_path.stat().st_size))
+    # No trade log is written: a mark of 0 says so, so start-up replays only what follows the snapshot.
+    store.save(StoredPositions(positions, sequence, log_path.stat().st_size, trades_through=0))
     store.close()
 
 

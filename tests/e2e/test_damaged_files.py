@@ -1,7 +1,9 @@
 """Damaged data files at start-up: what is derived from the order log is rebuilt, the rest refused in one line."""
 
+import json
 import os
 import random
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -36,10 +38,26 @@ def a_directory(path: Path) -> None:
     path.mkdir()
 
 
-def record_orders(service_factory: ServiceFactory) -> dict[str, Any]:
-    """Place ORDERS through a real service, stop it, and return what it served: orders, each order, positions."""
+def a_text_offset_in_the_newest_row(path: Path) -> None:
+    """Make the index's newest entry point at a byte offset that is text, as a hand edit could."""
+    with sqlite3.connect(path) as index:
+        index.execute("UPDATE entries SET offset = 'abc' WHERE sequence = (SELECT max(sequence) FROM entries)")
+    index.close()
+
+
+def a_true_applied_sequence(path: Path) -> None:
+    """Write ``true`` where the snapshot says which order it applied through."""
+    data = json.loads(path.read_text())
+    data["meta"]["1"]["applied_sequence"] = True
+    path.write_text(json.dumps(data))
+
+
+def record_orders(
+    service_factory: ServiceFactory, orders: list[tuple[str, str]] = ORDERS, first: int = 0
+) -> dict[str, Any]:
+    """Place ``orders`` (numbered from ``first``) through a real service, stop it, and return what it served."""
     with service_factory(PROFILE) as service:
-        for number, (instrument, side) in enumerate(ORDERS):
+        for number, (instrument, side) in enumerate(orders, start=first):
             body = {"STRATEGY": "S1", "INSTRUMENT": instrument, "POSITION": side}
             headers = {"Idempotency-Key": f"key-{number}"}
             requests.post(f"{service.base_url}/create_order", json=body, headers=headers, timeout=5).raise_for_status()
@@ -75,6 +93,13 @@ def warnings_in(service: ServiceProcess) -> list[str]:
         ("order_index.sqlite3", truncated, "database disk image is malformed"),
         ("positions.json", random_bytes, "not valid JSON at byte"),
         ("positions.json", truncated, "not valid JSON at byte"),
+        ("trades.jsonl", random_bytes, "the last line (byte"),
+        # Cut inside the SELL's line, before the snapshot: a torn last line, yet no crash's leftover.
+        (
+            "trades.jsonl",
+            truncated,
+            "it holds the trades of SELLs up to order 0, but the position snapshot found them up to order 3",
+        ),
     ],
 )
 def test_a_damaged_derived_file_is_reported_by_verify_then_rebuilt_from_the_log_with_one_warning(
@@ -105,14 +130,18 @@ def test_a_damaged_derived_file_is_reported_by_verify_then_rebuilt_from_the_log_
         ("order_log.jsonl", random_bytes, False),
         ("order_log.jsonl", truncated, False),  # the snapshot applied orders the log no longer holds
         ("order_log.jsonl", a_directory, False),
-        ("trades.jsonl", random_bytes, False),
+        ("trades.jsonl", random_bytes, True),
+        ("trades.jsonl", truncated, True),
         ("trades.jsonl", a_directory, False),
+        ("trades.jsonl", Path.unlink, True),
         ("positions.json", random_bytes, True),
         ("positions.json", truncated, True),
         ("positions.json", a_directory, False),
+        ("positions.json", a_true_applied_sequence, True),
         ("order_index.sqlite3", random_bytes, True),
         ("order_index.sqlite3", truncated, True),
         ("order_index.sqlite3", a_directory, False),
+        ("order_index.sqlite3", a_text_offset_in_the_newest_row, True),
     ],
 )
 def test_start_up_over_a_damaged_file_serves_or_refuses_in_one_line_never_a_traceback(
@@ -130,3 +159,96 @@ def test_start_up_over_a_damaged_file_serves_or_refuses_in_one_line_never_a_trac
         (line,) = [line for line in service.output().splitlines() if "cannot start" in line]
         assert f"{data_dir / file_name}" in line, line
     assert "Traceback" not in service.output()
+
+
+def test_an_index_ahead_of_the_log_says_the_log_lost_entries_and_start_up_refuses_it(
+    service_factory: ServiceFactory, data_dir: Path
+) -> None:
+    record_orders(service_factory)
+    log, index = data_dir / "order_log.jsonl", data_dir / "order_index.sqlite3"
+    log.write_bytes(b"".join(log.read_bytes().splitlines(keepends=True)[:3]))
+    (data_dir / "positions.json").unlink()  # no snapshot to say so: only the index knows of orders 4 and 5
+    kept = log.read_bytes()
+
+    checked = verify(data_dir)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert f"DIFFERS: {index} indexes order-log entry 5 but the order log ends at 3" in checked.stdout
+
+    service = service_factory(PROFILE)
+    with pytest.raises(RuntimeError, match="exited with 1"):
+        service.start()
+    (line,) = [line for line in service.output().splitlines() if "cannot start" in line]
+    assert f"{index} indexes order-log entry 5 at byte" in line and f"{log} ends at sequence 3" in line, line
+    assert "Traceback" not in service.output()
+    assert log.read_bytes() == kept and index.exists(), "nothing is rebuilt over the loss"
+
+
+def test_trades_lost_beside_a_snapshot_older_than_the_mark_are_written_again_from_the_whole_log(
+    service_factory: ServiceFactory, data_dir: Path
+) -> None:
+    before = record_orders(service_factory)
+    snapshot = data_dir / "positions.json"
+    data = json.loads(snapshot.read_text())
+    del data["meta"]["1"]["trades_through"]  # as written before the trade log's mark was recorded
+    snapshot.write_text(json.dumps(data))
+    truncated(data_dir / "trades.jsonl")
+
+    with service_factory(PROFILE) as restarted:
+        assert served(restarted) == before, "every trade reads back, the SELL's included"
+    assert json.loads(snapshot.read_text())["meta"]["1"]["trades_through"] == 3, "the next snapshot has the mark"
+    assert verify(data_dir).returncode == 0
+
+
+def test_a_damaged_log_line_the_index_covers_refuses_start_up_in_one_line_naming_it(
+    service_factory: ServiceFactory, data_dir: Path
+) -> None:
+    snapshot = data_dir / "positions.json"
+    record_orders(service_factory, ORDERS[:2])
+    older = snapshot.read_bytes()
+    record_orders(service_factory, ORDERS[2:], first=2)
+    snapshot.write_bytes(older)  # a snapshot at order 2, the index through order 5: a failed snapshot's leftover
+    log = data_dir / "order_log.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[3] = b"x" * (len(lines[3]) - 1) + b"\n"  # the same length: the index still matches the log's end
+    log.write_bytes(b"".join(lines))
+
+    service = service_factory(PROFILE)
+    with pytest.raises(RuntimeError, match="exited with 1"):
+        service.start()
+    (line,) = [line for line in service.output().splitlines() if "cannot start" in line]
+    byte = len(b"".join(lines[:3]))
+    assert f"order-log entry 4 cannot be read: {log}, line 4 (byte {byte}), is damaged" in line, line
+    assert "Traceback" not in service.output()
+
+
+def test_a_deleted_trade_log_is_rebuilt_from_the_whole_log_with_one_warning(
+    service_factory: ServiceFactory, data_dir: Path
+) -> None:
+    before = record_orders(service_factory)
+    (data_dir / "trades.jsonl").unlink()
+
+    with service_factory(PROFILE) as restarted:
+        (warning,) = warnings_in(restarted)
+        assert "trades.jsonl: it is missing, but the position snapshot found the trades" in warning, warning
+        assert served(restarted) == before, "the SELL's trades read back"
+    assert verify(data_dir).returncode == 0
+
+
+def test_a_torn_last_line_the_index_vouched_for_is_kept_and_start_up_refuses(
+    service_factory: ServiceFactory, data_dir: Path
+) -> None:
+    record_orders(service_factory)
+    log, index = data_dir / "order_log.jsonl", data_dir / "order_index.sqlite3"
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[:-1]) + lines[-1][:40])  # order 5 was answered: no crash tore its line
+    kept = log.read_bytes()
+
+    service = service_factory(PROFILE)
+    with pytest.raises(RuntimeError, match="exited with 1"):
+        service.start()
+    (line,) = [line for line in service.output().splitlines() if "cannot start" in line]
+    assert (
+        f"{index} indexes order-log entry 5" in line and "ends at sequence 4 and 40 bytes of a line cut short" in line
+    )
+    assert "dropped a torn last line" not in service.output()
+    assert log.read_bytes() == kept, "the source of truth is left as it was found"

@@ -138,16 +138,18 @@ def test_start_up_checks_and_replays_only_the_log_after_the_last_checkpoint(
     for opened in (store.trades, store.log, store.positions):
         opened.close()
 
-    checked_from: list[int] = []
+    checked_from: list[tuple[str, int]] = []
     real_check = JsonLinesFile.check
 
     def recording_check(self: JsonLinesFile, start: int = 0, previous_sequence: int = 0) -> None:
-        checked_from.append(start)
+        checked_from.append((self.path.name, start))
         real_check(self, start, previous_sequence)
 
     monkeypatch.setattr(JsonLinesFile, "check", recording_check)
     restarted = Opened(tmp_path)
-    assert checked_from == [tail_start], "only the lines after the indexed ones were read"
+    assert sorted(checked_from) == [(ORDER_LOG_FILE, tail_start), (TRADE_LOG_FILE, 0)], (
+        "only the order log's lines after the indexed ones were read, and the whole trade log"
+    )
     assert restarted.report.replayed_orders == 5
     assert restarted.service.open_positions() == expected
     restarted.close()

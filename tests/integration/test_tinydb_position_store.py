@@ -27,11 +27,18 @@ def test_positions_and_sequence_round_trip(tmp_path: Path) -> None:
     store = TinyDBPositionStore(tmp_path)
     assert store.load().positions == () and store.load().applied_sequence == 0
     store.save(StoredPositions((ACC, INFY), 1, 120))
-    store.save(StoredPositions((INFY, TCS), 2, 240))
+    store.save(StoredPositions((INFY, TCS), 2, 240, 2))
     store.close()
     reopened = TinyDBPositionStore(tmp_path)
-    assert reopened.load() == StoredPositions((INFY, TCS), 2, 240)
+    assert reopened.load() == StoredPositions((INFY, TCS), 2, 240, 2)
     reopened.close()
+
+
+def test_a_snapshot_written_before_the_trade_log_mark_loads_with_the_mark_unknown(tmp_path: Path) -> None:
+    (tmp_path / POSITIONS_FILE).write_text('{"positions": {}, "meta": {"1": {"applied_sequence": 4, "log_offset": 9}}}')
+    store = TinyDBPositionStore(tmp_path)
+    assert store.load() == StoredPositions((), 4, 9, trades_through=None)
+    store.close()
 
 
 def test_a_snapshot_is_a_tinydb_database_tinydb_itself_reads(tmp_path: Path) -> None:

@@ -6,12 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.e2e.test_storage_faults import WITHOUT_PERMISSION_OVERRIDE
 from tests.integration.tinydb_over_memory import service_over
 from tests.service.fakes import place
 from trading_orders.adapters.storage.tinydb_store.order_index import INDEX_FILE
 from trading_orders.adapters.storage.tinydb_store.order_log import ORDER_LOG_FILE, JsonLinesOrderLog
 from trading_orders.adapters.storage.tinydb_store.position_snapshots import POSITIONS_FILE, TinyDBPositionStore
-from trading_orders.adapters.storage.tinydb_store.trade_log import JsonLinesTradeLog
+from trading_orders.adapters.storage.tinydb_store.trade_log import TRADE_LOG_FILE, JsonLinesTradeLog
 from trading_orders.domain.model import Order, Side
 
 PROFILE = {"U1": {"S": ["ACC", "INFY", "TCS"]}}
@@ -102,3 +105,28 @@ def test_a_damaged_snapshot_is_reported_and_the_log_still_checked(tmp_path: Path
     assert result.returncode == 3, result.stdout + result.stderr
     assert "1 orders" in result.stdout
     assert f"DAMAGED: {tmp_path / POSITIONS_FILE}: table 'positions' is not an object of documents" in result.stdout
+
+
+@pytest.mark.parametrize("file_name", [ORDER_LOG_FILE, TRADE_LOG_FILE, POSITIONS_FILE])
+def test_a_file_verify_may_not_read_is_one_line_not_a_traceback(tmp_path: Path, file_name: str) -> None:
+    record_orders(tmp_path, [("ACC", Side.BUY), ("ACC", Side.SELL)])
+    unreadable = tmp_path / file_name
+    unreadable.chmod(0)
+    try:
+        result = subprocess.run(
+            [
+                *WITHOUT_PERMISSION_OVERRIDE,
+                sys.executable,
+                "-m",
+                "trading_orders",
+                "verify",
+                "--data-dir",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        unreadable.chmod(0o644)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines() == [f"cannot verify: cannot read {unreadable}: Permission denied"]

@@ -25,6 +25,7 @@ LineCheck = Callable[[int, dict[str, Any], int], int]
 DurableEnd = tuple[int, int]
 
 _BLOCK = 64 * 1024
+_NEVER_REWRITTEN = "; the service never rewrites this file: restore it from a backup, or repair that line by hand"
 
 
 def _last_newline_end(handle: BinaryIO, end: int) -> int:
@@ -82,6 +83,8 @@ class JsonLinesFile:
     the line before's, so a line too damaged to say its own is named by it.
     A writer given ``on_durable`` tells it each new durable end before sync()
     returns; a read-only open given ``durable_end`` stops at the end it names.
+    A ``derived`` file is worked out from another, so its damage is described
+    without the advice to restore it.
     """
 
     def __init__(
@@ -95,6 +98,8 @@ class JsonLinesFile:
         consecutive: bool = False,
         on_durable: Callable[[int, int], None] | None = None,
         durable_end: Callable[[], DurableEnd | None] | None = None,
+        derived: bool = False,
+        keep_torn_tail: bool = False,
     ) -> None:
         """Open the file and find its last line; a writer creates the file and cuts a torn last line a crash left.
 
@@ -102,6 +107,8 @@ class JsonLinesFile:
         file of a running service; a torn last line is then only reported.
         ``on_durable(size, sequence)`` raising OSError fails the sync (or the
         open) it is told from; ``durable_end`` is asked once the file's end is found.
+        ``keep_torn_tail`` leaves a torn last line to the caller, who may know
+        it was no crash's and must call drop_torn_tail() before writing.
         """
         self.path = path
         self._check_line = check_line
@@ -110,6 +117,7 @@ class JsonLinesFile:
         self._visible_unsynced = visible_unsynced
         self._consecutive = consecutive
         self._on_durable = on_durable
+        self._repair = "" if derived else _NEVER_REWRITTEN
         self._lock: ExclusiveFileLock | None = None
         self._fd = -1
         # (bytes, sequence) of the complete lines written, and of those known
@@ -138,20 +146,26 @@ class JsonLinesFile:
             if created:
                 fsync_directory(path.parent)
             self._find_end()
-            if self.torn_tail:
-                self._truncate(self.size)
-                logger.warning(
-                    "%s: dropped a torn last line at byte %d (%d bytes), left by a crash mid-append",
-                    path,
-                    self.size,
-                    self.torn_tail,
-                )
-                self.torn_tail = 0
-            # Every complete line is kept from here on: readers elsewhere may see them all.
+            if not keep_torn_tail:
+                self.drop_torn_tail()
+            # Every complete line is kept from here on (a torn tail is none): readers elsewhere may see them all.
             self._tell_durable(self._durable)
         except BaseException:
             self.close()
             raise
+
+    def drop_torn_tail(self) -> None:
+        """Cut off the torn last line a crash mid-append left, with a WARNING; nothing when there is none."""
+        if not self.torn_tail:
+            return
+        self._truncate(self.size)
+        logger.warning(
+            "%s: dropped a torn last line at byte %d (%d bytes), left by a crash mid-append",
+            self.path,
+            self.size,
+            self.torn_tail,
+        )
+        self.torn_tail = 0
 
     @property
     def size(self) -> int:
@@ -195,8 +209,7 @@ class JsonLinesFile:
                 raise ValueError(f"sequence {sequence!r} is not a positive whole number")
         except (KeyError, TypeError, ValueError) as error:
             raise CorruptStore(
-                f"{self.path}: the last line (byte {start}) is not a valid {self._kind} ({error}); "
-                "the service never rewrites this file: restore it from a backup, or repair that line by hand"
+                f"{self.path}: the last line (byte {start}) is not a valid {self._kind} ({error}){self._repair}"
             ) from error
         self._end = self._durable = (complete, sequence)
 
@@ -266,8 +279,7 @@ class JsonLinesFile:
                     sequence = self._check_line(offset, record, sequence)
                 except (DomainError, KeyError, TypeError, ValueError) as error:
                     raise CorruptStore(
-                        f"{self.path}: {where} is not a valid {self._kind} ({error}); "
-                        "the service never rewrites this file: restore it from a backup, or repair that line by hand"
+                        f"{self.path}: {where} is not a valid {self._kind} ({error}){self._repair}"
                     ) from error
                 offset += len(line)
         if sequence != self.last_sequence:

@@ -45,8 +45,9 @@ class InMemoryTradeLog:
             raise ValueError(f"trade log is at sequence {self.last_sequence()}, cannot append {sequence}")
         self.trades.extend((sequence, trade) for trade in trades)
 
-    def sync(self) -> None:
-        """Nothing to do: memory is as durable as it gets."""
+    def sync(self) -> int:
+        """Nothing to do: memory is as durable as it gets; returns the newest SELL with trades."""
+        return self.last_sequence()
 
     def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, Trade]]:
         """(cursor, trade) newest first; a cursor is the trade's index."""

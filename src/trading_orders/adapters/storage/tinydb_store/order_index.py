@@ -70,15 +70,7 @@ def inspect_index(directory: Path, log_rows: Mapping[int, IndexRow]) -> str | No
     path = directory / INDEX_FILE
     if not path.exists():
         return None
-    # Without a write-ahead log no process writes the file, and read-only
-    # SQLite would create one (owned by whoever runs verify, which can stop
-    # the service opening it); with one, reading through it sees what the
-    # service wrote, and is safe beside it.
-    immutable = "" if path.with_name(INDEX_FILE + "-wal").exists() else "&immutable=1"
-    try:
-        connection = sqlite3.connect(f"{path.as_uri()}?mode=ro{immutable}", uri=True)
-    except sqlite3.Error as error:
-        raise StartupError(f"cannot read {path}: {error}") from error
+    connection = _connect_read_only(path)
     try:
         damage = index_damage(connection)
         if damage is not None:
@@ -94,6 +86,36 @@ def inspect_index(directory: Path, log_rows: Mapping[int, IndexRow]) -> str | No
         raise StartupError(f"cannot read {path}: {error}") from error
     finally:
         connection.close()
+
+
+def newest_indexed(directory: Path) -> int:
+    """The sequence of the newest entry the index in ``directory`` holds; 0 when none, or when it is damaged."""
+    path = directory / INDEX_FILE
+    if not path.exists():
+        return 0
+    connection = _connect_read_only(path)
+    try:
+        row = connection.execute("SELECT max(sequence) FROM entries").fetchone()
+        return int(row[0] or 0)
+    except sqlite3.Error as error:
+        if is_damage(error):
+            return 0  # inspect_index reports the damage
+        raise StartupError(f"cannot read {path}: {error}") from error
+    finally:
+        connection.close()
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that reads ``path`` and writes nothing beside it; raises StartupError if it cannot open."""
+    # Without a write-ahead log no process writes the file, and read-only
+    # SQLite would create one (owned by whoever runs verify, which can stop
+    # the service opening it); with one, reading through it sees what the
+    # service wrote, and is safe beside it.
+    immutable = "" if path.with_name(INDEX_FILE + "-wal").exists() else "&immutable=1"
+    try:
+        return sqlite3.connect(f"{path.as_uri()}?mode=ro{immutable}", uri=True)
+    except sqlite3.Error as error:
+        raise StartupError(f"cannot read {path}: {error}") from error
 
 
 class OrderIndex:

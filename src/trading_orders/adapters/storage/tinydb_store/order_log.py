@@ -22,6 +22,17 @@ from trading_orders.json_records import entry_from_dict, entry_to_dict
 logger = logging.getLogger(__name__)
 
 ORDER_LOG_FILE = "order_log.jsonl"
+_KIND = "order-log entry"
+_LOG_LOST_ENTRIES = "the order log was truncated or replaced; restore it from a backup (it is the source of truth)"
+
+
+def last_sequence_on_disk(directory: Path) -> int:
+    """The sequence of the last complete line of the order log in ``directory`` as it stands now; 0 when none."""
+    return JsonLinesFile(directory / ORDER_LOG_FILE, _unchecked, _KIND, read_only=True).last_sequence
+
+
+def _unchecked(offset: int, record: dict[str, Any], previous: int) -> int:
+    return int(record["sequence"])
 
 
 class JsonLinesOrderLog:
@@ -46,9 +57,12 @@ class JsonLinesOrderLog:
             self._file = JsonLinesFile(
                 directory / ORDER_LOG_FILE,
                 self._check_line,
-                "order-log entry",
+                _KIND,
                 read_only=read_only,
                 consecutive=True,
+                # A torn last line is cut only once the index has not vouched for it:
+                # one it holds was durable, so no crash tore it, and it is kept for whoever restores the log.
+                keep_torn_tail=True,
                 on_durable=self._record_durable_end,
                 durable_end=functools.partial(read_durable_end, directory),
             )
@@ -72,6 +86,8 @@ class JsonLinesOrderLog:
         self._offsets_by_order: dict[str, int] = {}
         try:
             indexed = self._matching_index_end()
+            if not read_only:
+                self._file.drop_torn_tail()
             start, previous = indexed if indexed is not None else (0, 0)
             self._remembered_through = previous
             self._file.check(start, previous)
@@ -134,11 +150,28 @@ class JsonLinesOrderLog:
 
     def _matching_index_end(self) -> tuple[int, int] | None:
         """(offset after, sequence) of the newest indexed entry, if the index matches this log."""
-        last = self._index.last()
+        try:
+            last = self._index.last()
+        except (TypeError, ValueError) as error:
+            # A hand-edited row: the index is derived, so it is rebuilt, not trusted.
+            logger.warning(
+                "%s: its newest entry is not a sequence and an offset (%s); rebuilding it from the log",
+                self._index.path,
+                error,
+            )
+            self._index.clear()
+            return None
         if last is None:
             return None
         sequence, offset = last
-        if sequence <= self._file.last_sequence and offset < self._file.size and self._file.is_line_start(offset):
+        if sequence > self._file.last_sequence:
+            # The index holds only entries once durable in the log: the log lost them, not the index.
+            torn = f" and {self._file.torn_tail} bytes of a line cut short" if self._file.torn_tail else ""
+            raise CorruptStore(
+                f"{self._index.path} indexes order-log entry {sequence} at byte {offset}, but {self._file.path} "
+                f"ends at sequence {self._file.last_sequence}{torn}: {_LOG_LOST_ENTRIES}"
+            )
+        if offset < self._file.size and self._file.is_line_start(offset):
             try:
                 record, end = self._file.line_at(offset)
             except DamagedLine:
@@ -254,8 +287,11 @@ class JsonLinesOrderLog:
             return found
         # Not indexed (an index rebuilt with the tail still in memory): walk back from the end.
         for offset, record in self._file.backward():
-            if record["sequence"] <= sequence:
-                return offset if record["sequence"] == sequence else None
+            found = record.get("sequence")
+            if not isinstance(found, int):
+                raise self._damaged(offset, f"sequence {found!r} is not a sequence number", None)
+            if found <= sequence:
+                return offset if found == sequence else None
         return None
 
     def find_by_idempotency_key(self, key: str) -> OrderLogEntry | None:
@@ -309,9 +345,13 @@ class JsonLinesOrderLog:
         sequence = self._sequence_at(offset)
         if sequence is None:
             sequence = expected
-        named = f"order-log entry {sequence}" if sequence is not None else "an order-log entry"
+        if sequence is None:
+            named, place = "an order-log entry", f"the line at byte {offset}"
+        else:
+            # Sequences run from 1, one a line: entry N is line N.
+            named, place = f"order-log entry {sequence}", f"line {sequence} (byte {offset})"
         return DamagedLogEntry(
-            f"{named} cannot be read: {self._file.path}, the line at byte {offset}, is damaged ({problem}); "
+            f"{named} cannot be read: {self._file.path}, {place}, is damaged ({problem}); "
             "the service never rewrites this file: restore it from a backup, or repair that line by hand",
             sequence,
         )

@@ -19,12 +19,16 @@ class StoredPositions:
 
     ``log_offset`` is where, in the order log's own terms, the entry after
     ``applied_sequence`` starts; None when unknown (replay then reads the
-    log from its start).
+    log from its start). ``trades_through`` is the newest SELL whose trades
+    the trade log held, durable, when the snapshot was taken: a trade log
+    that ends before it has lost trades. None when unknown (a snapshot
+    older than the mark).
     """
 
     positions: tuple[Position, ...]
     applied_sequence: int
     log_offset: int | None = None
+    trades_through: int | None = None
 
 
 class PositionSnapshots(Protocol):
@@ -111,8 +115,8 @@ class TradeLog(Protocol):
         """Record the trades SELL ``sequence`` made, all or nothing; durable after the next sync()."""
         ...
 
-    def sync(self) -> None:
-        """Make every trade written so far durable."""
+    def sync(self) -> int:
+        """Make every trade written so far durable; returns the newest SELL whose trades are durable."""
         ...
 
     def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, Trade]]:

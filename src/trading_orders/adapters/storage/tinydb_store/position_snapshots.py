@@ -141,11 +141,15 @@ class TinyDBPositionStore:
         meta = self._meta.all()
         sequence = meta[0].get("applied_sequence", 0) if meta else 0
         offset = meta[0].get("log_offset") if meta else None
-        if not isinstance(sequence, int) or sequence < 0:
+        # Absent from snapshots written before it was recorded: unknown, not zero.
+        trades_through = meta[0].get("trades_through") if meta else None
+        if not _is_count(sequence):
             raise CorruptStore(f"{self._path}: applied_sequence {sequence!r} is not a sequence number")
-        if offset is not None and (not isinstance(offset, int) or offset < 0):
+        if offset is not None and not _is_count(offset):
             raise CorruptStore(f"{self._path}: log_offset {offset!r} is not a byte offset")
-        return StoredPositions(tuple(positions), sequence, offset)
+        if trades_through is not None and not _is_count(trades_through):
+            raise CorruptStore(f"{self._path}: trades_through {trades_through!r} is not a sequence number")
+        return StoredPositions(tuple(positions), sequence, offset, trades_through)
 
     def save(self, snapshot: StoredPositions) -> None:
         """Replace the file with ``snapshot`` in one atomic write, in TinyDB's layout."""
@@ -154,6 +158,8 @@ class TinyDBPositionStore:
         meta: dict[str, Any] = {"applied_sequence": snapshot.applied_sequence}
         if snapshot.log_offset is not None:
             meta["log_offset"] = snapshot.log_offset
+        if snapshot.trades_through is not None:
+            meta["trades_through"] = snapshot.trades_through
         encoded: dict[Position, bytes] = {}
         documents = []
         for number, position in enumerate(snapshot.positions, start=1):
@@ -180,3 +186,8 @@ class TinyDBPositionStore:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+
+def _is_count(value: object) -> bool:
+    """True when ``value`` is a whole number from 0 up, as JSON wrote it (true and false are not)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

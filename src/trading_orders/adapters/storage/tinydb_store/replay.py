@@ -9,12 +9,19 @@ from trading_orders.domain.portfolio import ConflictingPositions, Portfolio
 
 
 def replay_log_tail(
-    stored: StoredPositions, order_log: OrderLog, trade_log: TradeLog, scope: PositionScope
+    stored: StoredPositions,
+    order_log: OrderLog,
+    trade_log: TradeLog,
+    scope: PositionScope,
+    *,
+    whole_log: bool = False,
 ) -> tuple[Portfolio, int]:
     """The portfolio of snapshot ``stored`` with the log entries after it applied, and how many there were.
 
     Writes the trades of the replayed SELLs that the trade log lacks (a crash
-    can lose trades written after the last sync), and syncs them.
+    can lose trades written after the last sync), and syncs them. With
+    ``whole_log`` the replay starts from the first entry instead, so the
+    trades of SELLs the snapshot covers are written again too.
     """
     last_sequence = order_log.last_sequence()
     if stored.applied_sequence > last_sequence:
@@ -23,8 +30,9 @@ def replay_log_tail(
             f"order log ends at {last_sequence}: the order log was truncated or replaced; restore it "
             "from a backup (it is the source of truth)"
         )
+    start = StoredPositions((), 0) if whole_log else stored
     try:
-        portfolio = Portfolio(scope, stored.positions)
+        portfolio = Portfolio(scope, start.positions)
     except ConflictingPositions as error:
         raise StartupError(
             f"the stored positions do not fit position scope {scope.value!r}: {error}; "
@@ -32,7 +40,7 @@ def replay_log_tail(
         ) from error
     replayed = 0
     try:
-        for entry in order_log.entries_after(stored.applied_sequence):
+        for entry in order_log.entries_after(start.applied_sequence):
             change = portfolio.apply(entry.decision)
             if change.trades and entry.sequence > trade_log.last_sequence():
                 trade_log.write(change.trades, entry.sequence)

@@ -28,7 +28,7 @@ def open_tinydb_store(
     try:
         order_log = JsonLinesOrderLog(directory)
         try:
-            trade_log = JsonLinesTradeLog(directory)
+            trade_log = JsonLinesTradeLog(directory, holds_through=snapshots.load().trades_through)
             try:
                 store = TinyDBOrderStore(snapshots, order_log, trade_log, scope, policy, restarts)
                 try:

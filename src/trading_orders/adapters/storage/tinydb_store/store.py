@@ -92,10 +92,16 @@ class TinyDBOrderStore:
         with self._lock:
             stored = self._snapshots.load()
             self._order_log.check(stored.applied_sequence, stored.log_offset)
-            portfolio, replayed = replay_log_tail(stored, self._order_log, self._trade_log, self._scope)
+            portfolio, replayed = replay_log_tail(
+                stored, self._order_log, self._trade_log, self._scope, whole_log=self._trades_lost(stored)
+            )
             self._last_received_at = self._newest_received_at()
             self._portfolio = portfolio
             self._snapshot_sequence = stored.applied_sequence
+            if stored.trades_through is None and stored.applied_sequence:
+                # A snapshot without the trade log's mark is replaced at the
+                # first checkpoint, new orders or not: the next start trusts the mark.
+                self._snapshot_sequence = -1
             self._checkpoints.restart_count()
             self._checkpoints.count(replayed)
         self._checkpoints.start()
@@ -104,6 +110,16 @@ class TinyDBOrderStore:
             # A snapshot now spares the next start the same replay.
             self._checkpoints.soon()
         return replayed
+
+    def _trades_lost(self, stored: StoredPositions) -> bool:
+        """True when the trade log lacks trades of SELLs that ``stored`` covers (it was damaged and set aside)."""
+        held = self._trade_log.last_sequence()
+        if stored.trades_through is None:
+            # A snapshot older than the mark cannot say; an empty trade log
+            # beside applied orders may have lost all of them, and replaying
+            # the whole log once writes any that are missing.
+            return held == 0 and stored.applied_sequence > 0
+        return held < stored.trades_through
 
     def transaction(
         self, strategy: str, instrument: str, users: Collection[str], idempotency_key: str | None = None
@@ -274,9 +290,9 @@ class TinyDBOrderStore:
         # Trades, then the index, then positions: a snapshot promises that
         # everything up to its sequence is on disk, so a replay never starts
         # past a SELL whose trades or index rows are missing.
-        self._trade_log.sync()
+        trades_through = self._trade_log.sync()
         self._order_log.index_through(sequence)
-        self._snapshots.save(StoredPositions(positions, sequence, offset))
+        self._snapshots.save(StoredPositions(positions, sequence, offset, trades_through))
         self._snapshot_sequence = sequence
         return True
 

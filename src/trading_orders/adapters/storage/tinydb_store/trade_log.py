@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from trading_orders.adapters.storage.cursors import hexadecimal_and_decimal_cursor, not_handed_out
+from trading_orders.adapters.storage.file_lock import ExclusiveFileLock
 from trading_orders.adapters.storage.tinydb_store.json_lines import DamagedLine, JsonLinesFile, visible_line_start
+from trading_orders.application.errors import CorruptStore
 from trading_orders.domain.model import DomainError, Trade
 from trading_orders.json_records import trade_from_dict, trade_to_dict
 
 TRADE_LOG_FILE = "trades.jsonl"
 _KIND = "trade-log line"
+
+logger = logging.getLogger(__name__)
 
 
 def _check_line(offset: int, record: dict[str, Any], previous: int) -> int:
@@ -25,11 +31,46 @@ def _check_line(offset: int, record: dict[str, Any], previous: int) -> int:
     return sequence
 
 
-class JsonLinesTradeLog:
-    """Trades in ``<directory>/trades.jsonl``; one writing process at a time."""
+def trade_log_damage(directory: Path, holds_through: int | None) -> str | None:
+    """What is wrong with the trade log in ``directory``, None when it is sound; changes nothing.
 
-    def __init__(self, directory: Path, *, read_only: bool = False) -> None:
-        """Open (or create) the trade log, reading only its last line; see JsonLinesFile for torn lines."""
+    ``holds_through`` is the newest SELL whose trades the position snapshot
+    found durable in it (None when unknown): a trade log ending before that
+    has lost lines, even if a crash's torn last line is all that is left of them.
+    """
+    path = directory / TRADE_LOG_FILE
+    if not path.exists():
+        if holds_through:
+            return (
+                f"it is missing, but the position snapshot found the trades of SELLs up to order {holds_through} in it"
+            )
+        return None
+    try:
+        lines = JsonLinesFile(path, _check_line, _KIND, read_only=True, derived=True)
+        lines.check()
+    except CorruptStore as damage:
+        return str(damage).removeprefix(f"{path}: ")
+    if holds_through is not None and lines.last_sequence < holds_through:
+        return (
+            f"it holds the trades of SELLs up to order {lines.last_sequence}, but the position snapshot "
+            f"found them up to order {holds_through}: it lost lines"
+        )
+    return None
+
+
+class JsonLinesTradeLog:
+    """Trades in ``<directory>/trades.jsonl``; one writing process at a time.
+
+    The trades are derived from the order log: a writer that finds the file
+    damaged, or shorter than the position snapshot found it, sets it aside
+    as ``trades.jsonl.damaged`` and starts an empty one, which the store's
+    recovery fills again by replaying the whole order log.
+    """
+
+    def __init__(self, directory: Path, *, read_only: bool = False, holds_through: int | None = None) -> None:
+        """Open (or create) the trade log; a writer checks it against ``holds_through`` (see trade_log_damage)."""
+        if not read_only:
+            _set_aside_if_damaged(directory, holds_through)
         # Trades are written only for orders already durable in the order
         # log, so readers may see them before this file's own fsync.
         self._file = JsonLinesFile(
@@ -48,9 +89,9 @@ class JsonLinesTradeLog:
         """Record the trades SELL ``sequence`` made in one line, not yet durable (see sync())."""
         self._file.write({"sequence": sequence, "trades": [trade_to_dict(t) for t in trades]}, sequence)
 
-    def sync(self) -> None:
-        """Make every line written so far durable."""
-        self._file.sync()
+    def sync(self) -> int:
+        """Make every line written so far durable; returns the newest SELL whose trades are durable."""
+        return self._file.sync()
 
     def append(self, trades: tuple[Trade, ...], sequence: int) -> None:
         """Record the trades SELL ``sequence`` made in one line, so a crash keeps all of them or none; durable."""
@@ -82,3 +123,28 @@ class JsonLinesTradeLog:
     def close(self) -> None:
         """Close the file and release it for another process."""
         self._file.close()
+
+
+def _set_aside_if_damaged(directory: Path, holds_through: int | None) -> None:
+    """Move a damaged trade log to ``trades.jsonl.damaged`` (replacing an earlier one), with a WARNING."""
+    path = directory / TRADE_LOG_FILE
+    directory.mkdir(parents=True, exist_ok=True)
+    # Held while the file is judged and moved: another service's file is never set aside.
+    lock = ExclusiveFileLock(path)
+    try:
+        damage = trade_log_damage(directory, holds_through)
+        if damage is None:
+            return
+        if not path.exists():
+            logger.warning("%s: %s; rebuilding it from the whole order log", path, damage)
+            return
+        aside = path.with_name(f"{TRADE_LOG_FILE}.damaged")
+        os.replace(path, aside)
+    finally:
+        lock.close()
+    logger.warning(
+        "%s is damaged (%s): set aside as %s; rebuilding it from the whole order log",
+        path,
+        damage,
+        aside,
+    )

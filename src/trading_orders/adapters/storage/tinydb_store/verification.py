@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from trading_orders.adapters.storage.tinydb_store.order_index import INDEX_FILE
-from trading_orders.adapters.storage.tinydb_store.order_log import ORDER_LOG_FILE, JsonLinesOrderLog
+from trading_orders.adapters.storage.tinydb_store.order_index import INDEX_FILE, newest_indexed
+from trading_orders.adapters.storage.tinydb_store.order_log import (
+    ORDER_LOG_FILE,
+    JsonLinesOrderLog,
+    last_sequence_on_disk,
+)
 from trading_orders.adapters.storage.tinydb_store.parts import OrderLog, StoredPositions
 from trading_orders.adapters.storage.tinydb_store.position_snapshots import POSITIONS_FILE, TinyDBPositionStore
-from trading_orders.adapters.storage.tinydb_store.trade_log import JsonLinesTradeLog
-from trading_orders.application.errors import CorruptStore
+from trading_orders.adapters.storage.tinydb_store.trade_log import TRADE_LOG_FILE, trade_log_damage
+from trading_orders.application.errors import CorruptStore, StartupError, StorageUnavailable
 from trading_orders.domain.model import DomainError, Position, PositionScope
 from trading_orders.domain.portfolio import Portfolio
 
@@ -54,6 +58,18 @@ def verify_directory(
 
     ``replayed`` is told each sequence as it is replayed, and the last one to come, for a progress display.
     """
+    try:
+        return _verify_files(directory, scope, replayed)
+    except OSError as error:
+        # The system refusing a file (a permission, a directory in its place): its name says which.
+        raise StartupError(f"cannot read {error.filename or directory}: {error.strerror or error}") from error
+    except StorageUnavailable as error:
+        raise StartupError(str(error)) from error
+
+
+def _verify_files(
+    directory: Path, scope: PositionScope, replayed: Callable[[int, int], None] | None
+) -> DirectoryVerification:
     # The snapshot first, then the log: a running service writes a snapshot
     # only after the log lines it covers, and the log only grows, so a log
     # opened after the snapshot holds every entry the snapshot applied. The
@@ -68,7 +84,9 @@ def verify_directory(
     order_log = JsonLinesOrderLog(directory, read_only=True)
     try:
         order_log.check()
-        JsonLinesTradeLog(directory, read_only=True).check()
+        trade_damage = trade_log_damage(directory, None if stored is None else stored.trades_through)
+        if trade_damage is not None:
+            damaged.append((directory / TRADE_LOG_FILE, trade_damage))
         index_damage = order_log.index_damage()
         if index_damage is not None:
             damaged.append((directory / INDEX_FILE, index_damage))
@@ -77,11 +95,27 @@ def verify_directory(
             report = VerificationReport(order_log.last_sequence(), 0, 0)
         else:
             report = verify(stored, order_log, scope, replayed)
+        lost = _entries_only_the_index_holds(directory, order_log.last_sequence())
+        if lost is not None:
+            report = replace(report, problems=(lost, *report.problems))
         return DirectoryVerification(
             report, directory / ORDER_LOG_FILE, directory / POSITIONS_FILE, order_log.torn_tail, tuple(damaged)
         )
     finally:
         order_log.close()
+
+
+def _entries_only_the_index_holds(directory: Path, log_end: int) -> str | None:
+    """The problem when the index holds entries past the order log's end (``log_end`` when it was opened)."""
+    indexed = newest_indexed(directory)
+    # A running service may have written and indexed entries since the log
+    # was opened: only an index ahead of the log as it stands now is a loss.
+    if indexed <= log_end or indexed <= (now := last_sequence_on_disk(directory)):
+        return None
+    return (
+        f"{directory / INDEX_FILE} indexes order-log entry {indexed} but the order log ends at {now}: "
+        "the log was truncated or replaced"
+    )
 
 
 def verify(
