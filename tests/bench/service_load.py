@@ -16,8 +16,9 @@ p99 and p99.9 latency, the service's peak RSS, the start-up time on the data
 set, and the restart time after a kill -9 at the end of the load (crash
 recovery: replaying what the last snapshot lacks). Also times the pure domain
 core. --quick runs only the empty-log data sets. --cpu runs instead, for each of --stores (memory
-too), one wrk thread at 64 connections on 100 positions, and prints orders/s and the service's CPU
-time (user and system) per order, naming the package it served: run it with another checkout's
+too; the SQL stores with each of --workers), one wrk thread at 64 connections on 100 positions, and
+prints orders/s, p99 and the service's CPU time (user and system, every worker's) per order, naming
+the package it served: run it with another checkout's
 Python to measure that checkout's code under the same load. --paced 1000,2000 (the default) also offers
 those orders/s over 64 connections, each pausing after every answer, to the no-op and to each
 store on 100 positions, and prints offered, delivered and latency. --workers 1,2 (the default) runs
@@ -135,9 +136,13 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """The CPU time (user and system) process ``pid`` has used so far."""
+    """The CPU time (user and system) process ``pid`` and its worker processes have used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in children.read_text().split() if children.exists() else []:
+        total += cpu_seconds(int(child))
+    return total
 
 
 def _wrk(port: int, connections: int, seconds: float, pause_ms: float = 0, threads: int | None = None) -> Run:
@@ -310,26 +315,40 @@ def start_postgres() -> ThrowawayPostgres | None:
 CPU_CONNECTIONS = 64
 
 
-def cpu_per_order(store: str, scratch: Path, seconds: float) -> tuple[Run, float]:
-    """Drive ``store`` (100 positions) with one wrk thread at 64 connections; the run and CPU µs per order."""
-    environment = prepare(Scenario(store, 1, 0), scratch, None, None)
-    with ServiceProcess(ROOT / "Scripts", environment, scratch / f"{store}.out") as service:
+def cpu_per_order(
+    scenario: Scenario, scratch: Path, seconds: float, postgres: ThrowawayPostgres | None
+) -> tuple[Run, float]:
+    """Drive the scenario's store with one wrk thread at 64 connections; the run and CPU µs per order."""
+    environment = prepare(scenario, scratch, None, postgres)
+    output = scratch / f"{scenario.store}.out"
+    with ServiceProcess(ROOT / "Scripts", environment, output, workers=scenario.workers) as service:
         _wrk(service.port, CPU_CONNECTIONS, 1.0, threads=1)  # warm-up, not counted
         used = cpu_seconds(service.pid)
         run = _wrk(service.port, CPU_CONNECTIONS, seconds, threads=1)
         return run, (cpu_seconds(service.pid) - used) / run.orders * 1e6
 
 
-def print_cpu_per_order(stores: list[str], seconds: float) -> None:
-    """One row per store: orders/s and service CPU per order of the code this Python imports."""
+def print_cpu_per_order(stores: list[str], workers: list[int], seconds: float) -> None:
+    """One row per store and worker count: orders/s and service CPU per order of the code this Python imports."""
     code = Path(trading_orders.__file__).parents[2]
-    with tempfile.TemporaryDirectory(prefix="trading-orders-cpu-") as temporary:
-        for store in stores:
-            run, cpu = cpu_per_order(store, Path(temporary), seconds)
-            print(
-                f"| {code} | {store} | {run.per_second:,.0f} | {cpu:.0f} | {run.percentile(0.99):.1f} | {run.errors} |",
-                flush=True,
-            )
+    postgres = start_postgres() if "postgres" in stores else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="trading-orders-cpu-") as temporary:
+            for store in stores:
+                if store == "postgres" and postgres is None:
+                    continue
+                # The TinyDB store serves one process by design, the memory store one process's orders.
+                for count in workers if store in ("sqlite", "postgres") else [1]:
+                    scenario = Scenario(store, 1, 0, count)
+                    run, cpu = cpu_per_order(scenario, Path(temporary), seconds, postgres)
+                    print(
+                        f"| {code} | {scenario.service} | {run.per_second:,.0f} | {cpu:.0f} "
+                        f"| {run.percentile(0.99):.1f} | {run.errors} |",
+                        flush=True,
+                    )
+    finally:
+        if postgres is not None:
+            postgres.stop()
 
 
 def main() -> None:
@@ -350,7 +369,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.cpu:
-        print_cpu_per_order(args.stores.split(","), args.seconds)
+        print_cpu_per_order(args.stores.split(","), [int(count) for count in args.workers.split(",")], args.seconds)
         return
     paced = tuple(int(rate) for rate in args.paced.split(",") if rate)
     paced_rows: list[tuple[str, int, Run]] = []

@@ -36,6 +36,22 @@ _MIGRATION_WAIT_SECONDS = 30.0
 # How long /health waits for the sequence lock to learn it is free again.
 _HEALTH_PROBE_SECONDS = 1.0
 
+# A server that vanished without a reset (its machine lost power, a network
+# between dropped everything) is noticed by the kernel only through these:
+# an idle connection after 5 s of silence and 3 unanswered probes a second
+# apart, a connection with a statement on the wire once what it sent has gone
+# unacknowledged for 10 s. Without them a pooled connection, and the order on
+# it, waits for the server until TCP gives up (15 minutes and more on Linux).
+# A URL that sets any of them itself keeps its own value.
+DEAD_SERVER_PARAMETERS: dict[str, int] = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 1,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+
 # The schema's column types in PostgreSQL's words; the applied versions are rows of schema_migrations.
 _COLUMN_TYPES = ColumnTypes(integer="BIGINT", row_id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
 
@@ -172,7 +188,13 @@ class PostgresOrderStore(SqlOrderStore):
         # commit and the reads keep the other half.
         self.waiting_connections = max(1, pool_size // 2)
         self._pool = ConnectionPool(
-            url, min_size=1, max_size=pool_size, open=False, timeout=settle_seconds, configure=self._configure
+            url,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            timeout=settle_seconds,
+            configure=self._configure,
+            kwargs=_dead_server_parameters(url),
         )
 
     def _configure(self, connection: psycopg.Connection[Any]) -> None:
@@ -336,6 +358,15 @@ def _bound_lock_waits(connection: psycopg.Connection[Any], seconds: float, *, lo
     """
     milliseconds = max(int(seconds * 1000), 1)
     connection.execute("SELECT set_config('lock_timeout', %s, %s)", (f"{milliseconds}ms", local))
+
+
+def _dead_server_parameters(url: str) -> dict[str, Any]:
+    """The connection parameters that notice a vanished server, less those ``url`` sets itself."""
+    try:
+        own = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        own = {}  # The connection will say what is wrong with the URL.
+    return {name: value for name, value in DEAD_SERVER_PARAMETERS.items() if name not in own}
 
 
 def _without_password(url: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import queue
 import sqlite3
 import threading
 import time
@@ -26,9 +27,8 @@ SQLITE_FILE = "trading_orders.sqlite3"
 # Taken (flock) around every batch, so the processes' batches take turns on
 # it instead of on SQLite's write lock and its busy handler's growing sleeps.
 WRITER_LOCK_FILE = "trading_orders.sqlite3.writer-lock"
-# A process waiting for another's batch tries the flock again after this
-# pause, doubling up to the last: a kernel wait (LOCK_EX) has no deadline and
-# would hold a stopping process until the holder let go.
+# A health check tries the flock again after this pause, doubling up to the
+# last: it only asks whether the lock is free, and polling costs it nothing.
 _FIRST_PAUSE_SECONDS = 0.0005
 _LONGEST_PAUSE_SECONDS = 0.01
 # How long /health waits for the writer lock to learn it is free again.
@@ -121,6 +121,10 @@ class SqliteOrderStore(SqlOrderStore):
         # transactions at once) and kept for the next one.
         self._idle_writers: list[sqlite3.Connection] = []
         self._idle_lock = threading.Lock()
+        # A wait for the writer lock an order gave up at its bound, still in
+        # the kernel: the next order takes it over instead of starting another.
+        self._left_waiting: _FlockWaiter | None = None
+        self._lock_waits = _KernelWaits()
 
     def _connect(self, *, shared: bool) -> sqlite3.Connection:
         try:
@@ -190,14 +194,14 @@ class SqliteOrderStore(SqlOrderStore):
             self._give_back(connection)
 
     def _begin_batch(self, deadline: float) -> _SqliteBatch:
-        lock_fd = self._open_writer_lock()
+        lock_fd = self._take_writer_lock(deadline)
+        if lock_fd is None:
+            raise StoreBusy(
+                f"the order was not recorded: another process held {self._writer_lock_path} for "
+                f"{self.lock_wait_seconds:g} s",
+                self.lock_wait_seconds,
+            )
         try:
-            if not _flock_by(lock_fd, deadline):
-                raise StoreBusy(
-                    f"the order was not recorded: another process held {self._writer_lock_path} for "
-                    f"{self.lock_wait_seconds:g} s",
-                    self.lock_wait_seconds,
-                )
             connection = self._writer()
         except BaseException:
             os.close(lock_fd)
@@ -218,6 +222,28 @@ class SqliteOrderStore(SqlOrderStore):
                 ) from error
             raise StorageUnavailable(f"cannot begin a transaction on {self.path}: {error}") from error
         return _SqliteBatch(self, connection, lock_fd)
+
+    def _take_writer_lock(self, deadline: float) -> int | None:
+        """A descriptor holding the writer lock's flock, taken by ``deadline`` (monotonic); None if it was not."""
+        with self._idle_lock:
+            waiter, self._left_waiting = self._left_waiting, None
+        if waiter is None or not waiter.take_over():
+            lock_fd = self._open_writer_lock()
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return lock_fd
+            except BlockingIOError:
+                # Another process's batch: wait in the kernel, woken the moment it lets go.
+                waiter = _FlockWaiter(lock_fd, self._lock_waits)
+            except OSError as error:
+                os.close(lock_fd)
+                raise StorageUnavailable(f"cannot lock {self._writer_lock_path}: {error.strerror}") from error
+        if waiter.taken_by(deadline):
+            return waiter.lock_fd
+        with self._idle_lock:
+            if self._left_waiting is None:
+                self._left_waiting = waiter
+        return None
 
     def _open_writer_lock(self) -> int:
         try:
@@ -274,6 +300,82 @@ class SqliteOrderStore(SqlOrderStore):
         if connection is not None:
             connection.close()
             self._local.connection = None
+
+
+class _KernelWaits:
+    """One daemon thread that waits in the kernel for flocks, one after the other, started at the first."""
+
+    def __init__(self) -> None:
+        """No thread yet."""
+        self._waits: queue.SimpleQueue[_FlockWaiter] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
+
+    def wait_for(self, waiter: _FlockWaiter) -> None:
+        """Have the thread wait for ``waiter``'s flock once the waits before it have ended."""
+        with self._starting:
+            if self._thread is None:
+                # A daemon the process never joins: a wait with no end must not hold its exit.
+                self._thread = threading.Thread(target=self._serve, name="sqlite-writer-lock", daemon=True)
+                self._thread.start()
+        self._waits.put(waiter)
+
+    def _serve(self) -> None:
+        while True:
+            self._waits.get().wait_in_kernel()
+
+
+class _FlockWaiter:
+    """An exclusive flock on ``lock_fd``, waited for in the kernel by another thread, so waiting can end.
+
+    A kernel wait has no deadline, and a signal to end it (SIGALRM) reaches
+    only the main thread; so whoever gives up on the wait leaves it to that
+    thread: once the flock comes, a waiter nobody took over closes the
+    descriptor, letting the lock go at once.
+    """
+
+    def __init__(self, lock_fd: int, waits: _KernelWaits) -> None:
+        """Start waiting, on ``waits``' thread, for the flock on ``lock_fd``, which the waiter now owns."""
+        self.lock_fd = lock_fd
+        self._state = threading.Lock()
+        self._taken = threading.Event()
+        self._given_up = False
+        self._closed = False
+        self._error: OSError | None = None
+        waits.wait_for(self)
+
+    def wait_in_kernel(self) -> None:
+        """Wait for the flock; keep it for whoever waits for this waiter, or let it go if nobody does."""
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+        except OSError as error:
+            self._error = error
+        with self._state:
+            if self._given_up:
+                self._closed = True
+                os.close(self.lock_fd)
+                return
+            self._taken.set()
+
+    def taken_by(self, deadline: float) -> bool:
+        """Whether the flock was taken by ``deadline`` (monotonic); if not, the waiter is given up."""
+        self._taken.wait(max(deadline - time.monotonic(), 0.0))
+        with self._state:
+            if not self._taken.is_set():
+                self._given_up = True
+                return False
+        if self._error is not None:
+            os.close(self.lock_fd)
+            raise StorageUnavailable(f"cannot lock the SQLite writer lock: {self._error.strerror}")
+        return True
+
+    def take_over(self) -> bool:
+        """Wait on for a flock another order gave up on; False if it came meanwhile and was let go."""
+        with self._state:
+            if self._closed:
+                return False
+            self._given_up = False
+            return True
 
 
 def _flock_by(lock_fd: int, deadline: float) -> bool:

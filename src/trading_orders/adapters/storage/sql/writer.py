@@ -8,9 +8,12 @@ without it adds nothing. The batch commits in a turn of its own, queued
 behind the orders that were waiting when it opened.
 
 An order whose lock another transaction holds does not wait in the open
-batch, which would hold up every other order of the process: it leaves the
-turn and waits in a batch of its own, on a connection of its own, decided and
-committed there alone. Every wait (for the turn, a connection, a lock) ends
+batch, which would hold up every other order of the process: the batch
+commits, and a new one waits for the lock a moment (another process's batch
+lets go within milliseconds), gathering for the orders behind it. A lock held
+longer, or one an order of the process already waits for, is waited for in a
+batch of its own, on a connection of its own, off the turn, the order decided
+and committed there alone. Every wait (for the turn, a connection, a lock) ends
 at the order's deadline, ``lock_wait_seconds`` after it asked for its turn;
 an order that reaches it is refused with StoreBusy and is in no batch.
 """
@@ -18,6 +21,7 @@ an order that reaches it is refused with StoreBusy and is in no batch.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import itertools
@@ -32,6 +36,11 @@ from trading_orders.domain.model import AppliedDecision, OrderLogEntry, Position
 
 # How many waiting orders a batch reads for at once.
 _GATHERED = 64
+# How long an order whose lock another process's batch holds waits for it in
+# the turn, in a new batch the orders behind it join: such a batch commits
+# within milliseconds, and an order that waited aside would commit alone. A
+# lock held longer holds the turn this long once, then the order waits aside.
+_IN_TURN_WAIT_SECONDS = 0.1
 # How long an order waits, by default, for what another process holds: long
 # beside a batch (milliseconds), short beside a client's patience.
 LOCK_WAIT_SECONDS = 5.0
@@ -131,6 +140,8 @@ class BatchWriter:
         # Each order waiting for a lock outside the open batch holds a
         # connection: capped, so the open batch always finds one.
         self._waiting_aside = asyncio.Semaphore(store.waiting_connections)
+        # The locks orders wait for aside: another order needing one goes straight there.
+        self._locks_aside: collections.Counter[str] = collections.Counter()
         self._ending: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
@@ -216,7 +227,28 @@ class BatchWriter:
         except BaseException as error:
             await self._abandon(batch, error)
             _raise_as_unavailable(error)
-        return batch if joined else None
+        if joined:
+            return batch
+        if any(name in self._locks_aside for name in needs.locks):
+            return None
+        # Waiting while the batch holds locks another process may wait for
+        # could deadlock: it commits first, and a new one waits holding nothing.
+        await self._finish(batch)
+        try:
+            batch = await self._open(deadline)
+        except BaseException as error:
+            _raise_as_unavailable(error)
+        moment = min(deadline, time.monotonic() + _IN_TURN_WAIT_SECONDS)
+        try:
+            await asyncio.to_thread(batch.gather, needs, self._others(needs), wait_until=moment)
+        except StoreBusy:
+            # Held longer than a batch: the order waits aside, and this batch, holding nothing, ends.
+            await self._finish(batch)
+            return None
+        except BaseException as error:
+            await self._abandon(batch, error)
+            _raise_as_unavailable(error)
+        return batch
 
     @contextlib.asynccontextmanager
     async def _aside(self, needs: OrderNeeds, deadline: float) -> AsyncIterator[Turn]:
@@ -226,6 +258,16 @@ class BatchWriter:
         alone; the open batch cannot hold its locks meanwhile, and other
         processes' orders on its keys wait for them as it did.
         """
+        self._locks_aside.update(needs.locks)
+        try:
+            async with self._aside_turn(needs, deadline) as turn:
+                yield turn
+        finally:
+            self._locks_aside.subtract(needs.locks)
+            self._locks_aside += collections.Counter()  # drops the locks no order waits for any more
+
+    @contextlib.asynccontextmanager
+    async def _aside_turn(self, needs: OrderNeeds, deadline: float) -> AsyncIterator[Turn]:
         try:
             async with asyncio.timeout(deadline - time.monotonic()):
                 await self._waiting_aside.acquire()
