@@ -62,7 +62,7 @@ check: lint
 	$(BIN)/pytest -q tests/unit tests/service tests/integration/test_order_store_contract.py -k "not tinydb and not sqlite and not postgres"
 
 # The long crash loops: 20 kill -9 cycles at the default settings on each durable
-# store (make test runs 4 per store); docs/guarantees.md has the last result.
+# store (make test runs 3 per store); docs/guarantees.md has the last result.
 SOAK_CYCLES ?= 20
 soak: $(INSTALLED_DEV)
 	for store in tinydb sqlite postgres; do \

@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.conftest import ServiceFactory
+from tests.e2e.conftest import ServiceFactory, module_service
 from tests.support.service_process import ServiceProcess, all_pages
 
 PROFILE = {"U1": {"S1": ["ACC", "INFY", "TCS"]}, "U2": {"S1": ["ACC"]}}
@@ -57,11 +58,37 @@ def record_orders(
 ) -> dict[str, Any]:
     """Place ``orders`` (numbered from ``first``) through a real service, stop it, and return what it served."""
     with service_factory(PROFILE) as service:
-        for number, (instrument, side) in enumerate(orders, start=first):
-            body = {"STRATEGY": "S1", "INSTRUMENT": instrument, "POSITION": side}
-            headers = {"Idempotency-Key": f"key-{number}"}
-            requests.post(f"{service.base_url}/create_order", json=body, headers=headers, timeout=5).raise_for_status()
-        return served(service)
+        return place(service, orders, first)
+
+
+def place(service: ServiceProcess, orders: list[tuple[str, str]], first: int = 0) -> dict[str, Any]:
+    """Place ``orders`` (numbered from ``first``) through the running ``service``; what it then serves."""
+    for number, (instrument, side) in enumerate(orders, start=first):
+        body = {"STRATEGY": "S1", "INSTRUMENT": instrument, "POSITION": side}
+        headers = {"Idempotency-Key": f"key-{number}"}
+        requests.post(f"{service.base_url}/create_order", json=body, headers=headers, timeout=5).raise_for_status()
+    return served(service)
+
+
+Recorded = tuple[Path, dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Recorded:
+    """ORDERS placed once through a real service, then stopped: its data directory and what it served.
+
+    Each test damages a copy of it: one service run for the module, not one per test.
+    """
+    service = module_service(tmp_path_factory, "recorded", PROFILE)
+    with service:
+        before = place(service, ORDERS)
+    return Path(service.environment["TRADING_ORDERS_DATA_DIR"]), before
+
+
+def copy_of(recorded: Recorded, data_dir: Path) -> dict[str, Any]:
+    """Copy the recorded data directory into ``data_dir``; what the service served over it."""
+    shutil.copytree(recorded[0], data_dir, dirs_exist_ok=True)
+    return recorded[1]
 
 
 def served(service: ServiceProcess) -> dict[str, Any]:
@@ -103,9 +130,9 @@ def warnings_in(service: ServiceProcess) -> list[str]:
     ],
 )
 def test_a_damaged_derived_file_is_reported_by_verify_then_rebuilt_from_the_log_with_one_warning(
-    service_factory: ServiceFactory, data_dir: Path, file_name: str, damage: Damage, says: str
+    service_factory: ServiceFactory, recorded: Recorded, data_dir: Path, file_name: str, damage: Damage, says: str
 ) -> None:
-    before = record_orders(service_factory)
+    before = copy_of(recorded, data_dir)
     damaged = data_dir / file_name
     damage(damaged)
     kept = damaged.read_bytes()
@@ -145,9 +172,9 @@ def test_a_damaged_derived_file_is_reported_by_verify_then_rebuilt_from_the_log_
     ],
 )
 def test_start_up_over_a_damaged_file_serves_or_refuses_in_one_line_never_a_traceback(
-    service_factory: ServiceFactory, data_dir: Path, file_name: str, damage: Damage, serves: bool
+    service_factory: ServiceFactory, recorded: Recorded, data_dir: Path, file_name: str, damage: Damage, serves: bool
 ) -> None:
-    record_orders(service_factory)
+    copy_of(recorded, data_dir)
     damage(data_dir / file_name)
     service = service_factory(PROFILE)
     if serves:
@@ -162,9 +189,9 @@ def test_start_up_over_a_damaged_file_serves_or_refuses_in_one_line_never_a_trac
 
 
 def test_an_index_ahead_of_the_log_says_the_log_lost_entries_and_start_up_refuses_it(
-    service_factory: ServiceFactory, data_dir: Path
+    service_factory: ServiceFactory, recorded: Recorded, data_dir: Path
 ) -> None:
-    record_orders(service_factory)
+    copy_of(recorded, data_dir)
     log, index = data_dir / "order_log.jsonl", data_dir / "order_index.sqlite3"
     log.write_bytes(b"".join(log.read_bytes().splitlines(keepends=True)[:3]))
     (data_dir / "positions.json").unlink()  # no snapshot to say so: only the index knows of orders 4 and 5
@@ -184,9 +211,9 @@ def test_an_index_ahead_of_the_log_says_the_log_lost_entries_and_start_up_refuse
 
 
 def test_trades_lost_beside_a_snapshot_older_than_the_mark_are_written_again_from_the_whole_log(
-    service_factory: ServiceFactory, data_dir: Path
+    service_factory: ServiceFactory, recorded: Recorded, data_dir: Path
 ) -> None:
-    before = record_orders(service_factory)
+    before = copy_of(recorded, data_dir)
     snapshot = data_dir / "positions.json"
     data = json.loads(snapshot.read_text())
     del data["meta"]["1"]["trades_through"]  # as written before the trade log's mark was recorded
@@ -222,9 +249,9 @@ def test_a_damaged_log_line_the_index_covers_refuses_start_up_in_one_line_naming
 
 
 def test_a_deleted_trade_log_is_rebuilt_from_the_whole_log_with_one_warning(
-    service_factory: ServiceFactory, data_dir: Path
+    service_factory: ServiceFactory, recorded: Recorded, data_dir: Path
 ) -> None:
-    before = record_orders(service_factory)
+    before = copy_of(recorded, data_dir)
     (data_dir / "trades.jsonl").unlink()
 
     with service_factory(PROFILE) as restarted:
@@ -235,9 +262,9 @@ def test_a_deleted_trade_log_is_rebuilt_from_the_whole_log_with_one_warning(
 
 
 def test_a_torn_last_line_the_index_vouched_for_is_kept_and_start_up_refuses(
-    service_factory: ServiceFactory, data_dir: Path
+    service_factory: ServiceFactory, recorded: Recorded, data_dir: Path
 ) -> None:
-    record_orders(service_factory)
+    copy_of(recorded, data_dir)
     log, index = data_dir / "order_log.jsonl", data_dir / "order_index.sqlite3"
     lines = log.read_bytes().splitlines(keepends=True)
     log.write_bytes(b"".join(lines[:-1]) + lines[-1][:40])  # order 5 was answered: no crash tore its line

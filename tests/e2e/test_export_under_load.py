@@ -18,6 +18,9 @@ from trading_orders.bootstrap import build_container
 from trading_orders.settings import Settings
 from trading_orders.tools.transfer import import_orders
 
+# Seconds of load each: scheduled first (tests/conftest.py).
+pytestmark = pytest.mark.slow
+
 INSTRUMENTS = ["ACC", "INFY", "TCS", "WIPRO"]
 PROFILE = {f"U{number}": {"S1": INSTRUMENTS, "S2": INSTRUMENTS} for number in range(1, 4)}
 # Enough orders before the first export that reading them takes many statements (SQL) or blocks (files).

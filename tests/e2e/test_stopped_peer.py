@@ -29,6 +29,9 @@ from tests.e2e.conftest import ServiceFactory
 from tests.support.service_process import ServiceProcess, all_pages
 from trading_orders.adapters.storage.sql.sqlite import WRITER_LOCK_FILE
 
+# Seconds of load each: scheduled first (tests/conftest.py).
+pytestmark = pytest.mark.slow
+
 INSTRUMENTS = ["ACC", "INFY", "TCS", "WIPRO", "SBIN", "ITC"]
 PROFILE = {"U1": {"S1": INSTRUMENTS, "S2": INSTRUMENTS}}
 STORE_BUSY = "https://trading-orders.invalid/problems/store-busy"

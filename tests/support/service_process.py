@@ -86,6 +86,11 @@ class ServiceProcess:
         self.port = 0
 
     @property
+    def environment(self) -> dict[str, str]:
+        """The settings (TRADING_ORDERS_* variables) the service runs with."""
+        return dict(self._environment)
+
+    @property
     def base_url(self) -> str:
         """The URL the service answers on, http://127.0.0.1:<port>."""
         return f"http://{LOOPBACK}:{self.port}"
