@@ -1,14 +1,24 @@
 """The HTTP contract of the SPEC, over real HTTP to a real uvicorn process."""
 
 import re
+from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
 import requests
 
-from tests.e2e.conftest import ServiceFactory
+from tests.e2e.conftest import ServiceFactory, module_service
+from tests.support.service_process import ServiceProcess
 from tests.worked_example import EXPECTED, HOLLAND, OAKLEE, ORDERS, PROFILE
 from trading_orders.domain.model import PositionScope
+
+
+@pytest.fixture(scope="module")
+def unchanged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """One service for the tests that change nothing in it: refused orders and the API pages."""
+    with module_service(tmp_path_factory, "unchanged", PROFILE) as running:
+        yield running
+        assert requests.get(f"{running.base_url}/orders", timeout=5).json()["orders"] == [], "nothing was recorded"
 
 
 @pytest.mark.parametrize("store", ["tinydb", "memory", "sqlite", "postgres"])
@@ -59,12 +69,11 @@ def test_an_answer_has_every_field_of_the_contract(service_factory: ServiceFacto
     ],
 )
 def test_a_malformed_body_answers_422_naming_the_field(
-    service_factory: ServiceFactory, body: dict[str, object], named: str
+    unchanged: ServiceProcess, body: dict[str, object], named: str
 ) -> None:
-    with service_factory(PROFILE) as service:
-        answer = requests.post(f"{service.base_url}/create_order", json=body, timeout=5)
-        assert answer.status_code == 422
-        assert named in answer.json()["message"]
+    answer = requests.post(f"{unchanged.base_url}/create_order", json=body, timeout=5)
+    assert answer.status_code == 422
+    assert named in answer.json()["message"]
 
 
 def test_positions_are_listed_and_filtered(service_factory: ServiceFactory) -> None:
@@ -128,13 +137,12 @@ def test_a_second_process_on_the_same_data_is_refused(service_factory: ServiceFa
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
-def test_the_api_pages_load_everything_from_the_service_itself(service_factory: ServiceFactory, page: str) -> None:
-    with service_factory(PROFILE) as service:
-        html = requests.get(f"{service.base_url}{page}", timeout=5)
-        assert html.status_code == 200 and "text/html" in html.headers["content-type"]
-        sources = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html.text)
-        assert sources, "the page names its scripts and styles"
-        for source in sources:
-            assert source.startswith("/"), f"{page} loads {source} from elsewhere"
-            assert requests.get(f"{service.base_url}{source}", timeout=5).status_code == 200, source
-        assert "cdn." not in html.text and "fonts.googleapis" not in html.text
+def test_the_api_pages_load_everything_from_the_service_itself(unchanged: ServiceProcess, page: str) -> None:
+    html = requests.get(f"{unchanged.base_url}{page}", timeout=5)
+    assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+    sources = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html.text)
+    assert sources, "the page names its scripts and styles"
+    for source in sources:
+        assert source.startswith("/"), f"{page} loads {source} from elsewhere"
+        assert requests.get(f"{unchanged.base_url}{source}", timeout=5).status_code == 200, source
+    assert "cdn." not in html.text and "fonts.googleapis" not in html.text
