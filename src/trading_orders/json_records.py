@@ -9,6 +9,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from trading_orders.domain.controls import (
+    ControlAction,
+    ControlChange,
+    ControlLogEntry,
+    ControlScope,
+    Flatten,
+    LogEntry,
+    PositionLimitChange,
+    RateLimit,
+    RateLimitChange,
+    StateChange,
+    TradingState,
+)
 from trading_orders.domain.model import (
     Order,
     OrderDecision,
@@ -130,6 +143,112 @@ def entry_from_dict(data: Any) -> OrderLogEntry:
     if key is not None and not isinstance(key, str):
         raise TypeError(f"idempotency_key must be a string or null, got {key!r}")
     return OrderLogEntry(sequence, decision, key)
+
+
+def log_entry_to_dict(entry: LogEntry) -> dict[str, Any]:
+    """An order-log entry, an order's or a control change's, as a JSON object (a control change's has "control")."""
+    if isinstance(entry, OrderLogEntry):
+        return entry_to_dict(entry)
+    change = entry.change
+    return {
+        "sequence": entry.sequence,
+        "control": {
+            "id": change.change_id,
+            "at": format_time(change.at),
+            "operator": change.operator,
+            "reason": change.reason,
+            **action_to_dict(change.action),
+        },
+        "idempotency_key": entry.idempotency_key,
+    }
+
+
+def log_entry_from_dict(data: Any) -> LogEntry:
+    """The entry a JSON object describes, an order's or a control change's; raises ValueError/KeyError/TypeError."""
+    if not isinstance(data, dict) or "control" not in data:
+        return entry_from_dict(data)
+    sequence = data["sequence"]
+    if not isinstance(sequence, int) or isinstance(sequence, bool):
+        raise TypeError(f"sequence must be an integer, got {sequence!r}")
+    control = data["control"]
+    change = ControlChange(
+        change_id=_text(control, "id"),
+        at=parse_time(_text(control, "at")),
+        operator=_text(control, "operator"),
+        reason=_text(control, "reason"),
+        action=action_from_dict(control),
+    )
+    key = data.get("idempotency_key")
+    if key is not None and not isinstance(key, str):
+        raise TypeError(f"idempotency_key must be a string or null, got {key!r}")
+    return ControlLogEntry(sequence, change, key)
+
+
+def action_to_dict(action: ControlAction) -> dict[str, Any]:
+    """What a control change did, as the fields of a JSON object ("action" names which kind)."""
+    scope = action.scope
+    fields: dict[str, Any] = {"user": scope.user, "strategy": scope.strategy}
+    if isinstance(action, StateChange):
+        return {"action": "state", **fields, "before": action.before.value, "after": action.after.value}
+    if isinstance(action, PositionLimitChange):
+        return {"action": "position_limit", **fields, "before": action.before, "after": action.after}
+    if isinstance(action, RateLimitChange):
+        return {"action": "rate_limit", **fields, "before": _rate(action.before), "after": _rate(action.after)}
+    state = action.state
+    return {
+        "action": "flatten",
+        **fields,
+        "closed": [position_to_dict(p) for p in action.closed],
+        "state": None if state is None else {"before": state.before.value, "after": state.after.value},
+    }
+
+
+def action_from_dict(data: Any) -> ControlAction:
+    """The control action a JSON object's fields describe (see action_to_dict)."""
+    scope = ControlScope(_name_or_none(data, "user"), _name_or_none(data, "strategy"))
+    kind = data["action"]
+    if kind == "state":
+        return StateChange(scope, TradingState(data["before"]), TradingState(data["after"]))
+    if kind == "position_limit":
+        return PositionLimitChange(scope, _count_or_none(data["before"]), _count_or_none(data["after"]))
+    if kind == "rate_limit":
+        if scope.strategy is None or scope.user is not None:
+            raise ValueError("a rate limit is set for a strategy")
+        return RateLimitChange(scope.strategy, _rate_from(data["before"]), _rate_from(data["after"]))
+    if kind == "flatten":
+        state = data["state"]
+        set_state = (
+            None if state is None else StateChange(scope, TradingState(state["before"]), TradingState(state["after"]))
+        )
+        return Flatten(scope, tuple(position_from_dict(p) for p in data["closed"]), set_state)
+    raise ValueError(f"unknown control action {kind!r}")
+
+
+def _rate(limit: RateLimit | None) -> dict[str, Any] | None:
+    return None if limit is None else {"max_orders_per_second": limit.per_second, "burst": limit.burst}
+
+
+def _rate_from(data: Any) -> RateLimit | None:
+    if data is None:
+        return None
+    per_second, burst = data["max_orders_per_second"], data["burst"]
+    if isinstance(per_second, bool) or not isinstance(per_second, int | float):
+        raise TypeError(f"max_orders_per_second must be a number, got {per_second!r}")
+    return RateLimit(float(per_second), _count(burst))
+
+
+def _count_or_none(value: Any) -> int | None:
+    return None if value is None else _count(value)
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected a whole number, got {value!r}")
+    return value
+
+
+def _name_or_none(data: Any, field: str) -> str | None:
+    return None if data[field] is None else _text(data, field)
 
 
 def _text(data: Any, field: str) -> str:

@@ -25,7 +25,7 @@ from typing import Protocol, TypeVar
 from trading_orders.application.errors import DamagedLogEntry, StorageUnavailable
 from trading_orders.application.order_history import HistoryFilter
 from trading_orders.application.ports import OrderLogReader, OrderStore
-from trading_orders.domain.model import OrderLogEntry
+from trading_orders.domain.controls import LogEntry
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class Progress:
 
 # Entries come in batches, oldest first: what one read of the log or one
 # drain of the live buffer found, so a stream can send them in one write.
-FeedItem = list[OrderLogEntry] | FellBehind | Progress
+FeedItem = list[LogEntry] | FellBehind | Progress
 
 
 class _Follower:
@@ -110,7 +110,7 @@ class _Follower:
 
     def __init__(self, keeps: HistoryFilter, buffer: int, seen: int) -> None:
         self.keeps = keeps
-        self.entries: asyncio.Queue[OrderLogEntry] = asyncio.Queue(maxsize=buffer)
+        self.entries: asyncio.Queue[LogEntry] = asyncio.Queue(maxsize=buffer)
         # The newest sequence published to this follower, kept or not.
         self.seen = seen
         # Set when an entry found the buffer full: every entry before it was
@@ -192,7 +192,7 @@ class DecisionFeed:
         try:
             while True:
                 chunk, fault = await reads(partial(self._chunk_after, last))
-                kept = [entry for entry in chunk if keeps.keeps_order(entry)]
+                kept = [entry for entry in chunk if keeps.keeps_entry(entry)]
                 if chunk:
                     last = chunk[-1].sequence
                 if kept:
@@ -245,9 +245,9 @@ class DecisionFeed:
             if follower is not None:
                 self._followers.discard(follower)
 
-    def _chunk_after(self, sequence: int) -> tuple[list[OrderLogEntry], StorageUnavailable | None]:
+    def _chunk_after(self, sequence: int) -> tuple[list[LogEntry], StorageUnavailable | None]:
         """Up to a chunk of entries after ``sequence``, and the fault that ended it early, if any."""
-        chunk: list[OrderLogEntry] = []
+        chunk: list[LogEntry] = []
         try:
             chunk.extend(islice(self._order_log.entries_after(sequence), CATCH_UP_CHUNK))
         except StorageUnavailable as fault:
@@ -268,7 +268,7 @@ class DecisionFeed:
         """Read what the log gained and hand it to every follower, until nobody follows."""
         failing = False
         while self._followers:
-            fresh: list[OrderLogEntry] = []
+            fresh: list[LogEntry] = []
             self._read_now.clear()
             try:
                 fresh, fault = await asyncio.to_thread(self._chunk_after, self._published)
@@ -302,7 +302,7 @@ class DecisionFeed:
             follower.arrived.set()
         self._followers.clear()
 
-    def recorded(self, entry: OrderLogEntry) -> None:
+    def recorded(self, entry: LogEntry) -> None:
         """Publish ``entry``, just made durable by this process, to every follower without reading the log."""
         if not self._followers or entry.sequence <= self._published:
             return
@@ -313,12 +313,12 @@ class DecisionFeed:
             # earlier one. The log has them all, in order; the poller reads it now.
             self._read_now.set()
 
-    def _publish(self, entry: OrderLogEntry) -> None:
+    def _publish(self, entry: LogEntry) -> None:
         self._published = entry.sequence
         for follower in list(self._followers):
             if entry.sequence <= follower.seen:
                 continue
-            if follower.keeps.keeps_order(entry):
+            if follower.keeps.keeps_entry(entry):
                 try:
                     follower.entries.put_nowait(entry)
                 except asyncio.QueueFull:

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Generic, TypeVar
 
 from trading_orders.application.ports import OrderLogReader, TradeLogReader
+from trading_orders.domain.controls import ControlLogEntry, LogEntry
 from trading_orders.domain.model import OrderLogEntry, OrderStatus, Trade
 
 MAX_PAGE = 1000
@@ -57,6 +58,10 @@ class HistoryFilter:
             and (self.until is None or decision.received_at <= self.until)
         )
 
+    def keeps_entry(self, entry: LogEntry) -> bool:
+        """True for an order ``entry`` that matches every filter, and for every control change (it governs them all)."""
+        return isinstance(entry, ControlLogEntry) or self.keeps_order(entry)
+
     def keeps_trade(self, trade: Trade) -> bool:
         """True when ``trade`` matches every filter (times are the SELL's)."""
         return (
@@ -105,6 +110,18 @@ def _page(
     return Page(items, None)
 
 
+def _orders_only(entries: Iterator[tuple[str, LogEntry]]) -> Iterator[tuple[str, OrderLogEntry]]:
+    """The orders among ``entries``, with their cursors: control changes are listed by /controls, not as orders."""
+    try:
+        for cursor, entry in entries:
+            if isinstance(entry, OrderLogEntry):
+                yield cursor, entry
+    finally:
+        # Closed with this walk, so a page left early closes its file or batch now.
+        if isinstance(entries, Generator):
+            entries.close()
+
+
 class OrderHistory:
     """Answers the desk's questions about past orders and closed trades."""
 
@@ -121,7 +138,7 @@ class OrderHistory:
     ) -> Page[OrderLogEntry]:
         """Orders newest first, reading at most the scan budget; ``cursor`` (from a previous page) continues it."""
         return _page(
-            self._order_log.newest_first(cursor),
+            _orders_only(self._order_log.newest_first(cursor)),
             history_filter.keeps_order,
             lambda entry: entry.decision.received_at,
             history_filter.since,
@@ -130,8 +147,9 @@ class OrderHistory:
         )
 
     def order(self, order_id: str) -> OrderLogEntry | None:
-        """The order with id ``order_id``, if the log has it."""
-        return self._order_log.find_by_order_id(order_id)
+        """The order with id ``order_id``, if the log has it (a control change's id names no order)."""
+        entry = self._order_log.find_by_order_id(order_id)
+        return entry if isinstance(entry, OrderLogEntry) else None
 
     def trades(
         self, history_filter: HistoryFilter, limit: int = DEFAULT_PAGE, cursor: str | None = None

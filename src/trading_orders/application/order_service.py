@@ -17,6 +17,7 @@ from trading_orders.application.ports import (
     OrderTransaction,
     ProfileSource,
 )
+from trading_orders.domain.controls import ControlLogEntry, LogEntry
 from trading_orders.domain.model import Order, OrderLogEntry, OrderStatus, Position, PositionScope
 from trading_orders.domain.profile import Profile
 
@@ -218,7 +219,15 @@ def _outside(profile: Profile, positions: list[Position]) -> tuple[Position, ...
     return tuple(p for p in positions if p.strategy not in profile.users.get(p.user, {}))
 
 
-def _replay(recorded: OrderLogEntry, order: Order) -> PlacedOrder:
+def _replay(recorded: LogEntry, order: Order) -> PlacedOrder:
+    if isinstance(recorded, ControlLogEntry):
+        logger.info(
+            "idempotency key reused: control change #%d was recorded under it, an order refused", recorded.sequence
+        )
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was already used for a control change; a retry must repeat its request exactly, "
+            "or send a new key"
+        )
     if recorded.decision.order != order:
         # The recorded order may be another client's: its id and content go
         # to the log, never into the answer.

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from trading_orders.domain.controls import ControlChange, ControlLogEntry, Controls, ControlScope, LogEntry
 from trading_orders.domain.model import OrderLogEntry, Position, Trade
 from trading_orders.domain.portfolio import PortfolioSlice
 from trading_orders.domain.profile import Profile
@@ -66,9 +67,9 @@ class MetricsExposition(Protocol):
 
 
 class OrderFollowers(Protocol):
-    """Whoever follows the order log as it grows: told of each order this process makes durable."""
+    """Whoever follows the order log as it grows: told of each entry (an order, a control change) made durable here."""
 
-    def recorded(self, entry: OrderLogEntry) -> None:
+    def recorded(self, entry: LogEntry) -> None:
         """``entry`` is durable in the log; it must not block or raise."""
         ...
 
@@ -94,13 +95,13 @@ class OrderTransaction(Protocol):
     """
 
     @property
-    def recorded(self) -> OrderLogEntry | None:
+    def recorded(self) -> LogEntry | None:
         """The entry already recorded with this transaction's idempotency key, if any."""
         ...
 
     @property
     def portfolio(self) -> PortfolioSlice:
-        """The open positions this order can meet, to decide on and apply to."""
+        """The open positions this order can meet and the controls in force, to decide on and apply to."""
         ...
 
     @property
@@ -117,6 +118,37 @@ class OrderTransaction(Protocol):
         ...
 
 
+class ControlTransaction(Protocol):
+    """One control change's unit of work: no order is sequenced while it is open.
+
+    Orders sequenced after its commit are decided under the change; orders
+    sequenced before it were not. Leaving the block without commit() keeps nothing.
+    """
+
+    @property
+    def recorded(self) -> LogEntry | None:
+        """The entry already recorded with this transaction's idempotency key, if any."""
+        ...
+
+    @property
+    def controls(self) -> Controls:
+        """The states and limits in force."""
+        ...
+
+    @property
+    def last_received_at(self) -> datetime | None:
+        """When the newest entry of the log was made, None when there is none."""
+        ...
+
+    def positions_in(self, scope: ControlScope) -> list[Position]:
+        """The open positions in ``scope``, as a flatten would close them."""
+        ...
+
+    async def commit(self, change: ControlChange) -> ControlLogEntry:
+        """Record ``change`` (the next sequence), close what a flatten closes with its trades; returns once durable."""
+        ...
+
+
 class OrderStore(Protocol):
     """Keeps the order log, trades, positions and idempotency keys, and serializes orders over them."""
 
@@ -128,6 +160,16 @@ class OrderStore(Protocol):
         self, strategy: str, instrument: str, users: Collection[str], idempotency_key: str | None = None
     ) -> AbstractAsyncContextManager[OrderTransaction]:
         """A unit of work for one order in ``strategy`` for ``instrument``, for the ``users`` who run it."""
+        ...
+
+    def control_transaction(
+        self, idempotency_key: str | None = None
+    ) -> AbstractAsyncContextManager[ControlTransaction]:
+        """A unit of work for one control change, serialized with every order."""
+        ...
+
+    def controls(self) -> Controls:
+        """The states and limits in force now (durable)."""
         ...
 
     def positions(
@@ -144,20 +186,20 @@ class OrderStore(Protocol):
 class OrderLogReader(Protocol):
     """Reads the order log, for the read side."""
 
-    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, OrderLogEntry]]:
-        """(cursor, entry) newest first; from an entry's cursor, the entries older than it.
+    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, LogEntry]]:
+        """(cursor, entry) newest first, control changes among the orders; from an entry's cursor, the older ones.
 
         Raises InvalidCursor for a cursor this log did not hand out. Costs the
         entries read, however deep the cursor.
         """
         ...
 
-    def find_by_order_id(self, order_id: str) -> OrderLogEntry | None:
-        """The entry of order ``order_id``, if any."""
+    def find_by_order_id(self, order_id: str) -> LogEntry | None:
+        """The entry of order (or control change) ``order_id``, if any."""
         ...
 
-    def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
-        """The entries with a sequence above ``sequence``, oldest first."""
+    def entries_after(self, sequence: int) -> Iterator[LogEntry]:
+        """The entries (orders and control changes) with a sequence above ``sequence``, oldest first."""
         ...
 
 

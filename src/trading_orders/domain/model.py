@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    # controls.py builds on this module's values; only the annotation points back.
+    from trading_orders.domain.controls import RateBucket
 
 
 class DomainError(Exception):
@@ -32,6 +37,11 @@ class RejectReason(StrEnum):
     INSTRUMENT_NOT_IN_STRATEGY = "INSTRUMENT_NOT_IN_STRATEGY"
     ALREADY_HOLDING = "ALREADY_HOLDING"
     NO_OPEN_POSITION = "NO_OPEN_POSITION"
+    # Operator controls (domain/controls.py): a state, a limit, or a rate.
+    TRADING_HALTED = "TRADING_HALTED"
+    REDUCE_ONLY = "REDUCE_ONLY"
+    POSITION_LIMIT = "POSITION_LIMIT"
+    RATE_LIMITED = "RATE_LIMITED"
 
 
 class PositionScope(StrEnum):
@@ -112,8 +122,10 @@ class OrderDecision:
             raise DomainError("an order decision needs an order id")
         if self.received_at.tzinfo is None:
             raise DomainError("received_at must carry a time zone (UTC)")
-        if self.reason is not None and self.decisions:
-            raise DomainError("an order rejected as a whole carries no per-user decisions")
+        # A halt of the desk or the strategy refuses the order as a whole and
+        # says so for each user too; no other whole-order refusal has users.
+        if self.reason is not None and any(d.reason is not self.reason for d in self.decisions):
+            raise DomainError("an order rejected as a whole rejects every user for the same reason")
         users = [decision.user for decision in self.decisions]
         if len(set(users)) != len(users):
             raise DomainError("an order decides at most once per user")
@@ -186,6 +198,8 @@ class AppliedDecision:
 
     decision: OrderDecision
     change: PositionChange
+    # The strategy's rate-limit bucket after this order, when it has a rate limit and took a token.
+    rate_bucket: RateBucket | None = None
 
 
 @dataclass(frozen=True, slots=True)
