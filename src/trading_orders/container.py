@@ -25,6 +25,7 @@ from trading_orders.adapters.storage.tinydb_store.verification import verify_dir
 from trading_orders.adapters.system_clock import SystemClock
 from trading_orders.application.decision_feed import DecisionFeed
 from trading_orders.application.desk_overview import DeskOverview
+from trading_orders.application.operator_controls import OperatorControls
 from trading_orders.application.order_history import OrderHistory
 from trading_orders.application.order_service import OrderService
 from trading_orders.domain.model import PositionScope
@@ -119,6 +120,14 @@ class Container(containers.DeclarativeContainer):
         order_ids=order_ids,
         scope=config.position_scope,
         metrics=metrics,
+        followers=decision_feed,
+    )
+    operator_controls = providers.Singleton(
+        OperatorControls,
+        store=order_store,
+        clock=clock,
+        ids=order_ids,
+        profile=order_service.provided.profile,
         followers=decision_feed,
     )
     order_history = providers.Singleton(

@@ -13,13 +13,17 @@ from trading_orders.domain.controls import (
     ControlAction,
     ControlChange,
     ControlLogEntry,
+    Controls,
     ControlScope,
     Flatten,
     LogEntry,
     PositionLimitChange,
+    PositionLimitInForce,
     RateLimit,
     RateLimitChange,
+    RateLimitInForce,
     StateChange,
+    StateInForce,
     TradingState,
 )
 from trading_orders.domain.model import (
@@ -224,13 +228,74 @@ def action_from_dict(data: Any) -> ControlAction:
     raise ValueError(f"unknown control action {kind!r}")
 
 
+def controls_to_dict(controls: Controls) -> dict[str, Any]:
+    """The states and limits in force as a JSON object, for a snapshot that replays no log before it."""
+    return {
+        "states": [
+            {
+                "user": s.scope.user,
+                "strategy": s.scope.strategy,
+                "state": s.state.value,
+                "reason": s.reason,
+                "sequence": s.sequence,
+                "at": format_time(s.at),
+            }
+            for s in controls.states()
+        ],
+        "position_limits": [
+            {
+                "user": limit.scope.user,
+                "strategy": limit.scope.strategy,
+                "max_open_positions": limit.max_open_positions,
+                "sequence": limit.sequence,
+                "at": format_time(limit.at),
+            }
+            for limit in controls.position_limits()
+        ],
+        "rate_limits": [
+            {**(_rate(r.limit) or {}), "strategy": r.strategy, "sequence": r.sequence, "at": format_time(r.at)}
+            for r in controls.rate_limits()
+        ],
+    }
+
+
+def controls_from_dict(data: Any) -> Controls:
+    """The controls a JSON object of controls_to_dict describes; raises ValueError/KeyError/TypeError."""
+    states = [
+        StateInForce(
+            ControlScope(_name_or_none(s, "user"), _name_or_none(s, "strategy")),
+            TradingState(s["state"]),
+            _text(s, "reason"),
+            _count(s["sequence"]),
+            parse_time(_text(s, "at")),
+        )
+        for s in data["states"]
+    ]
+    limits = [
+        PositionLimitInForce(
+            ControlScope(_name_or_none(limit, "user"), _name_or_none(limit, "strategy")),
+            _count(limit["max_open_positions"]),
+            _count(limit["sequence"]),
+            parse_time(_text(limit, "at")),
+        )
+        for limit in data["position_limits"]
+    ]
+    rates = [
+        RateLimitInForce(_text(r, "strategy"), _rate_limit_of(r), _count(r["sequence"]), parse_time(_text(r, "at")))
+        for r in data["rate_limits"]
+    ]
+    return Controls(states, limits, rates)
+
+
 def _rate(limit: RateLimit | None) -> dict[str, Any] | None:
     return None if limit is None else {"max_orders_per_second": limit.per_second, "burst": limit.burst}
 
 
 def _rate_from(data: Any) -> RateLimit | None:
-    if data is None:
-        return None
+    return None if data is None else _rate_limit_of(data)
+
+
+def _rate_limit_of(data: Any) -> RateLimit:
     per_second, burst = data["max_orders_per_second"], data["burst"]
     if isinstance(per_second, bool) or not isinstance(per_second, int | float):
         raise TypeError(f"max_orders_per_second must be a number, got {per_second!r}")

@@ -21,6 +21,7 @@ from trading_orders.adapters.storage.tinydb_store.store import TinyDBOrderStore
 from trading_orders.adapters.storage.tinydb_store.trade_log import TRADE_LOG_FILE, JsonLinesTradeLog
 from trading_orders.application.errors import StorageUnavailable
 from trading_orders.application.order_service import OrderService, PlacedOrder
+from trading_orders.domain.controls import entry_id
 from trading_orders.domain.model import Order, OrderLogEntry, PositionScope, Side, Trade
 
 INSTRUMENTS = [f"I{n:02d}" for n in range(40)]
@@ -98,6 +99,7 @@ def test_orders_that_arrive_during_a_sync_share_the_next_one(
     replayed, _ = service_over(PROFILE, *_fresh_stores(tmp_path / "replay"))
     replayed.start()
     for entry in logged:
+        assert isinstance(entry, OrderLogEntry)
         place(replayed, entry.decision.order)
     assert _keys(replayed) == _keys(opened.service)
 
@@ -230,7 +232,7 @@ def test_a_failed_sync_fails_every_order_awaiting_it_and_keeps_none_of_them(
     assert [e.sequence for e in logged] == list(range(1, len(answered) + 2))
     assert (tmp_path / ORDER_LOG_FILE).read_bytes().startswith(before)
     held = {p.order_id for p in opened.service.open_positions()}
-    assert held == {e.decision.order_id for e in logged}, "no position of a failed order was kept"
+    assert held == {entry_id(e) for e in logged}, "no position of a failed order was kept"
 
 
 def test_trades_queued_by_a_failed_write_are_written_once_when_a_failed_sync_rebuilds(

@@ -11,7 +11,8 @@ from trading_orders.adapters.storage.tinydb_store.parts import OrderLog, Positio
 from trading_orders.adapters.storage.tinydb_store.store import TinyDBOrderStore
 from trading_orders.application.order_service import OrderService
 from trading_orders.application.ports import Clock
-from trading_orders.domain.model import OrderLogEntry, PositionScope, Trade
+from trading_orders.domain.controls import LogEntry
+from trading_orders.domain.model import PositionScope, Trade
 
 # Intervals no test reaches, so snapshots are taken when a test asks.
 MANUAL_CHECKPOINTS = CheckpointPolicy(every_orders=10**9, every_seconds=10**6)
@@ -41,7 +42,7 @@ class FlakyPositionStore(FullDiskSwitch, InMemoryPositionStore):
 class FlakyOrderLog(FullDiskSwitch, InMemoryOrderLog):
     """An in-memory order log whose next ``failures`` appends fail."""
 
-    def write(self, entry: OrderLogEntry) -> None:
+    def write(self, entry: LogEntry) -> None:
         """Fail while failures remain, else append."""
         self.fail_while_failures_remain()
         super().write(entry)

@@ -20,6 +20,17 @@ from datetime import UTC, datetime, timedelta
 from trading_orders.application.errors import DamagedLogEntry, InvalidCursor, StorageUnavailable
 from trading_orders.application.order_service import OrderService, PlacedOrder
 from trading_orders.application.ports import Clock, StoreState
+from trading_orders.domain.controls import (
+    NO_CONTROLS,
+    ControlChange,
+    ControlLogEntry,
+    Controls,
+    ControlScope,
+    LogEntry,
+    RateBucket,
+    entry_id,
+    entry_time,
+)
 from trading_orders.domain.model import Order, OrderLogEntry, Position, PositionScope
 from trading_orders.domain.portfolio import Portfolio, PortfolioSlice
 from trading_orders.domain.profile import Profile
@@ -75,8 +86,10 @@ class FakeTransaction:
         self._store = store
         self._key = key
         self.recorded = store.keys.get(key) if key is not None else None
-        self.portfolio: PortfolioSlice = Portfolio(store.scope, store.open).slice(users, strategy, instrument)
-        self.last_received_at = store.entries[-1].decision.received_at if store.entries else None
+        self.portfolio: PortfolioSlice = Portfolio(store.scope, store.open).slice(
+            users, strategy, instrument, store.controls(), store.buckets.get(strategy)
+        )
+        self.last_received_at = entry_time(store.entries[-1]) if store.entries else None
 
     async def commit(self) -> OrderLogEntry:
         """Record the decision applied to ``portfolio``; StorageUnavailable, keeping nothing, while failures remain."""
@@ -90,6 +103,38 @@ class FakeTransaction:
         if self._key is not None:
             store.keys[self._key] = entry
         store.open = [p for p in store.open if p not in applied.change.closed] + list(applied.change.opened)
+        if applied.rate_bucket is not None:
+            store.buckets[applied.decision.order.strategy] = applied.rate_bucket
+        return entry
+
+
+class FakeControlTransaction:
+    """One control change's unit of work on a FakeOrderStore; only commit() writes back."""
+
+    def __init__(self, store: FakeOrderStore, key: str | None) -> None:
+        self._store = store
+        self._key = key
+        self.recorded = store.keys.get(key) if key is not None else None
+        self.controls = store.controls()
+        self.last_received_at = entry_time(store.entries[-1]) if store.entries else None
+
+    def positions_in(self, scope: ControlScope) -> list[Position]:
+        """The open positions in ``scope``."""
+        return [p for p in self._store.open if scope.holds(p)]
+
+    async def commit(self, change: ControlChange) -> ControlLogEntry:
+        """Record ``change``; StorageUnavailable, keeping nothing, while failures remain."""
+        store = self._store
+        if store.commit_failures:
+            store.commit_failures -= 1
+            raise disk_full()
+        entry = ControlLogEntry(len(store.entries) + 1, change, self._key)
+        closed = Portfolio(store.scope, store.open).apply_control(change)
+        store.entries.append(entry)
+        store.in_force = store.in_force.with_entry(entry)
+        if self._key is not None:
+            store.keys[self._key] = entry
+        store.open = [p for p in store.open if p not in closed.closed]
         return entry
 
 
@@ -103,8 +148,10 @@ class FakeOrderStore:
 
     def __init__(self, scope: PositionScope = PositionScope.STRATEGY) -> None:
         self.scope = scope
-        self.entries: list[OrderLogEntry] = []
-        self.keys: dict[str, OrderLogEntry] = {}
+        self.entries: list[LogEntry] = []
+        self.keys: dict[str, LogEntry] = {}
+        self.in_force: Controls = NO_CONTROLS
+        self.buckets: dict[str, RateBucket] = {}
         self.open: list[Position] = []
         self.commit_failures = 0
         self.read_failures = 0
@@ -125,6 +172,16 @@ class FakeOrderStore:
         with self._one_at_a_time:
             yield FakeTransaction(self, strategy, instrument, users, idempotency_key)
 
+    @asynccontextmanager
+    async def control_transaction(self, idempotency_key: str | None = None) -> AsyncIterator[FakeControlTransaction]:
+        """One control change's unit of work, serialized with the orders; leaving it without commit() keeps nothing."""
+        with self._one_at_a_time:
+            yield FakeControlTransaction(self, idempotency_key)
+
+    def controls(self) -> Controls:
+        """The controls in force."""
+        return self.in_force
+
     def positions(
         self, user: str | None = None, strategy: str | None = None, instrument: str | None = None
     ) -> list[Position]:
@@ -136,20 +193,20 @@ class FakeOrderStore:
         """The log's length and the open positions; always reachable."""
         return StoreState(len(self.entries), len(self.open), reachable=True)
 
-    def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
+    def entries_after(self, sequence: int) -> Iterator[LogEntry]:
         """The entries after ``sequence``, oldest first; fails like an unreachable database while failures remain."""
         if self.read_failures:
             self.read_failures -= 1
             raise StorageUnavailable("the database is unreachable")
         return self._readable(self.entries[sequence:])
 
-    def _readable(self, entries: list[OrderLogEntry]) -> Iterator[OrderLogEntry]:
+    def _readable(self, entries: list[LogEntry]) -> Iterator[LogEntry]:
         for entry in entries:
             if entry.sequence in self.damaged:
                 raise DamagedLogEntry(f"entry {entry.sequence} is damaged", entry.sequence)
             yield entry
 
-    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, OrderLogEntry]]:
+    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, LogEntry]]:
         """(cursor, entry) newest first; a cursor is an entry's sequence."""
         before = len(self.entries) + 1
         if cursor is not None:
@@ -158,9 +215,9 @@ class FakeOrderStore:
             before = int(cursor)
         return ((str(e.sequence), e) for e in reversed(self.entries[: before - 1]))
 
-    def find_by_order_id(self, order_id: str) -> OrderLogEntry | None:
-        """The entry of order ``order_id``, if any."""
-        return next((e for e in self.entries if e.decision.order_id == order_id), None)
+    def find_by_order_id(self, order_id: str) -> LogEntry | None:
+        """The entry of order (or control change) ``order_id``, if any."""
+        return next((e for e in self.entries if entry_id(e) == order_id), None)
 
 
 def build_service(

@@ -34,6 +34,10 @@ class IdempotencyKeyReused(Exception):
     """An idempotency key already names a different order; the message says which."""
 
 
+class UnknownName(ValueError):
+    """A control names a user or strategy neither the profile nor an open position knows; the message says which."""
+
+
 class InvalidCursor(ValueError):
     """A cursor that no page of this service handed out."""
 

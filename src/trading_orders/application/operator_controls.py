@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from trading_orders.application.errors import IdempotencyKeyReused
+from trading_orders.application.errors import IdempotencyKeyReused, UnknownName
 from trading_orders.application.ports import (
     Clock,
     ControlTransaction,
@@ -29,6 +29,7 @@ from trading_orders.domain.controls import (
     StateChange,
     TradingState,
 )
+from trading_orders.domain.profile import Profile
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +57,17 @@ class OperatorControls:
     made again: its recorded entry is returned, marked replayed.
     """
 
-    def __init__(self, store: OrderStore, clock: Clock, ids: OrderIds, followers: OrderFollowers | None = None) -> None:
-        """Wire the controls to the order store they record in."""
+    def __init__(
+        self,
+        store: OrderStore,
+        clock: Clock,
+        ids: OrderIds,
+        profile: Callable[[], Profile],
+        followers: OrderFollowers | None = None,
+    ) -> None:
+        """Wire the controls to the order store they record in; ``profile`` tells the names a scope may use."""
         self._store = store
+        self._profile = profile
         self._clock = clock
         self._ids = ids
         self._followers = followers
@@ -113,6 +122,22 @@ class OperatorControls:
             lambda t: t.controls.flatten(scope, t.positions_in(scope), state),
         )
 
+    def check_names(self, scope: ControlScope) -> None:
+        """Raise UnknownName unless the profile, or an open position, knows ``scope``'s user and strategy.
+
+        A mistyped name would set a control that covers nobody while the
+        operator believes it holds.
+        """
+        profile = self._profile()
+        if scope.user is not None and scope.user not in profile.users and not self._store.positions(user=scope.user):
+            raise UnknownName(f"user {scope.user!r} is not in the profile and holds no open position")
+        if (
+            scope.strategy is not None
+            and scope.strategy not in profile.strategies
+            and not self._store.positions(strategy=scope.strategy)
+        ):
+            raise UnknownName(f"strategy {scope.strategy!r} is not in the profile and holds no open position")
+
     async def _record(
         self,
         request: _Request,
@@ -121,6 +146,7 @@ class OperatorControls:
         operator: str,
         action_of: _ActionOf,
     ) -> RecordedControl:
+        self.check_names(ControlScope(request[1], request[2]))
         async with self._store.control_transaction(idempotency_key) as transaction:
             if transaction.recorded is not None:
                 return _replay(transaction.recorded, request)

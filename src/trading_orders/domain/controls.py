@@ -403,3 +403,13 @@ def replayed_controls(entries: Iterable[ControlLogEntry], start: Controls = NO_C
 
 # What the order log holds, in one sequence: orders and control changes.
 LogEntry = OrderLogEntry | ControlLogEntry
+
+
+def entry_id(entry: LogEntry) -> str:
+    """The id an entry is found by: its order's id, or its control change's."""
+    return entry.decision.order_id if isinstance(entry, OrderLogEntry) else entry.change.change_id
+
+
+def entry_time(entry: LogEntry) -> datetime:
+    """When an entry was made: its order's received time, or its control change's time."""
+    return entry.decision.received_at if isinstance(entry, OrderLogEntry) else entry.change.at

@@ -106,10 +106,20 @@ class Portfolio:
             return _decision(user, RejectReason.NO_OPEN_POSITION)
         return _decision(user, None)
 
-    def slice(self, users: Iterable[str], strategy: str, instrument: str) -> PortfolioSlice:
-        """The positions an order in ``strategy`` for ``instrument`` can meet for ``users``, as one order's slice."""
+    def slice(
+        self,
+        users: Iterable[str],
+        strategy: str,
+        instrument: str,
+        controls: Controls = NO_CONTROLS,
+        rate_bucket: RateBucket | None = None,
+    ) -> PortfolioSlice:
+        """What an order in ``strategy`` for ``instrument`` can meet for ``users``, under ``controls``, as its slice."""
         held = [p for user in users if (p := self.held(user, strategy, instrument)) is not None]
-        return PortfolioSlice(self._scope, held)
+        if controls.is_empty:
+            return PortfolioSlice(self._scope, held)
+        counts = {scope: self._counts[scope] for user in users for scope in controls.count_scopes(user, strategy)}
+        return PortfolioSlice(self._scope, held, controls, counts, rate_bucket)
 
     def merge(self, change: PositionChange) -> None:
         """Open and close what ``change`` says: a decision applied to a slice of this portfolio, now saved."""
@@ -244,9 +254,8 @@ class PortfolioSlice(Portfolio):
         bucket = None
         if rate is not None and decision.reason is None:
             # An admitted order takes its token; one refused takes none.
-            bucket = rate.admit(self._rate_bucket, decision.received_at)
-            if bucket is None:
-                raise DomainError(f"order {decision.order_id} is over its strategy's rate limit, yet admitted")
+            # A decision recorded elsewhere (an import) may find no token left: it empties the bucket.
+            bucket = rate.admit(self._rate_bucket, decision.received_at) or RateBucket(0.0, decision.received_at)
             self._rate_bucket = bucket
         self._unsaved.append(AppliedDecision(decision, change, bucket))
         return change

@@ -11,8 +11,9 @@ from rich.progress import Progress
 
 from trading_orders.application.errors import StartupError, StorageUnavailable
 from trading_orders.application.ports import OrderStore
+from trading_orders.domain.controls import ControlLogEntry, LogEntry
 from trading_orders.domain.model import DomainError, OrderLogEntry, Position
-from trading_orders.json_records import entry_from_dict, entry_to_dict, position_to_dict
+from trading_orders.json_records import log_entry_from_dict, log_entry_to_dict, position_to_dict
 
 PositionRow = tuple[str, str, str, str]
 
@@ -22,9 +23,9 @@ class TransferError(RuntimeError):
 
 
 def export_orders(
-    entries: Iterable[OrderLogEntry], positions: Iterable[Position], orders: int, output: Path
+    entries: Iterable[LogEntry], positions: Iterable[Position], orders: int, output: Path
 ) -> tuple[int, int]:
-    """Write every order, oldest first, then every open position, to ``output``; returns how many of each it wrote.
+    """Write every log entry (orders, control changes) oldest first, then every open position; returns the counts.
 
     ``entries`` and ``positions`` must be one moment of the store (``orders``
     is how many entries that moment holds, for the progress bar), or the
@@ -35,7 +36,8 @@ def export_orders(
     with temporary.open("w", encoding="utf-8") as handle, Progress(transient=True) as progress:
         task = progress.add_task("exporting orders", total=orders)
         for entry in entries:
-            handle.write(json.dumps({"kind": "order", **entry_to_dict(entry)}) + "\n")
+            kind = "control" if isinstance(entry, ControlLogEntry) else "order"
+            handle.write(json.dumps({"kind": kind, **log_entry_to_dict(entry)}) + "\n")
             orders_written += 1
             progress.advance(task)
         for position in positions:
@@ -66,14 +68,16 @@ async def import_orders(source: Path, store: OrderStore) -> tuple[int, int]:
                 kind = record.pop("kind")
                 if kind == "position":
                     exported.add(tuple(record[k] for k in ("user", "strategy", "instrument", "order_id")))
-                elif kind == "order":
-                    entry = entry_from_dict(record)
+                elif kind in ("order", "control"):
+                    entry = log_entry_from_dict(record)
+                    if isinstance(entry, ControlLogEntry) != (kind == "control"):
+                        raise ValueError(f"a {kind} record holds the other kind of entry")
                     recorded = await _record(store, entry)
                     if recorded.sequence != entry.sequence:
                         raise ValueError(f"recorded as sequence {recorded.sequence}, exported as {entry.sequence}")
                     orders += 1
                 else:
-                    raise ValueError(f"kind must be 'order' or 'position', got {kind!r}")
+                    raise ValueError(f"kind must be 'order', 'control' or 'position', got {kind!r}")
             except (AttributeError, DomainError, KeyError, TypeError, ValueError) as error:
                 raise TransferError(
                     f"{source}: line {number} is not an export record that fits ({error}); "
@@ -91,7 +95,14 @@ async def import_orders(source: Path, store: OrderStore) -> tuple[int, int]:
     return orders, len(rebuilt)
 
 
-async def _record(store: OrderStore, entry: OrderLogEntry) -> OrderLogEntry:
+async def _record(store: OrderStore, entry: LogEntry) -> LogEntry:
+    if isinstance(entry, ControlLogEntry):
+        async with store.control_transaction(entry.idempotency_key) as control:
+            return await control.commit(entry.change)
+    return await _record_order(store, entry)
+
+
+async def _record_order(store: OrderStore, entry: OrderLogEntry) -> OrderLogEntry:
     order, users = entry.decision.order, [d.user for d in entry.decision.decisions]
     async with store.transaction(order.strategy, order.instrument, users, entry.idempotency_key) as transaction:
         transaction.portfolio.apply(entry.decision)

@@ -15,13 +15,13 @@ from trading_orders.adapters.http.middleware import ApiKeyGuard, BodySizeLimit, 
 from trading_orders.adapters.http.order_ingress import IdempotencyScope, OrderIngress
 from trading_orders.adapters.http.problem_details import PROBLEM_MEDIA_TYPE
 from trading_orders.adapters.http.problems import answer_failures
-from trading_orders.adapters.http.routes import desk, events, operations, orders, positions, profiles, trades
+from trading_orders.adapters.http.routes import controls, desk, events, operations, orders, positions, profiles, trades
 from trading_orders.adapters.http.schemas import PROBLEM_MODELS, Problem
 from trading_orders.adapters.http.wrong_keys import WrongKeyLimit
 from trading_orders.application.order_service import OrderService
 
 # The modules whose endpoints the container wires.
-ROUTE_MODULES: tuple[ModuleType, ...] = (orders, events, positions, trades, profiles, operations, desk)
+ROUTE_MODULES: tuple[ModuleType, ...] = (orders, events, positions, trades, profiles, controls, operations, desk)
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -81,6 +81,9 @@ def build_api(lifespan: Lifespan, service: OrderService, api_key: str | None, wr
         app.include_router(module.router)
     # The one path of POST /create_order: FastAPI's route for it only documents it.
     keys = IdempotencyScope(api_key or None)
+    # The control routes record keys as orders do, and who changed what by the key's digest.
+    app.state.idempotency_scope = keys
+    app.state.api_key_operator = keys.operator
     served: ASGIApp = OrderIngress(app, service, app.exception_handlers, orders.MAX_BODY_BYTES, keys)
     # One plain ASGI layer rather than FastAPI's max_body_size, which wraps
     # every request in three and cost the order path a fifth of its time.

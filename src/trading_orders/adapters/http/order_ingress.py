@@ -49,6 +49,8 @@ class IdempotencyScope:
         # digits tell API keys apart; nobody needs to find one from them.
         digest = None if api_key is None else hashlib.sha256(api_key.encode()).hexdigest()[:16]
         self._prefix = None if digest is None else f"api-key-{digest}:"
+        # Who a control change is recorded as coming from, when made with the key.
+        self.operator = None if digest is None else f"api-key-{digest}"
 
     def recorded(self, key: str | None) -> str | None:
         """The key the store records for the client's Idempotency-Key ``key`` (None stays None)."""

@@ -43,6 +43,10 @@ class ProblemType:
 
 VALIDATION = ProblemType("validation", "Request not valid", 422)
 IDEMPOTENCY_KEY_REUSED = ProblemType("idempotency-key-reused", "Idempotency-Key used for another order", 422)
+UNKNOWN_NAME = ProblemType("unknown-name", "No such user or strategy", 422)
+CONTROL_FORBIDDEN = ProblemType(
+    "control-forbidden", "Controls are changed only with the API key or from this machine", 403
+)
 INVALID_CURSOR = ProblemType("invalid-cursor", "Cursor not valid", 422)
 PROFILE_INVALID = ProblemType("profile-invalid", "Profile file not valid", 422)
 UNSUPPORTED_MEDIA_TYPE = ProblemType("unsupported-media-type", "Unsupported Media Type", 415)

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
+from trading_orders.adapters.http.control_schemas import ControlChangeBody
 from trading_orders.adapters.http.injection import AwaitedProvide
 from trading_orders.adapters.http.lanes import Lane, LaneBusy
 from trading_orders.adapters.http.parameters import StreamQuery
@@ -32,7 +33,7 @@ from trading_orders.application.decision_feed import (
 from trading_orders.application.errors import DamagedLogEntry, StorageUnavailable
 from trading_orders.application.order_history import HistoryFilter
 from trading_orders.container import Container
-from trading_orders.domain.model import OrderLogEntry
+from trading_orders.domain.controls import ControlLogEntry, LogEntry, entry_id
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,9 @@ Resume with the `Last-Event-ID` header (what a browser's EventSource sends on re
 `?after=SEQ`: the stream replays from the log every order after that sequence, then follows live,
 with no gap and no duplicate, across restarts of the service too.
 
+Every control change is an event too, in the same sequence: `event: control`, `data:` the change as
+`PUT /controls/...` answers it (docs/controls.md); every follower gets them, whatever its filter.
+
 Other events: `progress` (`id:` the last sequence read, when a filter kept none of many orders),
 and `resume` (`data: {"after": N, "reason": ...}`, the last event of a stream whose reader fell
 behind, or that met an order log it could not read: reconnect with `after=N`).
@@ -63,25 +67,29 @@ behind, or that met an order log it could not read: reconnect with `after=N`).
 
 
 class _EncodedOrders:
-    """Each order's event, encoded once however many followers send it."""
+    """Each entry's event (an order's, a control change's), encoded once however many followers send it."""
 
     def __init__(self, size: int = 8192) -> None:
         self._size = size
         self._encoded: OrderedDict[int, tuple[str, bytes]] = OrderedDict()
 
-    def events(self, entries: list[OrderLogEntry]) -> bytes:
-        """The ``order`` events of ``entries``, in one piece for one write."""
+    def events(self, entries: list[LogEntry]) -> bytes:
+        """The ``order`` and ``control`` events of ``entries``, in one piece for one write."""
         return b"".join(self._event(entry) for entry in entries)
 
-    def _event(self, entry: OrderLogEntry) -> bytes:
-        order_id = entry.decision.order_id
+    def _event(self, entry: LogEntry) -> bytes:
+        order_id = entry_id(entry)
         cached = self._encoded.get(entry.sequence)
         # A sequence names one durable entry for good; the order id guards the cache anyway.
         if cached is not None and cached[0] == order_id:
             return cached[1]
-        body = LoggedOrderBody.from_logged(entry)
-        # by_alias: the body GET /orders/{id} answers, RESPONSE and all.
-        event = ServerSentEvent(body.model_dump_json(by_alias=True), event="order", id=str(entry.sequence))
+        if isinstance(entry, ControlLogEntry):
+            data = ControlChangeBody.of(entry).model_dump_json()
+            event = ServerSentEvent(data, event="control", id=str(entry.sequence))
+        else:
+            body = LoggedOrderBody.from_logged(entry)
+            # by_alias: the body GET /orders/{id} answers, RESPONSE and all.
+            event = ServerSentEvent(body.model_dump_json(by_alias=True), event="order", id=str(entry.sequence))
         encoded = event.encode()
         self._encoded[entry.sequence] = (order_id, encoded)
         if len(self._encoded) > self._size:

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 from trading_orders.adapters.storage.cursors import decimal_cursor, not_handed_out
 from trading_orders.adapters.storage.tinydb_store.parts import StoredPositions
-from trading_orders.domain.model import OrderLogEntry, Trade
+from trading_orders.domain.controls import LogEntry, entry_id
+from trading_orders.domain.model import Trade
 
 
 class InMemoryPositionStore:
@@ -74,8 +75,8 @@ class InMemoryOrderLog:
 
     def __init__(self) -> None:
         """Start empty."""
-        self._entries: list[OrderLogEntry] = []
-        self._by_key: dict[str, OrderLogEntry] = {}
+        self._entries: list[LogEntry] = []
+        self._by_key: dict[str, LogEntry] = {}
 
     def check(self, sequence: int = 0, offset: int | None = None) -> None:
         """Nothing to check: entries were checked on their way in."""
@@ -92,7 +93,7 @@ class InMemoryOrderLog:
         """The index the next entry will take."""
         return len(self._entries)
 
-    def write(self, entry: OrderLogEntry) -> None:
+    def write(self, entry: LogEntry) -> None:
         """Append ``entry``; its sequence must be one past the last."""
         self.append(entry)
 
@@ -106,7 +107,7 @@ class InMemoryOrderLog:
     def index_through(self, sequence: int) -> None:
         """Nothing to move: this log is all memory."""
 
-    def append(self, entry: OrderLogEntry) -> None:
+    def append(self, entry: LogEntry) -> None:
         """Append ``entry``; its sequence must be one past the last."""
         if entry.sequence != self.last_sequence() + 1:
             raise ValueError(f"order log is at sequence {self.last_sequence()}, cannot append {entry.sequence}")
@@ -114,14 +115,14 @@ class InMemoryOrderLog:
         if entry.idempotency_key is not None:
             self._by_key[entry.idempotency_key] = entry
 
-    def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
+    def entries_after(self, sequence: int) -> Iterator[LogEntry]:
         """The entries with a sequence above ``sequence``, oldest first."""
         # Sequences are 1, 2, 3, ...: entry n sits at index n - 1. By index,
         # not a slice: a follower reading 500 at a time must not copy the log each time.
         entries = self._entries
         return (entries[index] for index in range(max(sequence, 0), len(entries)))
 
-    def find_by_idempotency_key(self, key: str) -> OrderLogEntry | None:
+    def find_by_idempotency_key(self, key: str) -> LogEntry | None:
         """The entry recorded with idempotency key ``key``, if any."""
         return self._by_key.get(key)
 
@@ -129,15 +130,15 @@ class InMemoryOrderLog:
         """Always: memory does not go away."""
         return True
 
-    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, OrderLogEntry]]:
+    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, LogEntry]]:
         """(cursor, entry) newest first; a cursor is the entry's index."""
         end = _index(cursor, len(self._entries))
         for index in range(end - 1, -1, -1):
             yield str(index), self._entries[index]
 
-    def find_by_order_id(self, order_id: str) -> OrderLogEntry | None:
+    def find_by_order_id(self, order_id: str) -> LogEntry | None:
         """The entry of order ``order_id``, searched newest first."""
-        return next((e for e in reversed(self._entries) if e.decision.order_id == order_id), None)
+        return next((e for e in reversed(self._entries) if entry_id(e) == order_id), None)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -16,8 +16,9 @@ from trading_orders.adapters.storage.tinydb_store.durable_end import DurableEndR
 from trading_orders.adapters.storage.tinydb_store.json_lines import DamagedLine, JsonLinesFile, visible_line_start
 from trading_orders.adapters.storage.tinydb_store.order_index import IndexRow, OrderIndex, inspect_index
 from trading_orders.application.errors import CorruptStore, DamagedLogEntry, StartupError, StorageUnavailable
-from trading_orders.domain.model import DomainError, OrderLogEntry
-from trading_orders.json_records import entry_from_dict, entry_to_dict
+from trading_orders.domain.controls import LogEntry, entry_id
+from trading_orders.domain.model import DomainError
+from trading_orders.json_records import log_entry_from_dict, log_entry_to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -115,11 +116,11 @@ class JsonLinesOrderLog:
             raise StartupError(f"cannot rebuild the index from the log: {error}") from error
 
     def _check_line(self, offset: int, record: dict[str, Any], previous: int) -> int:
-        entry = entry_from_dict(record)
+        entry = log_entry_from_dict(record)
         if entry.sequence != previous + 1:
             raise ValueError(f"sequence {entry.sequence} follows {previous}")
         if entry.sequence > self._remembered_through:
-            self._remember((entry.sequence, offset, entry.decision.order_id, entry.idempotency_key))
+            self._remember((entry.sequence, offset, entry_id(entry), entry.idempotency_key))
         return entry.sequence
 
     def _remember(self, row: IndexRow) -> None:
@@ -199,18 +200,18 @@ class JsonLinesOrderLog:
         """The byte offset just past the newest entry written: where the next one starts."""
         return self._file.size
 
-    def write(self, entry: OrderLogEntry) -> None:
+    def write(self, entry: LogEntry) -> None:
         """Hand ``entry`` to the OS, not yet durable (see sync()); on failure nothing is kept."""
         if entry.sequence != self._file.last_sequence + 1:
             raise ValueError(f"order log is at sequence {self._file.last_sequence}, cannot append {entry.sequence}")
-        offset = self._file.write(entry_to_dict(entry), entry.sequence)
-        self._remember((entry.sequence, offset, entry.decision.order_id, entry.idempotency_key))
+        offset = self._file.write(log_entry_to_dict(entry), entry.sequence)
+        self._remember((entry.sequence, offset, entry_id(entry), entry.idempotency_key))
 
     def sync(self) -> int:
         """Make every entry written so far durable with one fsync; returns the newest durable sequence."""
         return self._file.sync()
 
-    def append(self, entry: OrderLogEntry) -> None:
+    def append(self, entry: LogEntry) -> None:
         """Append ``entry`` and fsync it; on failure the file is cut back to where it was."""
         self.write(entry)
         try:
@@ -262,7 +263,7 @@ class JsonLinesOrderLog:
         with self._memory:
             return len(self._unindexed)
 
-    def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
+    def entries_after(self, sequence: int) -> Iterator[LogEntry]:
         """The durable entries with a sequence above ``sequence``, oldest first, read from the first of them on."""
         if sequence >= self._file.durable_sequence:
             return
@@ -294,7 +295,7 @@ class JsonLinesOrderLog:
                 return offset if found == sequence else None
         return None
 
-    def find_by_idempotency_key(self, key: str) -> OrderLogEntry | None:
+    def find_by_idempotency_key(self, key: str) -> LogEntry | None:
         """The entry written with idempotency key ``key``, if any: from memory, else one index lookup."""
         with self._memory:
             offset = self._offsets_by_key.get(key)
@@ -302,7 +303,7 @@ class JsonLinesOrderLog:
             offset = self._lookup(self._index.offset_of_key, key)
         return None if offset is None else self._entry_at(offset)
 
-    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, OrderLogEntry]]:
+    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, LogEntry]]:
         """(cursor, entry) newest first; a cursor is the entry's byte offset, so any page costs what it reads."""
         before = None if cursor is None else visible_line_start(self._file, hexadecimal_cursor(cursor), cursor)
         # Sequences fall by one going back: the next line holds ``expected``,
@@ -316,7 +317,7 @@ class JsonLinesOrderLog:
         except DamagedLine as error:
             raise self._damaged(error.offset, error.problem, expected) from error
 
-    def find_by_order_id(self, order_id: str) -> OrderLogEntry | None:
+    def find_by_order_id(self, order_id: str) -> LogEntry | None:
         """The durable entry of order ``order_id``: from memory, else one index lookup."""
         with self._memory:
             offset = self._offsets_by_order.get(order_id)
@@ -326,16 +327,16 @@ class JsonLinesOrderLog:
             return None
         return self._entry_at(offset)
 
-    def _entry_at(self, offset: int) -> OrderLogEntry:
+    def _entry_at(self, offset: int) -> LogEntry:
         try:
             return self._entry(offset, self._file.read_at(offset), None)
         except DamagedLine as error:
             raise self._damaged(offset, error.problem, None) from error
 
-    def _entry(self, offset: int, record: dict[str, Any], expected: int | None) -> OrderLogEntry:
+    def _entry(self, offset: int, record: dict[str, Any], expected: int | None) -> LogEntry:
         """The entry a line's JSON object holds; raises DamagedLogEntry, naming its sequence, if it holds none."""
         try:
-            return entry_from_dict(record)
+            return log_entry_from_dict(record)
         except (DomainError, KeyError, TypeError, ValueError) as error:
             problem = f"no field {error}" if isinstance(error, KeyError) else str(error)
             raise self._damaged(offset, problem, expected) from error

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from trading_orders.domain.model import OrderLogEntry, Position, Trade
+from trading_orders.domain.controls import NO_CONTROLS, Controls, LogEntry
+from trading_orders.domain.model import Position, Trade
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,13 +23,15 @@ class StoredPositions:
     log from its start). ``trades_through`` is the newest SELL whose trades
     the trade log held, durable, when the snapshot was taken: a trade log
     that ends before it has lost trades. None when unknown (a snapshot
-    older than the mark).
+    older than the mark). ``controls`` are the operator controls in force
+    after ``applied_sequence``.
     """
 
     positions: tuple[Position, ...]
     applied_sequence: int
     log_offset: int | None = None
     trades_through: int | None = None
+    controls: Controls = NO_CONTROLS
 
 
 class PositionSnapshots(Protocol):
@@ -67,7 +70,7 @@ class OrderLog(Protocol):
         """Where the entry after the newest one written will start (see StoredPositions.log_offset)."""
         ...
 
-    def write(self, entry: OrderLogEntry) -> None:
+    def write(self, entry: LogEntry) -> None:
         """Add ``entry`` (its sequence one past the last), not yet durable; nothing kept on failure."""
         ...
 
@@ -83,7 +86,7 @@ class OrderLog(Protocol):
         """Let the entries up to ``sequence`` leave memory for the log's on-disk index, if it has one."""
         ...
 
-    def find_by_idempotency_key(self, key: str) -> OrderLogEntry | None:
+    def find_by_idempotency_key(self, key: str) -> LogEntry | None:
         """The entry written with idempotency key ``key``, if any."""
         ...
 
@@ -91,15 +94,15 @@ class OrderLog(Protocol):
         """True while the log can take appends: its file is still the one on disk."""
         ...
 
-    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, OrderLogEntry]]:
+    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, LogEntry]]:
         """(cursor, entry) newest first; from an entry's cursor, the entries older than it."""
         ...
 
-    def find_by_order_id(self, order_id: str) -> OrderLogEntry | None:
+    def find_by_order_id(self, order_id: str) -> LogEntry | None:
         """The entry of order ``order_id``, if any."""
         ...
 
-    def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
+    def entries_after(self, sequence: int) -> Iterator[LogEntry]:
         """The entries with a sequence above ``sequence``, oldest first."""
         ...
 

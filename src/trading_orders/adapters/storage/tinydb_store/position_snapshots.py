@@ -15,8 +15,9 @@ from trading_orders.adapters.storage.file_lock import ExclusiveFileLock
 from trading_orders.adapters.storage.tinydb_store.parts import StoredPositions
 from trading_orders.application.errors import CorruptStore, StorageUnavailable
 from trading_orders.atomic_file import remove_stale_temporaries, write_atomically
+from trading_orders.domain.controls import NO_CONTROLS
 from trading_orders.domain.model import DomainError, Position
-from trading_orders.json_records import position_from_dict, position_to_dict
+from trading_orders.json_records import controls_from_dict, controls_to_dict, position_from_dict, position_to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,14 @@ class TinyDBPositionStore:
             raise CorruptStore(f"{self._path}: log_offset {offset!r} is not a byte offset")
         if trades_through is not None and not _is_count(trades_through):
             raise CorruptStore(f"{self._path}: trades_through {trades_through!r} is not a sequence number")
-        return StoredPositions(tuple(positions), sequence, offset, trades_through)
+        # Absent from snapshots written before operator controls: none were in force.
+        controls = NO_CONTROLS
+        if meta and "controls" in meta[0]:
+            try:
+                controls = controls_from_dict(meta[0]["controls"])
+            except (DomainError, KeyError, TypeError, ValueError) as error:
+                raise CorruptStore(f"{self._path}: the controls in force are not valid ({error})") from error
+        return StoredPositions(tuple(positions), sequence, offset, trades_through, controls)
 
     def save(self, snapshot: StoredPositions) -> None:
         """Replace the file with ``snapshot`` in one atomic write, in TinyDB's layout."""
@@ -160,6 +168,8 @@ class TinyDBPositionStore:
             meta["log_offset"] = snapshot.log_offset
         if snapshot.trades_through is not None:
             meta["trades_through"] = snapshot.trades_through
+        if not snapshot.controls.is_empty:
+            meta["controls"] = controls_to_dict(snapshot.controls)
         encoded: dict[Position, bytes] = {}
         documents = []
         for number, position in enumerate(snapshot.positions, start=1):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from trading_orders.adapters.storage.tinydb_store.parts import OrderLog, StoredPositions, TradeLog
 from trading_orders.application.errors import CorruptStore, StartupError
+from trading_orders.domain.controls import ControlLogEntry, Controls
 from trading_orders.domain.model import DomainError, PositionScope
 from trading_orders.domain.portfolio import ConflictingPositions, Portfolio
 
@@ -15,8 +16,8 @@ def replay_log_tail(
     scope: PositionScope,
     *,
     whole_log: bool = False,
-) -> tuple[Portfolio, int]:
-    """The portfolio of snapshot ``stored`` with the log entries after it applied, and how many there were.
+) -> tuple[Portfolio, Controls, int]:
+    """The portfolio and controls of snapshot ``stored`` with the log entries after it applied, and how many.
 
     Writes the trades of the replayed SELLs that the trade log lacks (a crash
     can lose trades written after the last sync), and syncs them. With
@@ -39,9 +40,14 @@ def replay_log_tail(
             "start with the scope they were opened under"
         ) from error
     replayed = 0
+    controls = start.controls
     try:
         for entry in order_log.entries_after(start.applied_sequence):
-            change = portfolio.apply(entry.decision)
+            if isinstance(entry, ControlLogEntry):
+                controls = controls.with_entry(entry)
+                change = portfolio.apply_control(entry.change)
+            else:
+                change = portfolio.apply(entry.decision)
             if change.trades and entry.sequence > trade_log.last_sequence():
                 trade_log.write(change.trades, entry.sequence)
             replayed += 1
@@ -51,4 +57,4 @@ def replay_log_tail(
             "if the scope was changed, start with the scope the positions were opened under"
         ) from error
     trade_log.sync()
-    return portfolio, replayed
+    return portfolio, controls, replayed

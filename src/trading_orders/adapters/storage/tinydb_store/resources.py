@@ -17,7 +17,8 @@ from trading_orders.adapters.storage.tinydb_store.position_snapshots import Tiny
 from trading_orders.adapters.storage.tinydb_store.replay import replay_log_tail
 from trading_orders.adapters.storage.tinydb_store.store import TinyDBOrderStore
 from trading_orders.adapters.storage.tinydb_store.trade_log import JsonLinesTradeLog
-from trading_orders.domain.model import OrderLogEntry, Position, PositionScope
+from trading_orders.domain.controls import LogEntry
+from trading_orders.domain.model import Position, PositionScope
 
 
 def open_tinydb_store(
@@ -56,7 +57,7 @@ def open_memory_store(
 
 def open_read_only_files(
     directory: Path, scope: PositionScope
-) -> Iterator[tuple[Iterator[OrderLogEntry], list[Position], int]]:
+) -> Iterator[tuple[Iterator[LogEntry], list[Position], int]]:
     """The order log's entries, the open positions at its end and its length, read without a lock.
 
     Safe beside a service: the log is read up to the end its writer had made
@@ -71,7 +72,7 @@ def open_read_only_files(
         order_log.check(stored.applied_sequence, stored.log_offset)
         # The snapshot may be some orders behind the log: replay them in
         # memory (their trades are already in the trade log or will be).
-        portfolio, _ = replay_log_tail(stored, order_log, InMemoryTradeLog(), scope)
+        portfolio, _, _ = replay_log_tail(stored, order_log, InMemoryTradeLog(), scope)
         yield order_log.entries_after(0), list(portfolio), order_log.last_sequence()
     finally:
         order_log.close()

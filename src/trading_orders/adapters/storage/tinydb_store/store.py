@@ -16,6 +16,16 @@ from trading_orders.adapters.storage.tinydb_store.replay import replay_log_tail
 from trading_orders.adapters.storage.tinydb_store.trade_queue import TradeQueue
 from trading_orders.application.errors import ServiceNotStarted, StorageUnavailable
 from trading_orders.application.ports import StoreState
+from trading_orders.domain.controls import (
+    NO_CONTROLS,
+    ControlChange,
+    ControlLogEntry,
+    Controls,
+    ControlScope,
+    LogEntry,
+    RateBucket,
+    entry_time,
+)
 from trading_orders.domain.model import OrderLogEntry, Position, PositionScope
 from trading_orders.domain.portfolio import Portfolio, PortfolioSlice
 
@@ -67,6 +77,11 @@ class TinyDBOrderStore:
         # order's, or two BUYs could both pass.
         self._lock = threading.Lock()
         self._portfolio: Portfolio | None = None
+        # The operator controls in force after the newest entry written, and
+        # each rate-limited strategy's bucket: one process owns these files,
+        # so a bucket lives in memory (a restart starts it full).
+        self._controls = NO_CONTROLS
+        self._rate_buckets: dict[str, RateBucket] = {}
         self._last_received_at: datetime | None = None
         self._snapshot_sequence = 0
         self._trades = TradeQueue()
@@ -92,11 +107,11 @@ class TinyDBOrderStore:
         with self._lock:
             stored = self._snapshots.load()
             self._order_log.check(stored.applied_sequence, stored.log_offset)
-            portfolio, replayed = replay_log_tail(
+            portfolio, controls, replayed = replay_log_tail(
                 stored, self._order_log, self._trade_log, self._scope, whole_log=self._trades_lost(stored)
             )
             self._last_received_at = self._newest_received_at()
-            self._portfolio = portfolio
+            self._portfolio, self._controls = portfolio, controls
             self._snapshot_sequence = stored.applied_sequence
             if stored.trades_through is None and stored.applied_sequence:
                 # A snapshot without the trade log's mark is replaced at the
@@ -127,13 +142,62 @@ class TinyDBOrderStore:
         """One order's unit of work over the positions it can meet (see TinyDBOrderTransaction)."""
         return TinyDBOrderTransaction(self, strategy, instrument, users, idempotency_key)
 
+    def control_transaction(self, idempotency_key: str | None = None) -> TinyDBControlTransaction:
+        """One control change's unit of work: it holds the store's lock, so no order runs beside it."""
+        return TinyDBControlTransaction(self, idempotency_key)
+
+    def controls(self) -> Controls:
+        """The states and limits in force after the newest durable entry."""
+        with self._lock:
+            self._ready()
+            controls = self._controls
+            ticket = self._order_log.last_sequence(), self._commits.epoch
+        # What was read may include a change still on its way to the disk.
+        self._commits.wait(ticket)
+        return controls
+
+    def _begin_control(self, key: str | None) -> tuple[LogEntry | None, Controls, datetime | None]:
+        """Take the lock for a control change; it stays taken until _record_control or _release."""
+        self._lock.acquire()
+        try:
+            self._ready()
+            recorded = self._order_log.find_by_idempotency_key(key) if key is not None else None
+            return recorded, self._controls, self._last_received_at
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _positions_in(self, scope: ControlScope) -> list[Position]:
+        """The open positions in ``scope``; the caller holds the lock (a control transaction)."""
+        return self._ready().in_scope(scope)
+
+    def _record_control(self, change: ControlChange, key: str | None) -> tuple[ControlLogEntry, Ticket]:
+        """Write ``change`` to the log, close what a flatten closes, and apply it; releases the lock."""
+        try:
+            full = self._ready()
+            entry = ControlLogEntry(self._order_log.last_sequence() + 1, change, key)
+            controls = self._controls.with_entry(entry)
+            # Written first, as an order is: a write that fails changes nothing.
+            self._order_log.write(entry)
+            closed = full.apply_control(change)
+            self._controls = controls
+            self._last_received_at = change.at
+            if closed.trades:
+                self._trades.add(entry.sequence, closed.trades)
+            self._checkpoints.count()
+            return entry, (entry.sequence, self._commits.epoch)
+        finally:
+            self._lock.release()
+
     def _begin(self, strategy: str, instrument: str, users: Collection[str], key: str | None) -> _Handout:
         """Take the lock and hand out what an order needs; the lock stays taken until _record or _release."""
         self._lock.acquire()
         try:
             portfolio = self._ready()
             recorded = self._order_log.find_by_idempotency_key(key) if key is not None else None
-            return recorded, portfolio.slice(users, strategy, instrument), self._last_received_at
+            controls = self._controls
+            bucket = self._rate_buckets.get(strategy)
+            return recorded, portfolio.slice(users, strategy, instrument, controls, bucket), self._last_received_at
         except BaseException:
             self._lock.release()
             raise
@@ -148,6 +212,8 @@ class TinyDBOrderStore:
             self._order_log.write(entry)
             full.merge(applied.change)
             self._last_received_at = applied.decision.received_at
+            if applied.rate_bucket is not None:
+                self._rate_buckets[applied.decision.order.strategy] = applied.rate_bucket
             if applied.change.trades:
                 self._trades.add(entry.sequence, applied.change.trades)
             self._checkpoints.count()
@@ -203,13 +269,13 @@ class TinyDBOrderStore:
     def _rebuild(self) -> None:
         """Rebuild the portfolio from the snapshot and the log; the caller holds the lock."""
         stored = self._snapshots.load()
-        portfolio, _ = replay_log_tail(stored, self._order_log, self._trade_log, self._scope)
+        portfolio, controls, _ = replay_log_tail(stored, self._order_log, self._trade_log, self._scope)
         newest = self._newest_received_at()
         # The replay wrote the trades the trade log lacked, queued ones included.
         self._trades.drop_through(self._trade_log.last_sequence())
         # Last, once every read has succeeded: a portfolio set before a read
         # that fails would say the store serves while nothing heals it.
-        self._portfolio, self._last_received_at = portfolio, newest
+        self._portfolio, self._controls, self._last_received_at = portfolio, controls, newest
 
     def _start_healing(self, error: StorageUnavailable) -> None:
         self._heal_error = error
@@ -241,7 +307,7 @@ class TinyDBOrderStore:
 
     def _newest_received_at(self) -> datetime | None:
         newest = next(self._order_log.newest_first(), None)
-        return newest[1].decision.received_at if newest else None
+        return entry_time(newest[1]) if newest else None
 
     def positions(
         self, user: str | None = None, strategy: str | None = None, instrument: str | None = None
@@ -280,7 +346,7 @@ class TinyDBOrderStore:
         with self._lock:
             if self._portfolio is None or self._order_log.last_sequence() == self._snapshot_sequence:
                 return False
-            positions = tuple(self._portfolio)
+            positions, controls = tuple(self._portfolio), self._controls
             sequence, offset = self._order_log.last_sequence(), self._order_log.end_offset()
             ticket = sequence, self._commits.epoch
             self._checkpoints.restart_count()
@@ -292,7 +358,7 @@ class TinyDBOrderStore:
         # past a SELL whose trades or index rows are missing.
         trades_through = self._trade_log.sync()
         self._order_log.index_through(sequence)
-        self._snapshots.save(StoredPositions(positions, sequence, offset, trades_through))
+        self._snapshots.save(StoredPositions(positions, sequence, offset, trades_through, controls))
         self._snapshot_sequence = sequence
         return True
 
@@ -333,7 +399,7 @@ class TinyDBOrderStore:
 
 
 # What _begin hands out: the entry recorded with the key, the slice, the newest received time.
-_Handout = tuple[OrderLogEntry | None, PortfolioSlice, datetime | None]
+_Handout = tuple[LogEntry | None, PortfolioSlice, datetime | None]
 
 
 class TinyDBOrderTransaction:
@@ -355,7 +421,7 @@ class TinyDBOrderTransaction:
         self._key = key
         self._open = False
         # Handed out on entering.
-        self.recorded: OrderLogEntry | None
+        self.recorded: LogEntry | None
         self.portfolio: PortfolioSlice
         self.last_received_at: datetime | None
 
@@ -382,4 +448,52 @@ class TinyDBOrderTransaction:
         ticket = self._store._release()
         if kind is None:
             # A retry answered from the log must not run ahead of the entry it found.
+            await self._store._durable(ticket)
+
+
+class TinyDBControlTransaction:
+    """One control change's unit of work on a TinyDBOrderStore.
+
+    Entering takes the store's lock, which every order's transaction takes
+    too: an order is decided either wholly before the change or wholly
+    after it. commit() writes the change, releases the lock and waits for
+    the disk, as an order's commit does.
+    """
+
+    def __init__(self, store: TinyDBOrderStore, key: str | None) -> None:
+        """Prepare a transaction on ``store``; nothing is taken until it is entered."""
+        self._store = store
+        self._key = key
+        self._open = False
+        # Handed out on entering.
+        self.recorded: LogEntry | None
+        self.controls: Controls
+        self.last_received_at: datetime | None
+
+    async def __aenter__(self) -> TinyDBControlTransaction:
+        """Take the store's lock and hand out the controls in force."""
+        self.recorded, self.controls, self.last_received_at = self._store._begin_control(self._key)
+        self._open = True
+        return self
+
+    def positions_in(self, scope: ControlScope) -> list[Position]:
+        """The open positions in ``scope``, as a flatten would close them."""
+        return self._store._positions_in(scope)
+
+    async def commit(self, change: ControlChange) -> ControlLogEntry:
+        """Record ``change``; returns once its entry is durable."""
+        self._open = False
+        entry, ticket = self._store._record_control(change, self._key)
+        await self._store._durable(ticket)
+        return entry
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        """Without commit(): release the lock, and on a clean exit wait until what the block read is durable."""
+        if not self._open:
+            return
+        self._open = False
+        ticket = self._store._release()
+        if kind is None:
             await self._store._durable(ticket)

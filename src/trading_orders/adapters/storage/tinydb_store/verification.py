@@ -16,6 +16,7 @@ from trading_orders.adapters.storage.tinydb_store.parts import OrderLog, StoredP
 from trading_orders.adapters.storage.tinydb_store.position_snapshots import POSITIONS_FILE, TinyDBPositionStore
 from trading_orders.adapters.storage.tinydb_store.trade_log import TRADE_LOG_FILE, trade_log_damage
 from trading_orders.application.errors import CorruptStore, StartupError, StorageUnavailable
+from trading_orders.domain.controls import NO_CONTROLS, ControlLogEntry
 from trading_orders.domain.model import DomainError, Position, PositionScope
 from trading_orders.domain.portfolio import Portfolio
 
@@ -137,11 +138,16 @@ def verify(
         )
         return VerificationReport(last, len(stored.positions), stored.applied_sequence, (problem,))
     portfolio = Portfolio(scope)
+    controls = NO_CONTROLS
     try:
         for entry in order_log.entries_after(0):
             if entry.sequence > stored.applied_sequence:
                 break
-            portfolio.apply(entry.decision)
+            if isinstance(entry, ControlLogEntry):
+                controls = controls.with_entry(entry)
+                portfolio.apply_control(entry.change)
+            else:
+                portfolio.apply(entry.decision)
             if replayed is not None:
                 replayed(entry.sequence, stored.applied_sequence)
     except DomainError as error:
@@ -152,7 +158,10 @@ def verify(
             f"the position store is {last - stored.applied_sequence} order(s) behind the log; start-up replays them"
         )
     expected, actual = set(portfolio), set(stored.positions)
-    problems = [f"missing from the position store: {_describe(p)}" for p in _in_order(expected - actual)]
+    problems = (
+        [] if controls == stored.controls else [f"the controls in the position store are not the log's: {controls!r}"]
+    )
+    problems += [f"missing from the position store: {_describe(p)}" for p in _in_order(expected - actual)]
     problems += [f"in the position store but not in the log: {_describe(p)}" for p in _in_order(actual - expected)]
     return VerificationReport(last, len(actual), stored.applied_sequence, tuple(problems), tuple(notes))
 
