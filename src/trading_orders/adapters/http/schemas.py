@@ -91,8 +91,21 @@ class OrderAnswer(BaseModel):
     strategy: str
     instrument: str
     position: Side
-    reason: Literal[RejectReason.UNKNOWN_STRATEGY] | None = Field(
-        description="UNKNOWN_STRATEGY when no user runs the strategy; then decisions is empty."
+    reason: (
+        Literal[
+            RejectReason.UNKNOWN_STRATEGY,
+            RejectReason.TRADING_HALTED,
+            RejectReason.REDUCE_ONLY,
+            RejectReason.RATE_LIMITED,
+        ]
+        | None
+    ) = Field(
+        description=(
+            "Why the order was rejected as a whole, null otherwise: UNKNOWN_STRATEGY when no user runs the "
+            "strategy, RATE_LIMITED when the strategy is over its order rate (decisions is then empty); "
+            "TRADING_HALTED or REDUCE_ONLY when the desk or the strategy is halted or reducing (each user's "
+            "decision says so too). See docs/controls.md."
+        )
     )
     decisions: list[UserDecisionBody]
 
@@ -107,7 +120,7 @@ class OrderAnswer(BaseModel):
             strategy=decision.order.strategy,
             instrument=decision.order.instrument,
             position=decision.order.side,
-            reason=RejectReason.UNKNOWN_STRATEGY if decision.reason is RejectReason.UNKNOWN_STRATEGY else None,
+            reason=decision.reason,
             decisions=[UserDecisionBody(user=d.user, status=d.status, reason=d.reason) for d in decision.decisions],
         )
 
