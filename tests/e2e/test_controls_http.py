@@ -46,6 +46,9 @@ def test_a_halt_decides_the_next_order_and_survives_kill_9(service_factory: Serv
     )
     assert body["operator"] == "loopback"
     assert reasons(order(service.base_url, "ACC", "BUY")) == {"Ann": "TRADING_HALTED", "Bob": None}
+    metrics = requests.get(f"{service.base_url}/metrics", timeout=30).text
+    assert 'trading_orders_control_scopes{state="HALTED"} 1.0' in metrics
+    assert 'trading_orders_decisions_total{reason="TRADING_HALTED",status="REJECTED"} 1.0' in metrics
     service.kill()
     service.start(same_port=True)
     listed = requests.get(f"{service.base_url}/controls", timeout=30).json()

@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from trading_orders.application.ports import MetricsText
+from trading_orders.domain.controls import Controls, TradingState
 from trading_orders.domain.model import OrderLogEntry
 
 # fsync dominates: ~0.2 ms on this class of machine, up to tens of ms on a busy disk.
@@ -20,7 +21,8 @@ class PrometheusOrderMetrics:
         self.registry = CollectorRegistry()
         self._orders = Counter(
             "trading_orders_orders",
-            "Orders decided, by overall status and the reason of an order rejected as a whole ('' otherwise).",
+            "Orders decided, by overall status and the reason of an order rejected as a whole ('' otherwise); "
+            "the control reasons (TRADING_HALTED, REDUCE_ONLY, RATE_LIMITED) count the orders controls refused.",
             ["status", "reason"],
             registry=self.registry,
         )
@@ -40,6 +42,18 @@ class PrometheusOrderMetrics:
             "trading_orders_open_positions", "Open positions across all users.", registry=self.registry
         )
         self._log_length = Gauge("trading_orders_order_log_length", "Orders in the order log.", registry=self.registry)
+        self._scopes = Gauge(
+            "trading_orders_control_scopes",
+            "Scopes (the desk, strategies, users, users' strategies) in each trading state other than ACTIVE.",
+            ["state"],
+            registry=self.registry,
+        )
+        self._limits = Gauge(
+            "trading_orders_control_limits",
+            "Limits in force, by kind (max_open_positions, max_orders_per_second).",
+            ["kind"],
+            registry=self.registry,
+        )
 
     def order_recorded(self, entry: OrderLogEntry, seconds: float) -> None:
         """Count the order (with its own reason, if any) and its per-user decisions, and time it."""
@@ -55,6 +69,14 @@ class PrometheusOrderMetrics:
         """Set the open-position and order-log gauges."""
         self._open_positions.set(open_positions)
         self._log_length.set(last_sequence)
+
+    def controls_in_force(self, controls: Controls) -> None:
+        """Set the gauges of scopes per state and limits per kind."""
+        states = [s.state for s in controls.states()]
+        for state in (TradingState.REDUCING, TradingState.HALTED):
+            self._scopes.labels(state=state.value).set(states.count(state))
+        self._limits.labels(kind="max_open_positions").set(len(controls.position_limits()))
+        self._limits.labels(kind="max_orders_per_second").set(len(controls.rate_limits()))
 
     def render(self) -> MetricsText:
         """Every metric in the Prometheus text format."""

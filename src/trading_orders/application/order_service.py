@@ -193,10 +193,12 @@ class OrderService:
         return self._store.positions(user=user, strategy=strategy, instrument=instrument)
 
     def refresh_metrics(self) -> None:
-        """Bring the open-positions and order-log-length gauges up to date, before metrics are read."""
+        """Bring the gauges (open positions, order-log length, controls) up to date, before metrics are read."""
         if self._metrics is not None:
             state = self._store.state()
             self._metrics.state(state.open_positions, state.last_sequence)
+            if state.reachable:
+                self._metrics.controls_in_force(self._store.controls())
 
     def health(self) -> Health:
         """Whether the service takes orders, its store is reachable, and where the log stands."""

@@ -49,6 +49,10 @@ class OrderMetrics(Protocol):
         """The current number of open positions and length of the order log."""
         ...
 
+    def controls_in_force(self, controls: Controls) -> None:
+        """The states and limits in force now."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class MetricsText:
