@@ -143,3 +143,27 @@ def test_with_an_api_key_a_change_needs_it_and_is_recorded_under_its_digest(serv
     assert made.status_code == 200, made.text
     assert made.json()["operator"].startswith("api-key-")
     assert "s3cret" not in made.text
+
+
+def test_the_desk_session_changes_a_control_only_with_its_change_token(service_factory: ServiceFactory) -> None:
+    key = "desk-key-for-controls"
+    service = service_factory(PROFILE, api_key=key).start()
+    desk = requests.Session()
+    opened = desk.post(f"{service.base_url}/desk/session", json={"api_key": key}, timeout=30)
+    assert opened.status_code == 200, opened.text
+    token = opened.json()["change_token"]
+    assert token and desk.get(f"{service.base_url}/desk/session", timeout=30).json()["change_token"] == token
+    body = {"user": "Ann", "state": "HALTED", "reason": "from the desk"}
+    url = f"{service.base_url}/controls/state"
+    # The cookie alone is what any page's request would carry: refused, and nothing recorded.
+    assert desk.put(url, json=body, timeout=30).status_code == 401
+    assert desk.put(url, json=body, headers={"X-Desk-Token": token[:-1] + "0"}, timeout=30).status_code == 401
+    # The token without the cookie is no session's.
+    assert requests.put(url, json=body, headers={"X-Desk-Token": token}, timeout=30).status_code == 401
+    assert requests.get(f"{service.base_url}/controls", headers={"X-API-Key": key}, timeout=30).json()["states"] == []
+    made = desk.put(url, json=body, headers={"X-Desk-Token": token}, timeout=30)
+    assert made.status_code == 200, made.text
+    assert made.json()["operator"].startswith("api-key-")
+    # A session never opens /admin or an order, token or not.
+    reload = desk.post(f"{service.base_url}/admin/reload-profile", json={}, headers={"X-Desk-Token": token}, timeout=30)
+    assert reload.status_code == 401

@@ -38,7 +38,12 @@ def test_the_right_key_sets_a_strict_http_only_cookie_and_a_wrong_one_sets_nothi
             url, data=b'{"api_key": "\x80"}', headers={"Content-Type": "application/json"}, timeout=5
         )
         assert garbled.status_code == 400 and "set-cookie" not in garbled.headers
-        assert requests.get(url, timeout=5).json() == {"key_required": True, "active": False, "expires_at": None}
+        assert requests.get(url, timeout=5).json() == {
+            "key_required": True,
+            "active": False,
+            "expires_at": None,
+            "change_token": None,
+        }
 
         right = requests.post(url, json={"api_key": KEY}, timeout=5)
         assert right.status_code == 200
@@ -95,7 +100,12 @@ def test_a_session_outlives_a_restart_but_not_a_change_of_api_key(service_factor
 def test_without_an_api_key_the_desk_needs_no_session_and_sets_none(service_factory: ServiceFactory) -> None:
     with service_factory(PROFILE) as service:
         url = f"{service.base_url}/desk/session"
-        assert requests.get(url, timeout=5).json() == {"key_required": False, "active": True, "expires_at": None}
+        assert requests.get(url, timeout=5).json() == {
+            "key_required": False,
+            "active": True,
+            "expires_at": None,
+            "change_token": None,
+        }
         answer = requests.post(url, json={"api_key": "anything"}, timeout=5)
         assert answer.status_code == 200 and "set-cookie" not in answer.headers
 

@@ -10,6 +10,13 @@ is stored: any process that knows the API key checks a token, so it survives
 a restart and works across worker processes; changing the API key ends every
 session. A session cannot be revoked one by one before it expires; that is
 what the short lifetime is for.
+
+A change (an operator control) made with the session needs more than the
+cookie, which the browser would attach to a request any page sent: the
+request must also carry the session's change token in a header. The token
+is HMAC-SHA256 over the session token, so it too is checked without being
+stored; the desk reads it from GET /desk/session, which a page of another
+origin cannot read.
 """
 
 from __future__ import annotations
@@ -73,6 +80,24 @@ class DeskSessions:
         if cookie_header is None:
             return None
         return self.expiry(cookie_parser(cookie_header.decode("latin-1")).get(COOKIE_NAME))
+
+    def change_token(self, token: str) -> str:
+        """The token a change made with session ``token`` must carry in its X-Desk-Token header."""
+        return hmac.new(self._key, f"desk-change:{token}".encode(), hashlib.sha256).hexdigest()
+
+    def session_token(self, cookie_header: bytes | None) -> str | None:
+        """The valid, unexpired session token in a Cookie header, or None."""
+        if cookie_header is None:
+            return None
+        token = cookie_parser(cookie_header.decode("latin-1")).get(COOKIE_NAME)
+        return token if self.expiry(token) is not None else None
+
+    def allows_change(self, cookie_header: bytes | None, given: bytes | None) -> bool:
+        """Whether a request with this Cookie header and X-Desk-Token ``given`` may make a change."""
+        token = self.session_token(cookie_header)
+        if token is None or given is None:
+            return False
+        return hmac.compare_digest(given, self.change_token(token).encode())
 
     def cookie(self, token: str, expires: int, secure: bool) -> str:
         """The Set-Cookie value that hands ``token`` to the browser."""

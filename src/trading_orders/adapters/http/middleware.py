@@ -34,6 +34,9 @@ OPEN_PREFIXES = ("/desk/static/",)
 # The desk's cookie is good for reads only: a cookie is sent by the browser on
 # its own, and a read changes nothing, so there is no request to forge.
 SESSION_METHODS = frozenset({"GET", "HEAD"})
+# The changes a desk session may make, with its change token: the operator controls.
+SESSION_CHANGE_METHODS = frozenset({"PUT", "POST"})
+SESSION_CHANGE_PREFIX = "/controls/"
 
 
 class RequestLog:
@@ -213,6 +216,10 @@ class ApiKeyGuard:
         if given is not None:
             # A wrong key is refused even beside a good cookie: the client meant the key.
             return api_key_matches(given, self._api_key)
+        if scope["method"] in SESSION_CHANGE_METHODS and scope["path"].startswith(SESSION_CHANGE_PREFIX):
+            # A control changed from the desk: the cookie and the session's change token,
+            # which only a page of this origin can read (desk_session.py).
+            return self._sessions.allows_change(cookie_header(scope["headers"]), headers.get(b"x-desk-token"))
         if scope["method"] not in SESSION_METHODS or scope["path"].startswith("/admin"):
             return False
         return self._sessions.expiry_in(cookie_header(scope["headers"])) is not None

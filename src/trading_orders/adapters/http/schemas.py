@@ -356,3 +356,7 @@ class DeskSessionAnswer(BaseModel):
     key_required: bool = Field(description="True when the service is run with TRADING_ORDERS_API_KEY.")
     active: bool = Field(description="True when this request may read: no key is needed, or it carries one.")
     expires_at: datetime | None = Field(description="When the session cookie stops working; null without one.")
+    change_token: str | None = Field(
+        default=None,
+        description="With a session: the token a control change made with it sends as X-Desk-Token; else null.",
+    )

@@ -68,12 +68,14 @@ def _sessions(request: Request) -> DeskSessions | None:
     return sessions
 
 
-def _answer(request: Request, expires: int | None) -> DeskSessionAnswer:
-    key_required = _sessions(request) is not None
+def _answer(request: Request, expires: int | None, token: str | None = None) -> DeskSessionAnswer:
+    sessions = _sessions(request)
+    key_required = sessions is not None
     return DeskSessionAnswer(
         key_required=key_required,
         active=not key_required or expires is not None or getattr(request.state, API_KEY_STATE, False),
         expires_at=None if expires is None else datetime.fromtimestamp(expires, UTC),
+        change_token=None if sessions is None or token is None else sessions.change_token(token),
     )
 
 
@@ -81,8 +83,10 @@ def _answer(request: Request, expires: int | None) -> DeskSessionAnswer:
 def desk_session(request: Request) -> DeskSessionAnswer:
     """Whether a key is needed and whether this request has it or a session; never 401, so the desk can ask."""
     sessions = _sessions(request)
-    expires = None if sessions is None else sessions.expiry_in(cookie_header(request.scope["headers"]))
-    return _answer(request, expires)
+    cookies = cookie_header(request.scope["headers"])
+    expires = None if sessions is None else sessions.expiry_in(cookies)
+    token = None if sessions is None else sessions.session_token(cookies)
+    return _answer(request, expires, token)
 
 
 @router.post(
@@ -121,7 +125,7 @@ def open_desk_session(
         return problem_response(DESK_KEY_REFUSED, "not the service's API key; no session cookie was set")
     token, expires = sessions.issue()
     response.headers["Set-Cookie"] = sessions.cookie(token, expires, secure=request.url.scheme == "https")
-    return _answer(request, expires)
+    return _answer(request, expires, token)
 
 
 @router.delete("/desk/session", response_model=DeskSessionAnswer, summary="End the desk's session (log out)")
