@@ -207,6 +207,29 @@ def test_a_trade_line_lost_from_the_middle_is_reported_by_verify_then_rebuilt_at
     assert verify_here(tmp_path)[0] == 0
 
 
+@pytest.mark.parametrize(("field", "value"), [("user", "U9"), ("sold_at", "2030-01-01T00:00:00+00:00")])
+def test_an_edited_trade_is_damage_only_verify_finds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, verify_here: Callable[[Path], Verified], field: str, value: str
+) -> None:
+    record_orders(tmp_path, ROUND_TRIPS)
+    every_trade = start_up(tmp_path)
+    lines = trade_lines(tmp_path)
+    lines[1]["trades"][0][field] = value
+    write_trade_lines(tmp_path, lines)
+
+    status, out = verify_here(tmp_path)
+    assert status == 3, out
+    assert f"DAMAGED: {tmp_path / TRADE_LOG_FILE}: its trades of order 4 differ from the order log's" in out
+    assert "start-up does not see this: move the file away, and start-up rebuilds it" in out
+
+    with caplog.at_level(logging.WARNING):
+        start_up(tmp_path)
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING], "every line reads whole"
+    (tmp_path / TRADE_LOG_FILE).rename(tmp_path / "trades.jsonl.edited")
+    assert start_up(tmp_path) == every_trade, "moved away, the trade log is rebuilt from the order log"
+    assert verify_here(tmp_path)[0] == 0
+
+
 @pytest.mark.parametrize("old", [3, 2], ids=["every line old", "old lines, then a new one"])
 def test_a_trade_log_written_before_lines_named_their_predecessor_still_opens(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, verify_here: Callable[[Path], Verified], old: int
@@ -222,3 +245,30 @@ def test_a_trade_log_written_before_lines_named_their_predecessor_still_opens(
     assert not (tmp_path / f"{TRADE_LOG_FILE}.damaged").exists()
     status, out = verify_here(tmp_path)
     assert status == 0, out
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (
+            lambda lines: [lines[0], lines[2]],
+            "it lacks the trades of order 4, a SELL in the order log: a line was lost",
+        ),
+        (
+            lambda lines: [lines[0], {**lines[1], "sequence": 3}, *lines[1:]],
+            "it holds trades of order 3, which made none in the order log",
+        ),
+    ],
+)
+def test_a_line_lost_or_added_among_lines_that_name_no_predecessor_is_found_by_verify(
+    tmp_path: Path,
+    verify_here: Callable[[Path], Verified],
+    change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+    says: str,
+) -> None:
+    record_orders(tmp_path, ROUND_TRIPS)
+    write_trade_lines(tmp_path, change(as_written_before_lines_named_their_predecessor(trade_lines(tmp_path))))
+    status, out = verify_here(tmp_path)
+    assert status == 3, out
+    assert f"DAMAGED: {tmp_path / TRADE_LOG_FILE}: {says}" in out
+    assert "start-up does not see this" in out

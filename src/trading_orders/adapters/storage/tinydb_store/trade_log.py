@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,11 @@ class JsonLinesTradeLog:
     def _line(self, trades: tuple[Trade, ...], sequence: int) -> dict[str, Any]:
         """The line that records ``trades`` of SELL ``sequence``, after the file's last line (see _check_line)."""
         return {"sequence": sequence, "after": self._file.last_sequence, "trades": [trade_to_dict(t) for t in trades]}
+
+    def oldest_first(self) -> Generator[tuple[int, list[Trade]], None, None]:
+        """(SELL sequence, its trades) of each line, oldest first, up to the end found at opening; close() ends it."""
+        for offset, record in self._file.forward():
+            yield record["sequence"], self._trades(offset, record)
 
     def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, Trade]]:
         """(cursor, trade) newest first; a cursor is "<line offset>.<index in the line>"."""
