@@ -53,7 +53,10 @@ def run_verify(settings: Settings) -> int:
     for problem in report.problems:
         print(f"DIFFERS: {problem}")
     for path, why in checked.damaged:
-        print(f"DAMAGED: {path}: {why}; start-up sets it aside and rebuilds it from the order log")
+        remedy = "start-up sets it aside and rebuilds it from the order log"
+        if path in checked.unseen_at_start_up:
+            remedy = "start-up does not see this: move the file away, and start-up rebuilds it from the order log"
+        print(f"DAMAGED: {path}: {why}; {remedy}")
     if not report.agree:
         print(f"{len(report.problems)} difference(s)")
         return 1

@@ -279,3 +279,26 @@ def test_a_torn_last_line_the_index_vouched_for_is_kept_and_start_up_refuses(
     )
     assert "dropped a torn last line" not in service.output()
     assert log.read_bytes() == kept, "the source of truth is left as it was found"
+
+
+def test_a_trade_line_lost_from_the_middle_is_reported_by_verify_then_rebuilt_with_one_warning(
+    service_factory: ServiceFactory, data_dir: Path
+) -> None:
+    round_trips = [(instrument, side) for instrument in ("ACC", "INFY", "TCS") for side in ("BUY", "SELL")]
+    before = record_orders(service_factory, round_trips)
+    trades = data_dir / "trades.jsonl"
+    lines = trades.read_bytes().splitlines(keepends=True)
+    trades.write_bytes(lines[0] + lines[2])  # every line left whole, and the last still the snapshot's mark
+    lost = "it was written after the trades of order 4, but the line before holds order 2: the lines between were lost"
+
+    checked = verify(data_dir)
+    assert checked.returncode == 3, checked.stdout + checked.stderr
+    assert f"DAMAGED: {trades}: line 2 (byte {len(lines[0])}) is not a valid trade-log line ({lost})" in checked.stdout
+
+    with service_factory(PROFILE) as restarted:
+        (warning,) = warnings_in(restarted)
+        assert f"{trades} is damaged (" in warning and lost in warning and "rebuilding it" in warning, warning
+        assert served(restarted) == before, "/trades lists every trade again, the lost SELL's too"
+    assert (data_dir / "trades.jsonl.damaged").read_bytes() == lines[0] + lines[2]
+    rechecked = verify(data_dir)
+    assert rechecked.returncode == 0, rechecked.stdout + rechecked.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,15 @@ def _check_line(offset: int, record: dict[str, Any], previous: int) -> int:
     sequence = record["sequence"]
     if not isinstance(sequence, int) or sequence <= previous:
         raise ValueError(f"sequence {sequence!r} does not follow {previous}")
+    # Each line names the SELL of the line written before it, so a line lost
+    # from the middle is found here, at the cost of one comparison. Lines
+    # written before the field existed have none and are taken as they are,
+    # so an older file stays readable (only verify finds a line lost among them).
+    if "after" in record and (type(record["after"]) is not int or record["after"] != previous):
+        before = f"the line before holds order {previous}" if previous else "it is the first line"
+        raise ValueError(
+            f"it was written after the trades of order {record['after']!r}, but {before}: the lines between were lost"
+        )
     trades = [trade_from_dict(trade) for trade in record["trades"]]
     if not trades:
         raise ValueError("a line holds at least one trade")
@@ -62,9 +71,10 @@ class JsonLinesTradeLog:
     """Trades in ``<directory>/trades.jsonl``; one writing process at a time.
 
     The trades are derived from the order log: a writer that finds the file
-    damaged, or shorter than the position snapshot found it, sets it aside
-    as ``trades.jsonl.damaged`` and starts an empty one, which the store's
-    recovery fills again by replaying the whole order log.
+    damaged (a line lost from its middle too: each line names the SELL of
+    the line before it), or shorter than the position snapshot found it,
+    sets it aside as ``trades.jsonl.damaged`` and starts an empty one, which
+    the store's recovery fills again by replaying the whole order log.
     """
 
     def __init__(self, directory: Path, *, read_only: bool = False, holds_through: int | None = None) -> None:
@@ -87,7 +97,7 @@ class JsonLinesTradeLog:
 
     def write(self, trades: tuple[Trade, ...], sequence: int) -> None:
         """Record the trades SELL ``sequence`` made in one line, not yet durable (see sync())."""
-        self._file.write({"sequence": sequence, "trades": [trade_to_dict(t) for t in trades]}, sequence)
+        self._file.write(self._line(trades, sequence), sequence)
 
     def sync(self) -> int:
         """Make every line written so far durable; returns the newest SELL whose trades are durable."""
@@ -95,7 +105,16 @@ class JsonLinesTradeLog:
 
     def append(self, trades: tuple[Trade, ...], sequence: int) -> None:
         """Record the trades SELL ``sequence`` made in one line, so a crash keeps all of them or none; durable."""
-        self._file.append({"sequence": sequence, "trades": [trade_to_dict(t) for t in trades]}, sequence)
+        self._file.append(self._line(trades, sequence), sequence)
+
+    def _line(self, trades: tuple[Trade, ...], sequence: int) -> dict[str, Any]:
+        """The line that records ``trades`` of SELL ``sequence``, after the file's last line (see _check_line)."""
+        return {"sequence": sequence, "after": self._file.last_sequence, "trades": [trade_to_dict(t) for t in trades]}
+
+    def oldest_first(self) -> Generator[tuple[int, list[Trade]], None, None]:
+        """(SELL sequence, its trades) of each line, oldest first, up to the end found at opening; close() ends it."""
+        for offset, record in self._file.forward():
+            yield record["sequence"], self._trades(offset, record)
 
     def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, Trade]]:
         """(cursor, trade) newest first; a cursor is "<line offset>.<index in the line>"."""
