@@ -288,6 +288,12 @@ function openStream(after) {
     drawChart();
     positionsSoon();
   });
+  // A control changed (here or on any desk): the controls panel reads them again.
+  stream.addEventListener("control", (event) => {
+    noteSequence(Number(event.lastEventId));
+    document.dispatchEvent(new CustomEvent("desk:control", { detail: JSON.parse(event.data) }));
+    positionsSoon();
+  });
   // A filter kept none of the orders read: the stream has still moved on.
   stream.addEventListener("progress", (event) => noteSequence(Number(event.lastEventId)));
   // This reader fell behind: the service ends the stream and says where to go on.
@@ -383,6 +389,8 @@ async function openDesk(session) {
   byId("login").hidden = true;
   byId("desk").hidden = false;
   byId("logout").hidden = !session.key_required;
+  // The controls panel (controls.js) needs the session's change token and the names.
+  document.dispatchEvent(new CustomEvent("desk:open", { detail: session }));
   await loadChoices();
   await loadDesk();
 }

@@ -25,6 +25,7 @@ router = APIRouter(include_in_schema=False)
 # means no path a client sends ever reaches the file system.
 _MEDIA_TYPES = {
     "desk.js": "text/javascript; charset=utf-8",
+    "controls.js": "text/javascript; charset=utf-8",
     "desk.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
