@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 
@@ -48,9 +47,10 @@ class Portfolio:
         """Hold ``positions`` under ``scope``; two positions with one key are refused."""
         self._scope = scope
         self._positions: dict[PositionKey, Position] = {}
-        # Open positions per user and per (user, strategy): a position limit
-        # counts them on every BUY, and a scan of every position would not do.
-        self._counts: Counter[ControlScope] = Counter()
+        # Open positions per (user, None) and per (user, strategy): a position
+        # limit counts them on every BUY, and a scan of every position would
+        # not do. Plain tuples: this runs for every position every order opens or closes.
+        self._counts: dict[tuple[str, str | None], int] = {}
         for position in positions:
             key = self._key(position.user, position.strategy, position.instrument)
             held = self._positions.get(key)
@@ -74,7 +74,7 @@ class Portfolio:
 
     def open_count(self, scope: ControlScope) -> int:
         """How many positions are open in ``scope`` (a user, or one user's strategy)."""
-        return self._counts[scope]
+        return self._counts.get((scope.user or "", scope.strategy), 0)
 
     def in_scope(self, scope: ControlScope) -> list[Position]:
         """The open positions in ``scope`` (a position belongs to the strategy that opened it)."""
@@ -118,7 +118,7 @@ class Portfolio:
         held = [p for user in users if (p := self.held(user, strategy, instrument)) is not None]
         if controls.is_empty:
             return PortfolioSlice(self._scope, held)
-        counts = {scope: self._counts[scope] for user in users for scope in controls.count_scopes(user, strategy)}
+        counts = {scope: self.open_count(scope) for user in users for scope in controls.count_scopes(user, strategy)}
         return PortfolioSlice(self._scope, held, controls, counts, rate_bucket)
 
     def merge(self, change: PositionChange) -> None:
@@ -145,13 +145,15 @@ class Portfolio:
 
     def _add(self, key: PositionKey, position: Position) -> None:
         self._positions[key] = position
-        self._counts[ControlScope(user=position.user)] += 1
-        self._counts[ControlScope(position.user, position.strategy)] += 1
+        counts, user = self._counts, position.user
+        counts[user, None] = counts.get((user, None), 0) + 1
+        counts[user, position.strategy] = counts.get((user, position.strategy), 0) + 1
 
     def _remove(self, key: PositionKey) -> Position:
         position = self._positions.pop(key)
-        self._counts[ControlScope(user=position.user)] -= 1
-        self._counts[ControlScope(position.user, position.strategy)] -= 1
+        counts, user = self._counts, position.user
+        counts[user, None] -= 1
+        counts[user, position.strategy] -= 1
         return position
 
     def apply(self, decision: OrderDecision) -> PositionChange:
@@ -264,6 +266,14 @@ class PortfolioSlice(Portfolio):
         """The decisions applied since the last call, oldest first, with what each changed; forgets them."""
         unsaved, self._unsaved = self._unsaved, []
         return unsaved
+
+    # A slice is handed its open counts (open_counts): counting its own few
+    # positions would cost every order and tell nothing.
+    def _add(self, key: PositionKey, position: Position) -> None:
+        self._positions[key] = position
+
+    def _remove(self, key: PositionKey) -> Position:
+        return self._positions.pop(key)
 
 
 def _refusal(state: TradingState, side: Side) -> RejectReason | None:
