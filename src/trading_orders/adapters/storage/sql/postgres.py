@@ -152,20 +152,17 @@ class _PostgresBatch(BatchConnection[psycopg.Connection[Any]]):
                 raise StorageUnavailable(f"the order was not recorded in {self._store.where}: {error}") from error
 
     def take_controls_lock(self, deadline: float, *, exclusive: bool, then: str) -> list[tuple[Any, ...]]:
-        """Take the controls lock, waiting until ``deadline``, then answer ``then``: one round trip.
+        """Take the controls lock, then answer ``then``: one round trip.
 
-        Several statements in one simple query: each takes a snapshot of its
-        own under READ COMMITTED, so ``then`` sees what committed while the
-        lock was waited for.
+        Two statements in one simple query: each takes a snapshot of its own
+        under READ COMMITTED, so ``then`` sees what committed while the lock
+        was waited for. The wait is bounded by the connection's lock_timeout
+        (the store's wait bound), as the sequence lock's is: only a control
+        change in flight makes a batch wait here, and it lasts milliseconds.
         """
         take = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-        waits = max(int((deadline - time.monotonic()) * 1000), 1)
-        bound = max(int(self._store.lock_wait_seconds * 1000), 1)
         try:
-            cursor = self._live().execute(
-                f"SELECT set_config('lock_timeout', '{waits}ms', true); SELECT {take}({CONTROLS_LOCK}); "
-                f"SELECT set_config('lock_timeout', '{bound}ms', true); {then}"
-            )
+            cursor = self._live().execute(f"SELECT {take}({CONTROLS_LOCK}); {then}")
             while cursor.nextset():
                 pass
             return list(cursor.fetchall())
