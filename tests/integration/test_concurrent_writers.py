@@ -79,6 +79,7 @@ def test_writers_on_different_instruments_never_skip_or_repeat_an_order_for_a_re
         writing = any(thread.is_alive() for thread in threads)
         for entry in reader.entries_after(seen[-1].sequence if seen else 0):
             assert entry.sequence == len(seen) + 1, f"after #{len(seen)} the reader was handed #{entry.sequence}"
+            assert isinstance(entry, OrderLogEntry), "these writers record orders only"
             seen.append(entry)
         if not writing:
             break

@@ -70,7 +70,7 @@ def test_a_commit_whose_answer_is_lost_is_found_recorded_and_answered_as_such(
     _fail_next_commit(monkeypatch, _committed_then_cut)
     placed = _place(service, Order("S1", "ACC", Side.BUY), "k-1")
     assert placed.entry.decision.accepted_users == ("U1", "U2")
-    assert [e.decision.order_id for e in store.entries_after(0)] == [placed.entry.decision.order_id]
+    assert [e.sequence for e in store.entries_after(0)] == [placed.entry.sequence]
     # The retry the client would have made finds it; nothing is decided twice.
     again = _place(service, Order("S1", "ACC", Side.BUY), "k-1")
     assert again.replayed and again.entry == placed.entry

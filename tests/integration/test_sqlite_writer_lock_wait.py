@@ -77,7 +77,7 @@ def test_the_next_order_takes_a_given_up_wait_over_and_gets_the_lock_once_free(
             store.open_batch(time.monotonic() + BOUND_SECONDS)
         with pytest.raises(StoreBusy):
             store.open_batch(time.monotonic() + BOUND_SECONDS)
-    batch, _ = store.open_batch(time.monotonic() + SLACK_SECONDS)
+    batch, _, _ = store.open_batch(time.monotonic() + SLACK_SECONDS)
     batch.roll_back()
     # Rolled back: the batch let the flock go, and another process takes it.
     with held_elsewhere(tmp_path):

@@ -14,6 +14,7 @@ arrive while it runs form the next.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import json
 from abc import ABC, abstractmethod
@@ -23,8 +24,10 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from trading_orders.adapters.storage.sql.schema import Sql, holding_key, logged_entry, position_of
 from trading_orders.application.errors import DamagedLogEntry, StorageUnavailable
+from trading_orders.domain.controls import ControlChange, ControlLogEntry, Controls, ControlScope, LogEntry, RateBucket
 from trading_orders.domain.model import AppliedDecision, OrderLogEntry, Position, PositionScope, Trade
-from trading_orders.json_records import entry_to_dict, format_time, parse_time
+from trading_orders.domain.portfolio import Portfolio
+from trading_orders.json_records import entry_to_dict, format_time, log_entry_to_dict, parse_time
 
 # The connection of a database's driver, that a batch's transaction runs on.
 Connection = TypeVar("Connection")
@@ -67,6 +70,18 @@ class BatchConnection(ABC, Generic[Connection]):
     @abstractmethod
     def take_sequence_lock(self) -> None:
         """Wait for the right to assign the next sequences, held until the transaction ends."""
+
+    @abstractmethod
+    def take_controls_lock(self, deadline: float, *, exclusive: bool, then: str) -> list[tuple[Any, ...]]:
+        """Take the controls lock by ``deadline`` (monotonic), then answer the query ``then``, in one round trip.
+
+        A batch of orders takes it shared, a control change exclusive, each
+        as its transaction's first statement and until it ends: a control
+        change waits for the batches in flight and holds new ones off until
+        it commits. ``then`` runs after the lock is granted, so it sees every
+        change committed before. Raises StoreBusy when another transaction
+        still holds the lock at the deadline.
+        """
 
     def commit(self, witness: str) -> None:
         """Commit and give the connection back; raises StorageUnavailable (rolled back) when it cannot.
@@ -149,13 +164,30 @@ def order_locks(scope: PositionScope, strategy: str, instrument: str, idempotenc
     return names
 
 
+def user_lock(user: str) -> str:
+    """The lock of ``user``'s open positions as a whole, which an order for a user with a position limit takes."""
+    return json.dumps(["user", user])
+
+
+def rate_lock(strategy: str) -> str:
+    """The lock of ``strategy``'s rate-limit bucket, which an order of a rate-limited strategy takes."""
+    return json.dumps(["rate", strategy])
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class OrderNeeds:
-    """What one order takes and reads in its batch: its locks, its idempotency key, its users' holding keys."""
+    """What one order takes and reads in its batch: its locks, its idempotency key, its users' holding keys.
+
+    ``strategy`` and ``users`` say which controls concern it: a batch whose
+    controls limit one of the users, or the strategy's rate, takes that
+    user's or that bucket's lock too (Batch.locks_of).
+    """
 
     locks: tuple[str, ...]
     key: str | None
     holdings: tuple[str, ...]
+    strategy: str = ""
+    users: tuple[str, ...] = ()
 
 
 def order_needs(
@@ -166,6 +198,8 @@ def order_needs(
         tuple(order_locks(scope, strategy, instrument, idempotency_key)),
         idempotency_key,
         tuple(holding_key(scope, user, strategy, instrument) for user in users),
+        strategy,
+        tuple(users),
     )
 
 
@@ -177,10 +211,16 @@ class Batch:
     can change them while it holds those locks, so they stay true until it ends.
     """
 
-    def __init__(self, connection: BatchConnection[Any], last_received_at: datetime | None) -> None:
-        """A batch on ``connection``, after an order log whose newest order was received at ``last_received_at``."""
+    def __init__(self, connection: BatchConnection[Any], last_received_at: datetime | None, controls: Controls) -> None:
+        """A batch on ``connection``, after an order log whose newest order was received at ``last_received_at``.
+
+        ``controls`` are those in force for the whole batch: its transaction
+        began after the last control change committed, and no other can
+        commit before it ends (the store's controls lock).
+        """
         self.connection = connection
         self.last_received_at = last_received_at
+        self.controls = controls
         self.locks: set[str] = set()
         self.keys: set[str] = set()
         self.pending: list[tuple[AppliedDecision, str | None]] = []
@@ -191,7 +231,16 @@ class Batch:
         # None), the entry recorded with an idempotency key (or None, or why
         # its row cannot be read: that is the answer of its retry alone).
         self.seen: dict[str, Position | None] = {}
-        self.recorded: dict[str, OrderLogEntry | DamagedLogEntry | None] = {}
+        self.recorded: dict[str, LogEntry | DamagedLogEntry | None] = {}
+        # Under controls with position limits: the users whose open positions
+        # were counted, and the counts of their scopes (the user, each of the
+        # user's strategies), kept up to date as orders join.
+        self.counted: set[str] = set()
+        self.counts: collections.Counter[ControlScope] = collections.Counter()
+        # Under controls with rate limits: each rate-limited strategy's bucket
+        # as read (None: full), and then as the batch's orders left it.
+        self.buckets: dict[str, RateBucket | None] = {}
+        self.spent: set[str] = set()
         self.done: asyncio.Future[list[OrderLogEntry]] = asyncio.get_running_loop().create_future()
         # Read, so an error no order is left to hear is not reported as lost.
         self.done.add_done_callback(lambda done: done.cancelled() or done.exception())
@@ -202,22 +251,66 @@ class Batch:
         self.pending.append((applied, key))
         for position in applied.change.closed:
             self.touched[_key_of(scope, position)] = None
+            self._count(position, -1)
         for position in applied.change.opened:
             self.touched[_key_of(scope, position)] = (index, position)
+            self._count(position, 1)
+        if applied.rate_bucket is not None:
+            strategy = applied.decision.order.strategy
+            self.buckets[strategy] = applied.rate_bucket
+            self.spent.add(strategy)
         if key is not None:
             self.keys.add(key)
         self.last_received_at = applied.decision.received_at
         return index
 
+    def _count(self, position: Position, step: int) -> None:
+        if position.user in self.counted:
+            self.counts[ControlScope(user=position.user)] += step
+            self.counts[ControlScope(position.user, position.strategy)] += step
+
+    def locks_of(self, needs: OrderNeeds) -> tuple[str, ...]:
+        """The locks the order of ``needs`` takes under the batch's controls: own, limited users', bucket's."""
+        controls = self.controls
+        if controls.is_empty:
+            return needs.locks
+        extra = [user_lock(user) for user in needs.users if controls.limits_user(user)]
+        if controls.rate_limit(needs.strategy) is not None:
+            extra.append(rate_lock(needs.strategy))
+        return (*needs.locks, *extra) if extra else needs.locks
+
+    def _limited(self, needs: OrderNeeds) -> list[str]:
+        return [user for user in needs.users if self.controls.limits_user(user)]
+
+    def _rated(self, needs: OrderNeeds) -> bool:
+        return self.controls.rate_limit(needs.strategy) is not None
+
     def covers(self, needs: OrderNeeds) -> bool:
         """Whether the batch holds the locks of ``needs`` and has read all it needs, so it can be served at once."""
         return (
-            all(name in self.locks for name in needs.locks)
+            all(name in self.locks for name in self.locks_of(needs))
             and (needs.key is None or needs.key in self.recorded)
             and all(key in self.touched or key in self.seen for key in needs.holdings)
+            and (
+                self.controls.is_empty
+                or (
+                    all(user in self.counted for user in self._limited(needs))
+                    and (not self._rated(needs) or needs.strategy in self.buckets)
+                )
+            )
         )
 
-    def read_for(self, needs: OrderNeeds) -> tuple[OrderLogEntry | DamagedLogEntry | None, list[Position]]:
+    def limits_for(self, needs: OrderNeeds) -> tuple[dict[ControlScope, int], RateBucket | None]:
+        """The open positions of each limited scope of the users of ``needs``, and its strategy's bucket, as of now."""
+        controls = self.controls
+        if controls.is_empty:
+            return {}, None
+        counts = {
+            scope: self.counts[scope] for user in needs.users for scope in controls.count_scopes(user, needs.strategy)
+        }
+        return counts, self.buckets.get(needs.strategy)
+
+    def read_for(self, needs: OrderNeeds) -> tuple[LogEntry | DamagedLogEntry | None, list[Position]]:
         """The recorded answer of the key of ``needs`` (or why it is unreadable) and its users' open positions."""
         held = []
         for key in needs.holdings:
@@ -240,19 +333,22 @@ class Batch:
         read, if another transaction holds one of the locks of ``own``.
         Called in an order's turn (writer.BatchWriter.turn), as every change of a batch is.
         """
-        missing = [name for name in own.locks if name not in self.locks]
+        own_locks = self.locks_of(own)
+        missing = [name for name in own_locks if name not in self.locks]
         if wait_until is not None and missing:
             self.connection.take_locks(missing, wait_until)
             self.locks.update(missing)
-        wanted = list(dict.fromkeys(name for needs in (own, *others) for name in needs.locks if name not in self.locks))
+        wanted = list(
+            dict.fromkeys(name for needs in (own, *others) for name in self.locks_of(needs) if name not in self.locks)
+        )
         if wanted:
             self.locks.update(self.connection.try_locks(wanted))
-        if any(name not in self.locks for name in own.locks):
+        if any(name not in self.locks for name in own_locks):
             return False
         # A separate statement after the locks: under READ COMMITTED a
         # statement sees what committed before it began, so every commit of a
         # transaction that held one of these locks before this one is seen.
-        ready = [needs for needs in (own, *others) if all(name in self.locks for name in needs.locks)]
+        ready = [needs for needs in (own, *others) if all(name in self.locks for name in self.locks_of(needs))]
         self._read_recorded(
             dict.fromkeys(
                 needs.key
@@ -265,7 +361,39 @@ class Batch:
                 key for needs in ready for key in needs.holdings if key not in self.touched and key not in self.seen
             )
         )
+        if not self.controls.is_empty:
+            self._read_counts(
+                dict.fromkeys(user for needs in ready for user in self._limited(needs) if user not in self.counted)
+            )
+            self._read_buckets(
+                dict.fromkeys(
+                    needs.strategy for needs in ready if self._rated(needs) and needs.strategy not in self.buckets
+                )
+            )
         return True
+
+    def _read_counts(self, users: Collection[str]) -> None:
+        # Read under the users' locks (and before any order of the batch
+        # changed their positions: each such order needed this read first).
+        for chunk in _chunks(list(users)):
+            self.counted.update(chunk)
+            rows = self.connection.sql.rows(
+                "SELECT username, strategy, COUNT(*) FROM positions "
+                f"WHERE username IN ({', '.join('?' * len(chunk))}) GROUP BY username, strategy",
+                chunk,
+            )
+            for user, strategy, count in rows:
+                self.counts[ControlScope(user=user)] += count
+                self.counts[ControlScope(user, strategy)] += count
+
+    def _read_buckets(self, strategies: Collection[str]) -> None:
+        for chunk in _chunks(list(strategies)):
+            self.buckets.update(dict.fromkeys(chunk))
+            rows = self.connection.sql.rows(
+                f"SELECT strategy, tokens, at FROM rate_buckets WHERE strategy IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+            self.buckets.update((strategy, RateBucket(float(tokens), parse_time(at))) for strategy, tokens, at in rows)
 
     def _read_recorded(self, keys: Collection[str]) -> None:
         for chunk in _chunks(list(keys)):
@@ -305,11 +433,23 @@ class Batch:
             entries, moved = _sequenced(self.pending, last, floor)
             trades, opened = self._trades(entries, moved), self._opened(moved)
             _write(connection.sql, scope, entries, trades, opened, list(self.touched))
+            self._write_buckets(connection.sql)
         except BaseException:
             connection.roll_back()
             raise
         connection.commit(entries[0].decision.order_id)
         return entries
+
+    def _write_buckets(self, sql: Sql) -> None:
+        sql.run_many(
+            "INSERT INTO rate_buckets (strategy, tokens, at) VALUES (?, ?, ?) "
+            "ON CONFLICT (strategy) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
+            [
+                (strategy, bucket.tokens, format_time(bucket.at))
+                for strategy in sorted(self.spent)
+                if (bucket := self.buckets[strategy]) is not None
+            ],
+        )
 
     def _trades(self, entries: list[OrderLogEntry], moved: dict[str, datetime]) -> list[tuple[int, Trade]]:
         trades = []
@@ -411,6 +551,52 @@ def _write(
             for position in opened
         ],
     )
+
+
+def record_control(
+    connection: BatchConnection[Any],
+    scope: PositionScope,
+    change: ControlChange,
+    key: str | None,
+    positions: list[Position],
+) -> ControlLogEntry:
+    """Record ``change`` as the log's next entry, close what a flatten closes with its trades, and commit; blocks.
+
+    ``positions`` are the open positions of the change's scope, as its
+    transaction read them. The transaction holds the controls lock
+    exclusively, so no batch of orders is in flight beside it.
+    """
+    try:
+        connection.take_sequence_lock()
+        rows = connection.sql.rows("SELECT sequence, received_at FROM orders ORDER BY sequence DESC LIMIT 1")
+        last, floor = (rows[0][0], parse_time(rows[0][1])) if rows else (0, None)
+        if floor is not None and change.at < floor:
+            # Times only grow along the log, as in _sequenced.
+            change = dataclasses.replace(change, at=floor)
+        entry = ControlLogEntry(last + 1, change, key)
+        # Checks that a flatten closes open positions only, and makes its trades.
+        closing = Portfolio(scope, positions).apply_control(change)
+        sql = connection.sql
+        sql.run(
+            "INSERT INTO orders (sequence, order_id, received_at, idempotency_key, entry) VALUES (?, ?, ?, ?, ?)",
+            (
+                entry.sequence,
+                change.change_id,
+                format_time(change.at),
+                key,
+                json.dumps(log_entry_to_dict(entry), separators=(",", ":")),
+            ),
+        )
+        sql.run("INSERT INTO control_changes (sequence) VALUES (?)", (entry.sequence,))
+        _write(sql, scope, [], [(entry.sequence, trade) for trade in closing.trades], [], [])
+        sql.run_many(
+            "DELETE FROM positions WHERE holding_key = ?", [(_key_of(scope, position),) for position in closing.closed]
+        )
+    except BaseException:
+        connection.roll_back()
+        raise
+    connection.commit(change.change_id)
+    return entry
 
 
 def _key_of(scope: PositionScope, position: Position) -> str:

@@ -31,6 +31,12 @@ Done = TypeVar("Done")
 # beside other processes' batches, under advisory locks per position key.
 SEQUENCE_LOCK = 7_283_641_001
 _MIGRATION_LOCK = 7_283_641_002
+# Every batch of orders takes this advisory lock shared, as its first
+# statement, until it ends; a control change takes it exclusive. So a change
+# waits for the batches in flight and holds new ones off until it commits:
+# every order sequenced after it was decided under it. Taken before any other
+# lock of the transaction, it never stands in the order the others are taken in.
+CONTROLS_LOCK = 7_283_641_003
 # Processes starting together wait for each other's migration this long at most.
 _MIGRATION_WAIT_SECONDS = 30.0
 # How long /health waits for the sequence lock to learn it is free again.
@@ -144,6 +150,26 @@ class _PostgresBatch(BatchConnection[psycopg.Connection[Any]]):
                 raise self._store.busy("the right to number its batch (the sequence lock)") from error
             except psycopg.Error as error:
                 raise StorageUnavailable(f"the order was not recorded in {self._store.where}: {error}") from error
+
+    def take_controls_lock(self, deadline: float, *, exclusive: bool, then: str) -> list[tuple[Any, ...]]:
+        """Take the controls lock, then answer ``then``: one round trip.
+
+        Two statements in one simple query: each takes a snapshot of its own
+        under READ COMMITTED, so ``then`` sees what committed while the lock
+        was waited for. The wait is bounded by the connection's lock_timeout
+        (the store's wait bound), as the sequence lock's is: only a control
+        change in flight makes a batch wait here, and it lasts milliseconds.
+        """
+        take = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        try:
+            cursor = self._live().execute(f"SELECT {take}({CONTROLS_LOCK}); {then}")
+            while cursor.nextset():
+                pass
+            return list(cursor.fetchall())
+        except psycopg.errors.LockNotAvailable as error:
+            raise self._store.busy("the controls lock (a control change, or the orders in flight)") from error
+        except psycopg.Error as error:
+            raise StorageUnavailable(f"cannot begin a transaction in {self._store.where}: {error}") from error
 
     def _send_commit(self, connection: psycopg.Connection[Any]) -> None:
         connection.commit()

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from trading_orders.application.errors import DamagedLogEntry
-from trading_orders.domain.model import DomainError, OrderLogEntry, Position, PositionScope
-from trading_orders.json_records import entry_from_dict, parse_time
+from trading_orders.domain.controls import LogEntry
+from trading_orders.domain.model import DomainError, Position, PositionScope
+from trading_orders.json_records import log_entry_from_dict, parse_time
 
 
 class Sql(Protocol):
@@ -61,6 +62,17 @@ def migrations(types: ColumnTypes) -> tuple[tuple[str, ...], ...]:
             "username TEXT NOT NULL, strategy TEXT NOT NULL, instrument TEXT NOT NULL, buy_order_id TEXT NOT NULL, "
             "bought_at TEXT NOT NULL, sell_order_id TEXT NOT NULL, sold_at TEXT NOT NULL)",
         ),
+        (
+            # Operator controls (issue 25). A control change is a row of orders
+            # like an order; this table names which rows are control changes,
+            # so the controls in force are rebuilt from those rows alone.
+            f"CREATE TABLE control_changes (sequence {types.integer} PRIMARY KEY REFERENCES orders (sequence))",
+            # Each rate-limited strategy's token bucket, read and saved in the
+            # transaction of each of its orders, so every process shares it.
+            "CREATE TABLE rate_buckets (strategy TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, at TEXT NOT NULL)",
+            # A BUY for a user with a position limit counts the user's open positions.
+            "CREATE INDEX positions_by_user ON positions (username, strategy)",
+        ),
     )
 
 
@@ -84,10 +96,10 @@ def position_of(row: Sequence[Any]) -> Position:
     return Position(row[0], row[1], row[2], row[3], parse_time(row[4]))
 
 
-def logged_entry(sequence: int, entry: str, where: str) -> OrderLogEntry:
-    """The order-log entry of row ``sequence``; raises DamagedLogEntry, naming it, when ``entry`` holds none."""
+def logged_entry(sequence: int, entry: str, where: str) -> LogEntry:
+    """The order-log entry (an order's or a control change's) of row ``sequence``; DamagedLogEntry if none."""
     try:
-        return entry_from_dict(json.loads(entry))
+        return log_entry_from_dict(json.loads(entry))
     except (DomainError, KeyError, TypeError, ValueError) as error:
         raise DamagedLogEntry(
             f"order-log entry {sequence} cannot be read: its row in {where} is damaged ({error}); "

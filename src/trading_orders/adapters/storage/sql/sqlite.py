@@ -83,6 +83,10 @@ class _SqliteBatch(BatchConnection[sqlite3.Connection]):
     def take_sequence_lock(self) -> None:
         """Nothing to take: the batch holds the database's write lock whole."""
 
+    def take_controls_lock(self, deadline: float, *, exclusive: bool, then: str) -> list[tuple[Any, ...]]:
+        """Answer ``then``: the transaction holds the database's write lock whole, no change beside it."""
+        return self.sql.rows(then)
+
     def _send_commit(self, connection: sqlite3.Connection) -> None:
         connection.execute("COMMIT")
 

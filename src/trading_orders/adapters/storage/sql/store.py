@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Collection, Iterator
@@ -11,11 +13,20 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from trading_orders.adapters.storage.cursors import decimal_cursor, not_handed_out
-from trading_orders.adapters.storage.sql.batches import BatchConnection, order_needs
+from trading_orders.adapters.storage.sql.batches import BatchConnection, order_needs, record_control
 from trading_orders.adapters.storage.sql.schema import SCHEMA_VERSION, Sql, logged_entry, position_of
 from trading_orders.adapters.storage.sql.writer import LOCK_WAIT_SECONDS, BatchWriter, Turn
-from trading_orders.application.errors import StartupError, StoreBusy
+from trading_orders.application.errors import DamagedLogEntry, StartupError, StoreBusy
 from trading_orders.application.ports import StoreState
+from trading_orders.domain.controls import (
+    NO_CONTROLS,
+    ControlChange,
+    ControlLogEntry,
+    Controls,
+    ControlScope,
+    Flatten,
+    LogEntry,
+)
 from trading_orders.domain.model import OrderLogEntry, Position, PositionScope, Trade
 from trading_orders.domain.portfolio import PortfolioSlice
 from trading_orders.json_records import parse_time
@@ -23,6 +34,19 @@ from trading_orders.json_records import parse_time
 _BATCH = 200
 _POSITIONS = "SELECT username, strategy, instrument, order_id, opened_at FROM positions"
 _ENTRIES_AFTER = "SELECT sequence, entry FROM orders WHERE sequence > ? ORDER BY sequence LIMIT ?"
+# What a transaction reads first, under the controls lock: the newest entry's
+# time, and the newest control change (which says whether the controls this
+# process holds are still those in force).
+_NEWEST_AND_CONTROLS = (
+    "SELECT (SELECT received_at FROM orders ORDER BY sequence DESC LIMIT 1), "
+    "(SELECT COALESCE(MAX(sequence), 0) FROM control_changes)"
+)
+_LAST_CONTROL = "SELECT COALESCE(MAX(sequence), 0) FROM control_changes"
+_CONTROL_ENTRIES = (
+    "SELECT orders.sequence, orders.entry FROM control_changes "
+    "JOIN orders ON orders.sequence = control_changes.sequence "
+    "WHERE control_changes.sequence > ? AND control_changes.sequence <= ? ORDER BY control_changes.sequence"
+)
 
 Done = TypeVar("Done")
 
@@ -39,14 +63,71 @@ class SqlOrderTransaction:
     def __init__(self, turn: Turn, scope: PositionScope) -> None:
         """The unit of work of the order whose turn is ``turn``, its positions held under ``scope``."""
         self._turn = turn
-        self.recorded: OrderLogEntry | None = turn.recorded
-        self.portfolio = PortfolioSlice(scope, turn.positions)
+        self.recorded: LogEntry | None = turn.recorded
+        self.portfolio = PortfolioSlice(scope, turn.positions, turn.controls, turn.open_counts, turn.rate_bucket)
         self.last_received_at: datetime | None = turn.last_received_at
 
     async def commit(self) -> OrderLogEntry:
         """Add the decision applied to ``portfolio`` to the batch; returns once the batch has committed."""
         (applied,) = self.portfolio.take_unsaved()
         return await self._turn.commit(applied)
+
+
+class SqlControlTransaction:
+    """One control change's unit of work: a database transaction of its own, holding the controls lock exclusively.
+
+    While it is open no batch of orders of any process is in flight, so the
+    controls and positions it hands out stay true until it ends.
+    """
+
+    def __init__(
+        self,
+        store: SqlOrderStore,
+        connection: BatchConnection[Any],
+        key: str | None,
+        last_received_at: datetime | None,
+        controls: Controls,
+    ) -> None:
+        """The change's transaction on ``connection``, with what it read when it began."""
+        self._store = store
+        self._connection = connection
+        self._key = key
+        self.last_received_at = last_received_at
+        self.controls = controls
+        self._read: dict[ControlScope, list[Position]] = {}
+        self._committing: asyncio.Future[ControlLogEntry] | None = None
+        self.recorded: LogEntry | None = None
+        if key is not None:
+            rows = connection.sql.rows("SELECT sequence, entry FROM orders WHERE idempotency_key = ?", (key,))
+            self.recorded = logged_entry(rows[0][0], rows[0][1], store.where) if rows else None
+
+    def positions_in(self, scope: ControlScope) -> list[Position]:
+        """The open positions in ``scope``, in the order they were opened."""
+        if scope not in self._read:
+            self._read[scope] = self._store.positions_on(self._connection.sql, scope.user, scope.strategy)
+        return list(self._read[scope])
+
+    async def commit(self, change: ControlChange) -> ControlLogEntry:
+        """Record ``change`` (the next sequence) with what a flatten closes; returns once it is durable."""
+        if self._committing is not None:
+            raise RuntimeError("a control transaction commits once")
+        # Only a flatten closes positions; the others need no read.
+        positions = self.positions_in(change.action.scope) if isinstance(change.action, Flatten) else []
+        self._committing = asyncio.ensure_future(
+            asyncio.to_thread(record_control, self._connection, self._store.scope, change, self._key, positions)
+        )
+        # Shielded: a cancelled request leaves the commit running to its end, and end() waits for it.
+        entry = await asyncio.shield(self._committing)
+        self._store.control_recorded(self.controls, entry)
+        return entry
+
+    async def end(self) -> None:
+        """End the transaction: wait for a commit under way, or roll back when none was asked for."""
+        if self._committing is None:
+            await asyncio.to_thread(self._connection.roll_back)
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._committing)
 
 
 class SqlOrderStore(ABC):
@@ -71,6 +152,12 @@ class SqlOrderStore(ABC):
         # What every order needs and the last one to wait for it gave up on,
         # until an order gets it again or state() finds it free: /health says so.
         self._held_elsewhere: str | None = None
+        # The controls in force as of the control change at _controls_sequence
+        # (0: none). Each transaction reads the newest change's sequence and
+        # replays only what this process has not seen: another may record them.
+        self._controls = NO_CONTROLS
+        self._controls_sequence = 0
+        self._controls_lock = threading.Lock()
 
     def _batch_writer(self) -> BatchWriter:
         # One per event loop: its turn is an asyncio lock, which serves one loop.
@@ -80,16 +167,78 @@ class SqlOrderStore(ABC):
             writer = self._writers[loop] = BatchWriter(self)
         return writer
 
-    def open_batch(self, deadline: float) -> tuple[BatchConnection[Any], datetime | None]:
-        """Begin a transaction for a batch of orders by ``deadline`` (monotonic), and read the newest order's time."""
+    def open_batch(self, deadline: float) -> tuple[BatchConnection[Any], datetime | None, Controls]:
+        """Begin a transaction for a batch of orders by ``deadline``; the newest entry's time, the controls."""
         with self.waiting_for_every_order():
             connection = self._begin_batch(deadline)
+            try:
+                newest, controls = self._first_reads(connection, deadline, exclusive=False)
+            except BaseException:
+                connection.roll_back()
+                raise
+        return connection, newest, controls
+
+    def _first_reads(
+        self, connection: BatchConnection[Any], deadline: float, *, exclusive: bool
+    ) -> tuple[datetime | None, Controls]:
+        """Take the controls lock, then read the newest entry's time and the controls in force."""
+        rows = connection.take_controls_lock(deadline, exclusive=exclusive, then=_NEWEST_AND_CONTROLS)
+        ((newest, last_control),) = rows
+        return (None if newest is None else parse_time(newest)), self._controls_as_of(connection.sql, last_control)
+
+    def _controls_as_of(self, sql: Sql, last_control: int) -> Controls:
+        """The controls after the control change at ``last_control``, replaying only what this process has not seen."""
+        with self._controls_lock:
+            controls, known = self._controls, self._controls_sequence
+        if last_control == known:
+            return controls
+        if last_control < known:
+            # The database went back (restored from a backup): start again.
+            controls, known = NO_CONTROLS, 0
+        for sequence, text in sql.rows(_CONTROL_ENTRIES, (known, last_control)):
+            entry = logged_entry(sequence, text, self.where)
+            if not isinstance(entry, ControlLogEntry):
+                raise DamagedLogEntry(
+                    f"order-log entry {sequence} of {self.where} is listed as a control change but holds an order; "
+                    "restore the database from a backup, or repair that row by hand",
+                    sequence,
+                )
+            controls = controls.with_entry(entry)
+        with self._controls_lock:
+            self._controls, self._controls_sequence = controls, last_control
+        return controls
+
+    def control_recorded(self, before: Controls, entry: ControlLogEntry) -> None:
+        """Hold the controls after ``entry``, just committed by this process over ``before``."""
+        with self._controls_lock:
+            if entry.sequence > self._controls_sequence:
+                self._controls, self._controls_sequence = before.with_entry(entry), entry.sequence
+
+    def controls(self) -> Controls:
+        """The states and limits in force now, as the database holds them."""
+        with self._reading() as sql:
+            return self._controls_as_of(sql, int(sql.rows(_LAST_CONTROL)[0][0]))
+
+    @asynccontextmanager
+    async def control_transaction(self, idempotency_key: str | None = None) -> AsyncIterator[SqlControlTransaction]:
+        """A unit of work for one control change, serialized with every order of every process."""
+        async with self._batch_writer().control_turn() as deadline:
+            transaction = await asyncio.to_thread(self._open_control, deadline, idempotency_key)
+            try:
+                yield transaction
+            finally:
+                await transaction.end()
+
+    def _open_control(self, deadline: float, key: str | None) -> SqlControlTransaction:
+        # Not a wait for what every order needs: a StoreBusy here says batches
+        # of orders were in flight the whole bound, not that orders cannot be taken.
+        connection = self._begin_batch(deadline)
         try:
-            rows = connection.sql.rows("SELECT received_at FROM orders ORDER BY sequence DESC LIMIT 1")
+            newest, controls = self._first_reads(connection, deadline, exclusive=True)
+            return SqlControlTransaction(self, connection, key, newest, controls)
         except BaseException:
             connection.roll_back()
             raise
-        return connection, parse_time(rows[0][0]) if rows else None
 
     @contextmanager
     def waiting_for_every_order(self) -> Iterator[None]:
@@ -183,14 +332,20 @@ class SqlOrderStore(ABC):
         self, user: str | None = None, strategy: str | None = None, instrument: str | None = None
     ) -> list[Position]:
         """The open positions matching every filter given, in the order they were opened."""
+        with self._reading() as sql:
+            return self.positions_on(sql, user, strategy, instrument)
+
+    def positions_on(
+        self, sql: Sql, user: str | None = None, strategy: str | None = None, instrument: str | None = None
+    ) -> list[Position]:
+        """The open positions matching every filter given, read through ``sql``, in the order they were opened."""
         clauses, values = [], []
         for column, value in (("username", user), ("strategy", strategy), ("instrument", instrument)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 values.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._reading() as sql:
-            rows = sql.rows(f"{_POSITIONS} {where} ORDER BY id", values)
+        rows = sql.rows(f"{_POSITIONS} {where} ORDER BY id", values)
         return [position_of(row) for row in rows]
 
     def state(self) -> StoreState:
@@ -209,7 +364,7 @@ class SqlOrderStore(ABC):
             self._held_elsewhere = None
         return StoreState(last, held, reachable=True)
 
-    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, OrderLogEntry]]:
+    def newest_first(self, cursor: str | None = None) -> Iterator[tuple[str, LogEntry]]:
         """(cursor, entry) newest first; a cursor is the entry's sequence, looked up by primary key."""
         before = _cursor(cursor)
         self._check_handed_out("SELECT 1 FROM orders WHERE sequence = ?", cursor, before)
@@ -217,8 +372,8 @@ class SqlOrderStore(ABC):
         for sequence, entry in self._pages(query, before):
             yield str(sequence), logged_entry(sequence, entry, self.where)
 
-    def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
-        """The entries with a sequence above ``sequence``, oldest first, read in batches."""
+    def entries_after(self, sequence: int) -> Iterator[LogEntry]:
+        """The entries (orders, control changes) with a sequence above ``sequence``, oldest first, read in batches."""
         for after, entry in self._pages(_ENTRIES_AFTER, sequence):
             yield logged_entry(after, entry, self.where)
 
@@ -234,8 +389,8 @@ class SqlOrderStore(ABC):
             if not sql.rows(lookup, (key,)):
                 raise not_handed_out(cursor)
 
-    def find_by_order_id(self, order_id: str) -> OrderLogEntry | None:
-        """The entry of order ``order_id``, if any (by its unique index)."""
+    def find_by_order_id(self, order_id: str) -> LogEntry | None:
+        """The entry of order (or control change) ``order_id``, if any (by its unique index)."""
         with self._reading() as sql:
             rows = sql.rows("SELECT sequence, entry FROM orders WHERE order_id = ?", (order_id,))
         return logged_entry(rows[0][0], rows[0][1], self.where) if rows else None
@@ -268,13 +423,13 @@ class SqlSnapshot:
         """The sequence of the newest order, 0 when there is none."""
         return int(self._sql.rows("SELECT COALESCE(MAX(sequence), 0) FROM orders")[0][0])
 
-    def entries_after(self, sequence: int) -> Iterator[OrderLogEntry]:
-        """The entries with a sequence above ``sequence``, oldest first, read in batches."""
+    def entries_after(self, sequence: int) -> Iterator[LogEntry]:
+        """The entries (orders, control changes) with a sequence above ``sequence``, oldest first, read in batches."""
         for after, entry in _pages(lambda: nullcontext(self._sql), _ENTRIES_AFTER, sequence):
             yield logged_entry(after, entry, self._where)
 
 
-def open_export_view(store: SqlOrderStore) -> Iterator[tuple[Iterator[OrderLogEntry], list[Position], int]]:
+def open_export_view(store: SqlOrderStore) -> Iterator[tuple[Iterator[LogEntry], list[Position], int]]:
     """The store as an export reads it: its orders, its open positions and the log's length, at one moment.
 
     Read in one read-only transaction, so an order committed meanwhile is in

@@ -32,6 +32,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 
 from trading_orders.adapters.storage.sql.batches import Batch, BatchConnection, OrderNeeds
 from trading_orders.application.errors import DamagedLogEntry, StorageUnavailable, StoreBusy
+from trading_orders.domain.controls import Controls, LogEntry
 from trading_orders.domain.model import AppliedDecision, OrderLogEntry, PositionScope
 
 # How many waiting orders a batch reads for at once.
@@ -66,8 +67,8 @@ class BatchStore(Protocol):
         """How many orders may wait for their locks at once, each in a batch on a connection of its own."""
         ...
 
-    def open_batch(self, deadline: float) -> tuple[BatchConnection[Any], datetime | None]:
-        """Begin a transaction for a batch of orders by ``deadline`` (monotonic), and read the newest order's time."""
+    def open_batch(self, deadline: float) -> tuple[BatchConnection[Any], datetime | None, Controls]:
+        """Begin a transaction for a batch of orders by ``deadline``; the newest entry's time, the controls."""
         ...
 
     async def run_for_order(self, work: Callable[..., Done], *args: Any) -> Done:
@@ -89,10 +90,12 @@ class Turn:
         self._scope = scope
         self._release: Callable[[], None] | None = end
         self._recorded, self.positions = batch.read_for(needs)
+        self.open_counts, self.rate_bucket = batch.limits_for(needs)
+        self.controls = batch.controls
         self.last_received_at = batch.last_received_at
 
     @property
-    def recorded(self) -> OrderLogEntry | None:
+    def recorded(self) -> LogEntry | None:
         """The entry recorded with the order's idempotency key, or None; DamagedLogEntry when its row is unreadable."""
         if isinstance(self._recorded, DamagedLogEntry):
             # Raised inside the order's turn, whose end lets the batch go on without it.
@@ -140,7 +143,8 @@ class BatchWriter:
         # Each order waiting for a lock outside the open batch holds a
         # connection: capped, so the open batch always finds one.
         self._waiting_aside = asyncio.Semaphore(store.waiting_connections)
-        # The locks orders wait for aside: another order needing one goes straight there.
+        # The locks orders wait for aside: another order needing one goes straight there
+        # (the locks an order's controls add are not among them: it finds those held in the batch).
         self._locks_aside: collections.Counter[str] = collections.Counter()
         self._ending: set[asyncio.Task[None]] = set()
 
@@ -189,6 +193,26 @@ class BatchWriter:
                     await self._finish(batch)
             finally:
                 turn._end()
+
+    @contextlib.asynccontextmanager
+    async def control_turn(self) -> AsyncIterator[float]:
+        """The turn of a control change: while it lasts, no order of this event loop is in a batch.
+
+        The open batch commits first: its orders are sequenced before the
+        change, and the orders that come later wait for their turn until the
+        change has ended. Yields the change's deadline, ``lock_wait_seconds``
+        from now; raises StoreBusy if it passes while the change waits here.
+        """
+        deadline = time.monotonic() + self._store.lock_wait_seconds
+        await self._take_turn(deadline)
+        try:
+            if self._batch is not None:
+                # Committed before the change waits for every batch of every
+                # process to end (PostgreSQL's controls lock), this one included.
+                await self._finish(self._batch)
+            yield deadline
+        finally:
+            self._lock.release()
 
     async def _take_turn(self, deadline: float) -> None:
         """Wait for the order's turn at the open batch; StoreBusy once ``deadline`` passes."""
@@ -291,10 +315,10 @@ class BatchWriter:
 
     async def _open_aside(self, needs: OrderNeeds, deadline: float) -> Batch:
         try:
-            connection, last_received_at = await asyncio.to_thread(self._store.open_batch, deadline)
+            connection, last_received_at, controls = await asyncio.to_thread(self._store.open_batch, deadline)
         except BaseException as error:
             _raise_as_unavailable(error)
-        batch = Batch(connection, last_received_at)
+        batch = Batch(connection, last_received_at, controls)
         try:
             await asyncio.to_thread(batch.gather, needs, (), wait_until=deadline)
         except BaseException as error:
@@ -328,8 +352,8 @@ class BatchWriter:
         ]
 
     async def _open(self, deadline: float) -> Batch:
-        connection, last_received_at = await asyncio.to_thread(self._store.open_batch, deadline)
-        batch = self._batch = Batch(connection, last_received_at)
+        connection, last_received_at, controls = await asyncio.to_thread(self._store.open_batch, deadline)
+        batch = self._batch = Batch(connection, last_received_at, controls)
         # Queued behind the orders already waiting for their turn: they join
         # this batch, and the orders that come after it form the next.
         asyncio.get_running_loop().create_task(self._finish_in_turn(batch))
