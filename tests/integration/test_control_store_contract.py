@@ -41,7 +41,7 @@ def run(change: Coroutine[Any, Any, Done]) -> Done:
 
 def operator(opened: OpenedStore, prefix: str = "c-") -> OperatorControls:
     """The operator controls over ``opened``'s store, with change ids after ``prefix``."""
-    return OperatorControls(opened.store, SteppingClock(), CountingIds(prefix))
+    return OperatorControls(opened.store, SteppingClock(), CountingIds(prefix), FixedProfile(PROFILE).load)
 
 
 def buy(strategy: str, instrument: str) -> Order:

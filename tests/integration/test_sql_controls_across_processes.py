@@ -40,7 +40,7 @@ def service_on(store: SqlOrderStore, name: str, clock: Clock | None = None) -> O
 
 def operator(store: SqlOrderStore) -> OperatorControls:
     """The operator controls over ``store``."""
-    return OperatorControls(store, SteppingClock(), CountingIds("c-"))
+    return OperatorControls(store, SteppingClock(), CountingIds("c-"), FixedProfile(PROFILE).load)
 
 
 def test_a_halt_through_one_store_governs_the_next_order_through_the_other(open_sql_store: OpenSqlStore) -> None:
