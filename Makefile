@@ -1,4 +1,4 @@
-# The two commands of the README: `make run` serves on port 8080, `make test` runs every check.
+# The two commands of the README: `make run` serves on 127.0.0.1:8080, `make test` runs every check.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,6 +7,8 @@ INSTALLED := $(VENV)/.installed
 INSTALLED_DEV := $(VENV)/.installed-dev
 PROFILE := Jsons/user_profile.json
 PORT ?= 8080
+# This machine only; HOST=0.0.0.0 with TRADING_ORDERS_API_KEY set serves other machines (README).
+HOST ?= 127.0.0.1
 SCOPE ?= strategy
 EXAMPLE_PROFILE := Jsons/worked_example_profile.json
 
@@ -38,7 +40,7 @@ profiles: $(INSTALLED)
 # The brief's `cd Scripts && uvicorn Order_Handler:app` serves the same app;
 # serve also exits 0 after draining on SIGTERM or Ctrl-C.
 run: $(INSTALLED) $(PROFILE)
-	$(BIN)/python -m trading_orders serve --host 0.0.0.0 --port $(PORT)
+	$(BIN)/python -m trading_orders serve --host $(HOST) --port $(PORT)
 
 # The README's worked example: the brief's profile, an empty in-memory store on every start,
 # so its four orders answer as the README prints them. `make example SCOPE=user` for netting.
