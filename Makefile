@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 SCOPE ?= strategy
 EXAMPLE_PROFILE := Jsons/worked_example_profile.json
 
-.PHONY: run example test check soak lint test-unit test-service test-integration test-e2e chromium desk-screenshot demo bench profile profiles clean
+.PHONY: run example test check soak lint test-unit test-service test-integration test-e2e chromium desk-screenshot demo bench bench-full profile profiles clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -100,9 +100,14 @@ chromium:
 desk-screenshot: $(INSTALLED_DEV) chromium
 	$(BIN)/python -m tests.support.desk_screenshot docs/desk.png
 
-# Benchmarks print tables and are not part of make test.
+# Benchmarks print tables and are not part of make test; the time left goes to stderr.
+# make bench: the headline the README and docs/performance.md quote, about 2 minutes.
+# make bench-full: every store, data set and worker count, and the order log's paging, about 20 minutes.
 bench: $(INSTALLED)
 	$(BIN)/python -m tests.bench.service_load
+
+bench-full: $(INSTALLED)
+	$(BIN)/python -m tests.bench.service_load --full
 	$(BIN)/python -m tests.bench.order_log_pages
 
 # Where the time goes under load (needs wrk; installs the py-spy profiler into the venv).
