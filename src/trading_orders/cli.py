@@ -264,7 +264,7 @@ def _run_tool(name: str, arguments: list[str]) -> int:
         return generate_profiles(
             arguments, raw_details=jsons / "raw_details.json", profile_path=jsons / "user_profile.json"
         )
-    return produce_orders(arguments, raw_details=jsons / "raw_details.json")
+    return produce_orders(arguments, raw_details=jsons / "raw_details.json", profile_path=jsons / "user_profile.json")
 
 
 def _run_read(args: argparse.Namespace, api_key: str | None) -> int:
