@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
+import os
 import sys
 from pathlib import Path
-from types import FrameType
-from typing import get_args
+from typing import NoReturn, get_args
 
-import uvicorn
 from rich.console import Console
 from rich.progress import Progress
 
 from trading_orders.application.errors import StartupError, StorageUnavailable
 from trading_orders.ascii_numbers import ascii_number
-from trading_orders.bootstrap import build_container, create_app_or_exit
+from trading_orders.bootstrap import build_container, run_service
 from trading_orders.domain.model import PositionScope
-from trading_orders.settings import Settings, StoreName
+from trading_orders.settings import Settings, StoreName, unknown_variables
 from trading_orders.tools.decision_follower import DecisionFollower, ResumeState
 from trading_orders.tools.desk_client import COLUMNS, ServiceError, fetch, show
 from trading_orders.tools.order_producer import main as produce_orders
@@ -67,26 +65,14 @@ def run_verify(settings: Settings) -> int:
     return 0
 
 
-def run_serve(settings: Settings, host: str, port: int) -> int:
-    """Serve until SIGTERM or SIGINT, drain the orders in flight, close the stores, and return 0."""
-    app = create_app_or_exit(settings, host)
-    stopped_by: list[int] = []
-
-    def note_stop(signal_number: int, frame: FrameType | None) -> None:
-        stopped_by.append(signal_number)
-
-    # uvicorn swaps in its own handlers while it serves and, once it has shut
-    # down gracefully, restores these and re-raises the signal into them. Our
-    # handler takes it as the planned stop it is, so the exit status is 0
-    # rather than "killed by SIGTERM".
-    for stop_signal in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(stop_signal, note_stop)
-    # log_config None: uvicorn's lines go through the logging configure_logging set up, not its own.
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None)).run()
-    return 0
+def run_serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
+    """Serve until SIGTERM or SIGINT, drain the orders in flight, close the stores; the exit status (0 after a stop)."""
+    return run_service(settings, host, port, workers)
 
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+# Far more than a machine's cores: each worker holds its own copy of the positions.
+MAX_WORKERS = 64
 PASS_THROUGH = {
     "generate-profiles": "generate Jsons/user_profile.json (the brief's generator; see its --help)",
     "produce": "send random orders to a running service (the brief's producer; see its --help)",
@@ -100,6 +86,21 @@ def _sequence(text: str) -> int:
     return number
 
 
+def _port(text: str) -> int:
+    # uvicorn takes any int and the system wraps it: 99999 would serve on 34463, 0 on any free port.
+    number = ascii_number(text)
+    if number is None or not 1 <= number <= 65_535:
+        raise argparse.ArgumentTypeError(f"expected a port, a whole number 1-65535 in ASCII digits: {text!r}")
+    return number
+
+
+def _workers(text: str) -> int:
+    number = ascii_number(text)
+    if number is None or not 1 <= number <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"expected a number of processes, 1-{MAX_WORKERS} in ASCII digits: {text!r}")
+    return number
+
+
 def _add_history_filters(command: argparse.ArgumentParser, with_status: bool) -> None:
     for name in ("strategy", "instrument", "user"):
         command.add_argument(f"--{name}")
@@ -110,12 +111,23 @@ def _add_history_filters(command: argparse.ArgumentParser, with_status: bool) ->
         command.add_argument("--status", choices=["ACCEPTED", "REJECTED"])
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """An argument parser that refuses a command line in one line, not under a screen of usage."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print what is wrong and where the usage is, and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trading-orders", description="The trading-orders service and its tools.")
+    parser = _OneLineParser(prog="trading-orders", description="The trading-orders service and its tools.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the service; SIGTERM drains it and exits 0")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    serve.add_argument("--port", type=_port, default=8080, help="port to listen on, 1-65535 (default 8080)")
+    serve.add_argument(
+        "--workers", type=_workers, default=1, help="processes to serve with (default 1); sqlite and postgres only"
+    )
     serve.add_argument("--store", choices=get_args(StoreName), help="default: TRADING_ORDERS_STORE or tinydb")
     serve.add_argument("--scope", choices=[s.value for s in PositionScope], help="default: the configured scope")
     for name, text in PASS_THROUGH.items():
@@ -171,10 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as error:
         print(f"trading-orders: {error}", file=sys.stderr)
         return 2
+    if args.command != "serve":  # serve logs them, once its log is set up
+        for line in unknown_variables(os.environ):
+            print(f"trading-orders: warning: {line}", file=sys.stderr)
     scope = PositionScope(args.scope) if getattr(args, "scope", None) else settings.position_scope
     if args.command == "serve":
         overrides = {"store": args.store, "position_scope": scope}
-        return run_serve(settings.model_copy(update={k: v for k, v in overrides.items() if v}), args.host, args.port)
+        chosen = settings.model_copy(update={k: v for k, v in overrides.items() if v})
+        return run_serve(chosen, args.host, args.port, args.workers)
     if args.command in COLUMNS:
         return _run_read(args, settings.api_key)
     if args.command == "follow":
@@ -248,7 +264,7 @@ def _run_tool(name: str, arguments: list[str]) -> int:
         return generate_profiles(
             arguments, raw_details=jsons / "raw_details.json", profile_path=jsons / "user_profile.json"
         )
-    return produce_orders(arguments, raw_details=jsons / "raw_details.json")
+    return produce_orders(arguments, raw_details=jsons / "raw_details.json", profile_path=jsons / "user_profile.json")
 
 
 def _run_read(args: argparse.Namespace, api_key: str | None) -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -108,3 +110,20 @@ class Settings(BaseSettings):
                 for name, e in zip(names, error.errors(), strict=True)
             )
             raise ConfigurationError(f"invalid configuration: {problems}") from None
+
+
+def unknown_variables(environment: Mapping[str, str]) -> list[str]:
+    """One line for each TRADING_ORDERS_* variable of ``environment`` that is no setting, naming the closest one."""
+    # Settings are read in any letter case; a name no setting has is silently
+    # ignored by pydantic-settings, so a typo would quietly leave the default.
+    settings = [ascii_upper(name) for name in Settings.model_fields if name != "project_root"]
+    lines = []
+    for name in sorted(environment):
+        upper = ascii_upper(name)
+        if not upper.startswith(ENV_PREFIX) or upper.removeprefix(ENV_PREFIX) in settings:
+            continue
+        # Matched without the prefix, which every name shares and would make any two look alike.
+        closest = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), settings, n=1)
+        hint = f"did you mean {ENV_PREFIX}{closest[0]}?" if closest else "the settings are in docs/configuration.md"
+        lines.append(f"{name} is not a setting and is ignored; {hint}")
+    return lines

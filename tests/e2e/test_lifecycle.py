@@ -76,8 +76,8 @@ def test_positions_of_a_strategy_dropped_from_the_profile_are_kept_listed_and_lo
     with service_factory(changed) as restarted:
         positions = requests.get(f"{restarted.base_url}/positions", params={"user": "U2"}, timeout=5).json()
         assert [(p["strategy"], p["instrument"]) for p in positions["positions"]] == [("S1", "ACC")]
-        warned = [line for line in restarted.output().splitlines() if "no longer gives this user" in line]
-        assert len(warned) == 1 and "U2 S1/ACC" in warned[0]
+        warned = [line for line in restarted.output().splitlines() if "no longer gives their users" in line]
+        assert len(warned) == 1 and "1 open position belongs" in warned[0] and "(U2 S1: 1)" in warned[0]
         sell = {"STRATEGY": "S1", "INSTRUMENT": "ACC", "POSITION": "SELL"}
         closed_for = requests.post(f"{restarted.base_url}/create_order", json=sell, timeout=5).json()["decisions"]
         assert [d["user"] for d in closed_for] == ["U1"], "only users who run S1 now can close through it"

@@ -2,6 +2,7 @@
 
 import logging
 import signal
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -24,10 +25,12 @@ def serve_without_serving(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]
         def __init__(self, config: uvicorn.Config) -> None:
             hosts.append(config.host)
 
-        def run(self) -> None:
+        def run(self, sockets: list[socket.socket] | None = None) -> None:
             """Return at once, as after a stop."""
 
-    monkeypatch.setattr(bootstrap, "create_app", lambda settings, container=None: object())
+    monkeypatch.setattr(bootstrap, "create_app", lambda settings, container=None, warn_of_settings=True: object())
+    # Some of the hosts are not this machine's: nothing is bound.
+    monkeypatch.setattr(bootstrap, "listening_socket", lambda host, port: socket.socket())
     monkeypatch.setattr(uvicorn, "Server", NotServing)
     # serve installs its own stop handlers; the test process keeps its own.
     handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}

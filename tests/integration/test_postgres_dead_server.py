@@ -7,14 +7,19 @@ server process stopped with SIGSTOP on the same machine is no such case: its
 kernel still acknowledges, so only the lock bounds apply; see docs/stores.md.)
 """
 
+import logging
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+import pytest
 
+from tests.support.service_process import LOOPBACK, free_port
+from trading_orders.adapters.storage.sql import postgres
 from trading_orders.adapters.storage.sql.postgres import DEAD_SERVER_PARAMETERS, PostgresOrderStore
+from trading_orders.application.errors import StorageUnavailable
 from trading_orders.domain.model import PositionScope
 
 
@@ -60,3 +65,26 @@ def test_a_url_that_sets_its_own_keepalive_keeps_it(postgres_url: Callable[[], s
         assert options["keepalives_idle"] == 42 and options["tcp_user_timeout"] == 7000
         # The rest are still the store's.
         assert options["keepalives_count"] == DEAD_SERVER_PARAMETERS["keepalives_count"]
+
+
+def test_a_server_that_never_answers_is_awaited_in_one_line_and_given_up_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(postgres, "OPEN_WAIT_SECONDS", 1.0)
+    port = free_port()  # nothing listens there
+    store = PostgresOrderStore(f"postgresql://desk:secret@{LOOPBACK}:{port}/orders", PositionScope.STRATEGY)
+    try:
+        with caplog.at_level(logging.INFO), pytest.raises(StorageUnavailable) as gave_up:
+            store.recover()
+    finally:
+        store.close()
+    where = f"PostgreSQL database orders at {LOOPBACK}:{port} as desk"
+    assert str(gave_up.value).startswith(f"cannot reach {where}: no connection within 1 s (connection to server at")
+    assert "Connection refused" in str(gave_up.value)
+    said = [(record.name, record.getMessage()) for record in caplog.records]
+    assert [message for _, message in said if "waiting" in message] == [
+        f"waiting up to 1 s for {where} to take a connection "
+        f'(connection to server at "{LOOPBACK}", port {port} failed: Connection refused); Ctrl-C stops'
+    ]
+    assert not [name for name, _ in said if name == "psycopg.pool"], said
+    assert "secret" not in repr(said) + str(gave_up.value)

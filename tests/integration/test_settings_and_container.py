@@ -4,13 +4,14 @@ from pathlib import Path
 
 import pytest
 
+from trading_orders import cli
 from trading_orders.adapters.storage.tinydb_store.checkpoints import CheckpointPolicy
 from trading_orders.adapters.storage.tinydb_store.memory import InMemoryOrderLog
 from trading_orders.adapters.storage.tinydb_store.order_log import JsonLinesOrderLog
 from trading_orders.adapters.storage.tinydb_store.store import TinyDBOrderStore
 from trading_orders.bootstrap import build_container
 from trading_orders.domain.model import PositionScope
-from trading_orders.settings import ConfigurationError, Settings
+from trading_orders.settings import ConfigurationError, Settings, unknown_variables
 
 VARIABLES = ("DATA_DIR", "PROFILE_PATH", "LOG_DIR", "STORE", "POSITION_SCOPE", "LOG_LEVEL", "API_KEY", "DATABASE_URL")
 
@@ -115,3 +116,38 @@ def test_the_container_selects_the_store_by_configuration(
         container.shutdown_resources()
     written = sorted(p.name for p in (tmp_path / "Jsons").glob("*")) if (tmp_path / "Jsons").exists() else []
     assert bool(written) is (store == "tinydb"), "only the selected store touches the data directory"
+
+
+def test_a_variable_that_is_no_setting_is_named_with_the_closest_setting() -> None:
+    environment = {
+        "TRADING_ORDERS_STOER": "sqlite",
+        "trading_orders_log_levle": "DEBUG",
+        "TRADING_ORDERS_XYZZY": "1",
+        "TRADING_ORDERS_STORE": "sqlite",
+        "trading_orders_data_dir": "/srv/desk",
+        "OTHER_STOER": "x",
+    }
+    assert unknown_variables(environment) == [
+        "TRADING_ORDERS_STOER is not a setting and is ignored; did you mean TRADING_ORDERS_STORE?",
+        "TRADING_ORDERS_XYZZY is not a setting and is ignored; the settings are in docs/configuration.md",
+        "trading_orders_log_levle is not a setting and is ignored; did you mean TRADING_ORDERS_LOG_LEVEL?",
+    ]
+
+
+def test_every_setting_in_the_environment_is_known() -> None:
+    # project_root is the program's, never the environment's.
+    names = {f"TRADING_ORDERS_{name.upper()}": "x" for name in Settings.model_fields if name != "project_root"}
+    assert unknown_variables(names) == []
+    assert unknown_variables({"TRADING_ORDERS_PROJECT_ROOT": "/"}) != []
+
+
+def test_a_command_that_reads_the_settings_warns_of_a_mistyped_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TRADING_ORDERS_STOER", "sqlite")
+    monkeypatch.chdir(tmp_path)
+    cli.main(["verify", "--data-dir", str(tmp_path)])
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "trading-orders: warning: TRADING_ORDERS_STOER is not a setting and is ignored; "
+        "did you mean TRADING_ORDERS_STORE?"
+    )

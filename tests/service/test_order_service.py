@@ -69,6 +69,31 @@ def test_positions_outside_the_profile_are_kept_and_reported() -> None:
     assert len(second.open_positions()) == 1
 
 
+def test_positions_a_new_profile_orphans_are_summed_up_in_one_warning_and_listed_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    wide = {f"U{n}": {f"S{k}": ["ACC", "INFY", "TCS"] for k in range(3)} for n in range(3)}
+    first, store = build_service(wide)
+    first.start()
+    for strategy in ("S0", "S1", "S2"):
+        for instrument in ("ACC", "INFY", "TCS"):
+            place(first, Order(strategy, instrument, Side.BUY))
+    # A newly drawn profile: only U0 keeps S0; 24 of the 27 positions lose their strategy.
+    second, _ = build_service({"U0": {"S0": ["ACC", "INFY", "TCS"]}}, store=store)
+    with caplog.at_level(logging.DEBUG, logger=order_service.__name__):
+        second.start()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("24 open positions belong to strategies the profile no longer gives their users (")
+    assert "U0 S1: 3, U0 S2: 3, U1 S0: 3 and 5 more)" in warnings[0]
+    assert "trading-orders positions --user U --strategy S" in warnings[0]
+    detail = [
+        r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG and "open position" in r.getMessage()
+    ]
+    assert len(detail) == 24
+    assert len(second.open_positions()) == 27
+
+
 def test_orders_before_start_are_refused() -> None:
     service, _ = build_service(ONE_USER)
     with pytest.raises(ServiceNotStarted):

@@ -125,7 +125,7 @@ class ServiceProcess:
             self.port = free_port()
         listen = ["--host", LOOPBACK, "--port", str(self.port)]
         if self._entry == "serve":
-            command = [sys.executable, "-m", "trading_orders", "serve", *listen]
+            command = [sys.executable, "-m", "trading_orders", "serve", *listen, "--workers", str(self._workers)]
         else:
             command = [sys.executable, "-m", "uvicorn", self._app, *listen, "--log-level", "warning"]
             if self._workers > 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -97,10 +98,19 @@ class OrderService:
             raise StartupError(f"cannot bring the stores up to date from the order log: {error}") from error
         self._profile = profile
         outside = _outside(profile, self._store.positions())
-        for position in outside:
+        if outside:
+            # One line however many: a newly drawn profile can orphan dozens, and a
+            # line each buried the start-up (issue 26). Each is at DEBUG.
             logger.warning(
-                "open position %s %s/%s (order %s) belongs to a strategy the profile no longer gives "
-                "this user; it is kept and can still be listed",
+                "%d open %s to strategies the profile no longer gives their users (%s); "
+                "kept: list them with `trading-orders positions --user U --strategy S`",
+                len(outside),
+                "position belongs" if len(outside) == 1 else "positions belong",
+                _by_user_and_strategy(outside),
+            )
+        for position in outside:
+            logger.debug(
+                "open position %s %s/%s (order %s) belongs to a strategy the profile no longer gives this user",
                 position.user,
                 position.strategy,
                 position.instrument,
@@ -219,6 +229,19 @@ class OrderService:
 
 def _outside(profile: Profile, positions: list[Position]) -> tuple[Position, ...]:
     return tuple(p for p in positions if p.strategy not in profile.users.get(p.user, {}))
+
+
+# How many (user, strategy) pairs the start-up line names before it says "and N more".
+NAMED_PAIRS = 3
+
+
+def _by_user_and_strategy(positions: tuple[Position, ...]) -> str:
+    """``positions`` counted per user and strategy, the largest first: "U1 S1: 3, U2 S4: 1"."""
+    counts = Counter((p.user, p.strategy) for p in positions)
+    pairs = sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))
+    named = ", ".join(f"{user} {strategy}: {count}" for (user, strategy), count in pairs[:NAMED_PAIRS])
+    rest = len(pairs) - NAMED_PAIRS
+    return f"{named} and {rest} more" if rest > 0 else named
 
 
 def _replay(recorded: LogEntry, order: Order) -> PlacedOrder:

@@ -28,8 +28,9 @@ ORDER_ID_STATE = "order_id"
 # Set on a request to an open path when an API key is configured: whether it carried the key
 # (or, for a read, the desk's session cookie).
 API_KEY_STATE = "api_key_given"
-# The desk's page, its scripts and styles hold no data: they are the prompt for the key.
-OPEN_PATHS = frozenset({"/health", "/desk", "/desk/session"})
+# The desk's page, its scripts and styles hold no data: they are the prompt for the key;
+# "/" only sends a person to the desk.
+OPEN_PATHS = frozenset({"/", "/health", "/desk", "/desk/session"})
 OPEN_PREFIXES = ("/desk/static/",)
 # The desk's cookie is good for reads only: a cookie is sent by the browser on
 # its own, and a read changes nothing, so there is no request to forge.

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from importlib import resources
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from trading_orders.adapters.http.desk_session import DeskSessions, cleared_cookie, cookie_header
 from trading_orders.adapters.http.middleware import API_KEY_STATE, client_address, too_many_wrong_keys
@@ -45,6 +45,12 @@ _PAGE_HEADERS = {
     # A new release's page and scripts are fetched again, never mixed with an old one's.
     "Cache-Control": "no-cache",
 }
+
+
+@router.get("/")
+def front_door() -> RedirectResponse:
+    """Send a person who opens the service's address to the desk (307: the next visit asks again)."""
+    return RedirectResponse("/desk", status_code=307)
 
 
 @router.get("/desk")

@@ -41,6 +41,8 @@ CONTROLS_LOCK = 7_283_641_003
 _MIGRATION_WAIT_SECONDS = 30.0
 # How long /health waits for the sequence lock to learn it is free again.
 _HEALTH_PROBE_SECONDS = 1.0
+# How long the pool's first opening (at start-up) waits for the server to take a connection.
+OPEN_WAIT_SECONDS = 30.0
 
 # A server that vanished without a reset (its machine lost power, a network
 # between dropped everything) is noticed by the kernel only through these:
@@ -229,6 +231,23 @@ class PostgresOrderStore(SqlOrderStore):
         _bound_lock_waits(connection, self.lock_wait_seconds, local=False)
         connection.commit()
 
+    def _open_pool(self) -> None:
+        """Open the pool and wait for its first connection; StorageUnavailable if none comes within the wait."""
+        # The pool logs a WARNING at each failed attempt, a dozen in the
+        # wait; the log says once what is awaited, and for how long, instead.
+        refusals = _FirstRefusal(self.where)
+        pool_log = logging.getLogger("psycopg.pool")
+        pool_log.addFilter(refusals)
+        try:
+            self._pool.open(wait=True, timeout=OPEN_WAIT_SECONDS)
+        except PoolTimeout:
+            raise StorageUnavailable(
+                f"cannot reach {self.where}: no connection within {OPEN_WAIT_SECONDS:g} s "
+                f"({refusals.last or 'no answer'})"
+            ) from None
+        finally:
+            pool_log.removeFilter(refusals)
+
     def busy(self, waited_for: str) -> StoreBusy:
         """The refusal of an order that waited the whole bound for ``waited_for``, which another transaction held."""
         return StoreBusy(
@@ -241,7 +260,7 @@ class PostgresOrderStore(SqlOrderStore):
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         try:
             if self._pool.closed:
-                self._pool.open(wait=True, timeout=30)
+                self._open_pool()
             with self._pool.connection() as connection:
                 yield connection
         except (psycopg.OperationalError, PoolTimeout) as error:
@@ -281,7 +300,7 @@ class PostgresOrderStore(SqlOrderStore):
     def _begin_batch(self, deadline: float) -> _PostgresBatch:
         try:
             if self._pool.closed:
-                self._pool.open(wait=True, timeout=30)
+                self._open_pool()
             connection = self._pool.getconn(timeout=max(deadline - time.monotonic(), 0.001))
         except (psycopg.OperationalError, PoolTimeout) as error:
             raise StorageUnavailable(f"cannot reach {self.where}: {error}") from error
@@ -364,6 +383,33 @@ class PostgresOrderStore(SqlOrderStore):
     def close(self) -> None:
         """Close the pool's connections."""
         self._pool.close()
+
+
+class _FirstRefusal(logging.Filter):
+    """Keeps psycopg_pool's failed connections out of the log, saying the first once as a wait."""
+
+    def __init__(self, where: str) -> None:
+        """``where`` names the database in the one line."""
+        super().__init__()
+        self._where = where
+        # The last attempt's error, for the line that gives up.
+        self.last: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a failed connection, after logging the first as a wait; True for every other record."""
+        if not (isinstance(record.args, tuple) and str(record.msg).startswith("error connecting")):
+            return True
+        first = self.last is None
+        # The error's first line: libpq adds a hint on the next ("Is the server running ...").
+        self.last = (str(record.args[-1]).removeprefix("connection failed: ").splitlines() or ["?"])[0]
+        if first:
+            logger.warning(
+                "waiting up to %g s for %s to take a connection (%s); Ctrl-C stops",
+                OPEN_WAIT_SECONDS,
+                self._where,
+                self.last,
+            )
+        return False
 
 
 def open_postgres_store(
