@@ -14,6 +14,7 @@ from tests.integration.test_verify_command import record_orders
 from tests.service.fakes import CountingIds, FixedProfile, SteppingClock, place
 from trading_orders import cli
 from trading_orders.adapters.storage.sql.postgres import PostgresOrderStore
+from trading_orders.adapters.storage.sql.schema import SCHEMA_VERSION
 from trading_orders.adapters.storage.sql.sqlite import SQLITE_FILE, SqliteOrderStore
 from trading_orders.adapters.storage.sql.store import SqlOrderStore
 from trading_orders.adapters.storage.tinydb_store.durable_end import DURABLE_END_FILE
@@ -130,7 +131,7 @@ def test_a_postgres_export_of_a_database_the_service_never_started_on_creates_no
     monkeypatch.setenv("TRADING_ORDERS_STORE", "postgres")
     monkeypatch.setenv("TRADING_ORDERS_DATABASE_URL", url)
     assert cli.main(["export", str(tmp_path / "desk.jsonl")]) == 1
-    assert "holds schema version 0, not 1: start the service on it once" in capsys.readouterr().err
+    assert f"holds schema version 0, not {SCHEMA_VERSION}: start the service on it once" in capsys.readouterr().err
     with psycopg.connect(url) as connection:
         assert connection.execute("SELECT to_regclass('meta')").fetchall() == [(None,)]
 
