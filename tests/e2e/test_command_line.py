@@ -106,6 +106,37 @@ def test_export_then_import_gives_the_same_orders_positions_and_trades(
         assert requests.get(f"{again.base_url}/positions", timeout=5).json() == positions
 
 
+@pytest.mark.slow
+def test_export_then_import_carries_the_controls_and_a_flatten_with_its_trades(
+    service_factory: ServiceFactory, data_dir: Path, tmp_path: Path
+) -> None:
+    with service_factory(PROFILE) as service:
+        base = service.base_url
+        place(base, "ACC", "BUY")
+        place(base, "INFY", "BUY")
+        for path, body in [
+            ("/controls/limits", {"user": "U1", "max_open_positions": 5, "reason": "risk"}),
+            ("/controls/limits", {"strategy": "S1", "max_orders_per_second": 100, "burst": 10}),
+        ]:
+            assert requests.put(f"{base}{path}", json=body, timeout=5).status_code == 200
+        flatten = {"strategy": "S1", "state": "REDUCING", "reason": "feed gone wrong"}
+        assert requests.post(f"{base}/controls/flatten", json=flatten, timeout=5).status_code == 200
+        place(base, "ACC", "BUY")
+        before = {what: requests.get(f"{base}/{what}", timeout=5).json() for what in ("orders", "trades", "controls")}
+    assert len(before["trades"]["trades"]) == 3
+    assert cli("export", str(tmp_path / "desk.jsonl"), "--data-dir", str(data_dir)).returncode == 0
+    moved = tmp_path / "moved"
+    imported = cli("import", str(tmp_path / "desk.jsonl"), "--data-dir", str(moved), settings={"store": "sqlite"})
+    assert imported.returncode == 0, imported.stderr
+    with service_factory(PROFILE, data_dir=str(moved), store="sqlite") as again:
+        after = {
+            what: requests.get(f"{again.base_url}/{what}", timeout=5).json()
+            for what in ("orders", "trades", "controls")
+        }
+        assert after == before
+        assert requests.get(f"{again.base_url}/positions", timeout=5).json()["positions"] == []
+
+
 def test_import_refuses_a_damaged_export_and_leaves_nothing(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text('{"kind": "order", "sequence": 1}\n')
     result = cli("import", str(tmp_path / "bad.jsonl"), "--data-dir", str(tmp_path / "new"))
