@@ -1,33 +1,40 @@
-"""The trading-orders command line: `python -m trading_orders <command>`."""
+"""The trading-orders command line: `python -m trading_orders <command>`.
+
+Each command imports what it needs when it runs, not before: the commands that only talk to a
+running service over HTTP (positions, orders, trades, follow) and every --help import no web
+framework, so they start in a fraction of the second FastAPI alone takes to import
+(docs/command-line.md#start-up-time).
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
+import os
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import get_args
+from typing import TYPE_CHECKING
 
-import uvicorn
-from rich.console import Console
-from rich.progress import Progress
-
-from trading_orders.application.errors import StartupError, StorageUnavailable
 from trading_orders.ascii_numbers import ascii_number
-from trading_orders.bootstrap import build_container, create_app_or_exit
 from trading_orders.domain.model import PositionScope
-from trading_orders.settings import Settings, StoreName
-from trading_orders.tools.decision_follower import DecisionFollower, ResumeState
-from trading_orders.tools.desk_client import COLUMNS, ServiceError, fetch, show
-from trading_orders.tools.order_producer import main as produce_orders
-from trading_orders.tools.profile_generator import main as generate_profiles
-from trading_orders.tools.transfer import TransferError, export_orders, import_orders
+
+if TYPE_CHECKING:
+    from trading_orders.settings import Settings
+
+# settings.StoreName, named here so that --help need not import pydantic; a test keeps them the same.
+STORES = ("tinydb", "memory", "sqlite", "postgres")
+# The commands that read a running service's GET /<command>.
+READ_COMMANDS = ("positions", "orders", "trades")
+API_KEY_VARIABLE = "TRADING_ORDERS_API_KEY"
 
 
 def run_verify(settings: Settings) -> int:
     """Check that the TinyDB store's positions and order log agree; 0 agree, 1 differ, 2 unreadable, 3 damaged."""
+    from rich.progress import Progress
+
+    from trading_orders.application.errors import StartupError
+    from trading_orders.bootstrap import build_container
+
     container = build_container(settings)
     try:
         with Progress(transient=True) as progress:
@@ -66,6 +73,12 @@ def run_verify(settings: Settings) -> int:
 
 def run_serve(settings: Settings, host: str, port: int) -> int:
     """Serve until SIGTERM or SIGINT, drain the orders in flight, close the stores, and return 0."""
+    import signal
+
+    import uvicorn
+
+    from trading_orders.bootstrap import create_app_or_exit
+
     app = create_app_or_exit(settings, host)
     stopped_by: list[int] = []
 
@@ -113,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the service; SIGTERM drains it and exits 0")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
-    serve.add_argument("--store", choices=get_args(StoreName), help="default: TRADING_ORDERS_STORE or tinydb")
+    serve.add_argument("--store", choices=STORES, help="default: TRADING_ORDERS_STORE or tinydb")
     serve.add_argument("--scope", choices=[s.value for s in PositionScope], help="default: the configured scope")
     for name, text in PASS_THROUGH.items():
         commands.add_parser(name, help=text, add_help=False)
@@ -163,6 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     if arguments and arguments[0] in PASS_THROUGH:
         return _run_tool(arguments[0], arguments[1:])
     args = _parser().parse_args(arguments)
+    if args.command in READ_COMMANDS:
+        return _run_read(args, api_key_from_environment())
+    if args.command == "follow":
+        return _run_follow(args, api_key_from_environment())
+    from trading_orders.application.errors import StartupError, StorageUnavailable
+    from trading_orders.settings import Settings
+    from trading_orders.tools.transfer import TransferError
+
     try:
         settings = Settings.from_environment(Path.cwd())
     except StartupError as error:
@@ -172,19 +193,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         overrides = {"store": args.store, "position_scope": scope}
         return run_serve(settings.model_copy(update={k: v for k, v in overrides.items() if v}), args.host, args.port)
-    if args.command in COLUMNS:
-        return _run_read(args, settings.api_key)
-    if args.command == "follow":
-        filters = {name: getattr(args, name) for name in ("strategy", "instrument", "user", "status")}
-        follower = DecisionFollower(
-            url=args.url,
-            filters={name: value for name, value in filters.items() if value is not None},
-            api_key=settings.api_key,
-            as_json=args.json,
-            out=sys.stdout,
-            state=ResumeState(args.state) if args.state is not None else None,
-        )
-        return follower.run(args.after)
     data_dir: Path = args.data_dir or settings.data_dir
     chosen = settings.model_copy(update={"data_dir": data_dir, "position_scope": scope})
     try:
@@ -216,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_export(settings: Settings, output: Path) -> tuple[int, int]:
     """Export the configured store as it is at one moment, read-only, safe while the service runs; the counts."""
+    from trading_orders.bootstrap import build_container
+    from trading_orders.tools.transfer import TransferError, export_orders
+
     if settings.store == "memory":
         raise TransferError("the memory store keeps nothing to export")
     container = build_container(settings)
@@ -228,6 +239,11 @@ def run_export(settings: Settings, output: Path) -> tuple[int, int]:
 
 def run_import(settings: Settings, source: Path) -> tuple[int, int]:
     """Import into the configured store, in the data directory its container says an import fills."""
+    import asyncio
+
+    from trading_orders.bootstrap import build_container
+    from trading_orders.tools.transfer import TransferError, import_orders
+
     if settings.store == "memory":
         raise TransferError("the memory store would lose the import at once")
     with build_container(settings).import_destination() as data_dir:
@@ -242,13 +258,46 @@ def run_import(settings: Settings, source: Path) -> tuple[int, int]:
 def _run_tool(name: str, arguments: list[str]) -> int:
     jsons = Path.cwd() / "Jsons"
     if name == "generate-profiles":
+        from trading_orders.tools.profile_generator import main as generate_profiles
+
         return generate_profiles(
             arguments, raw_details=jsons / "raw_details.json", profile_path=jsons / "user_profile.json"
         )
+    from trading_orders.tools.order_producer import main as produce_orders
+
     return produce_orders(arguments, raw_details=jsons / "raw_details.json")
 
 
+def api_key_from_environment() -> str | None:
+    """TRADING_ORDERS_API_KEY as Settings reads it (its name in any letter case, empty is unset), without pydantic."""
+    # pydantic-settings lowercases every variable's name into one dict: of two spellings, the later one wins.
+    key = None
+    for name, value in os.environ.items():
+        if name.upper() == API_KEY_VARIABLE:
+            key = value
+    return key or None
+
+
+def _run_follow(args: argparse.Namespace, api_key: str | None) -> int:
+    from trading_orders.tools.decision_follower import DecisionFollower, ResumeState
+
+    filters = {name: getattr(args, name) for name in ("strategy", "instrument", "user", "status")}
+    follower = DecisionFollower(
+        url=args.url,
+        filters={name: value for name, value in filters.items() if value is not None},
+        api_key=api_key,
+        as_json=args.json,
+        out=sys.stdout,
+        state=ResumeState(args.state) if args.state is not None else None,
+    )
+    return follower.run(args.after)
+
+
 def _run_read(args: argparse.Namespace, api_key: str | None) -> int:
+    from rich.console import Console
+
+    from trading_orders.tools.desk_client import ServiceError, fetch, show
+
     names = ("user", "strategy", "instrument", "since", "until", "limit", "status")
     filters = {name: str(getattr(args, name)) for name in names if getattr(args, name, None) is not None}
     try:

@@ -6,11 +6,13 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from tests.e2e.conftest import ServiceFactory
+from tests.support.service_process import free_port
 
 PROFILE = {"U1": {"S1": ["ACC", "INFY"]}, "U2": {"S1": ["ACC"]}}
 
@@ -47,6 +49,56 @@ def test_positions_orders_and_trades_print_tables_or_json(service_factory: Servi
         assert table.returncode == 0 and "trades (1)" in table.stdout and "U2" in table.stdout
         rejected = cli("orders", "--url", service.base_url, "--status", "REJECTED")
         assert "orders (0)" in rejected.stdout
+
+
+# Runs one command in this interpreter, then prints, last, the web frameworks it imported.
+IMPORTED_FRAMEWORKS = """
+import json, sys
+from trading_orders.cli import main
+try:
+    status = main(sys.argv[1:])
+except SystemExit as exit:
+    status = exit.code
+frameworks = ("fastapi", "starlette", "uvicorn", "pydantic", "pydantic_settings", "dependency_injector")
+imported = sorted({name.split(".")[0] for name in sys.modules} & set(frameworks))
+print(json.dumps({"status": status, "imported": imported}))
+"""
+
+
+def imports_of(*arguments: str) -> tuple[str, dict[str, Any]]:
+    """What the command printed, and its exit status and the web frameworks it imported."""
+    run = subprocess.run(
+        [sys.executable, "-c", IMPORTED_FRAMEWORKS, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    *printed, last = run.stdout.splitlines()
+    return "\n".join(printed), json.loads(last)
+
+
+def test_the_commands_that_talk_to_a_service_import_no_web_framework(
+    service_factory: ServiceFactory, tmp_path: Path
+) -> None:
+    with service_factory(PROFILE) as service:
+        place(service.base_url, "ACC", "BUY")
+        url = service.base_url
+        runs = {
+            "--help": imports_of("--help"),
+            "positions": imports_of("positions", "--url", url),
+            "orders": imports_of("orders", "--url", url),
+            "trades --json": imports_of("trades", "--url", url, "--json"),
+            # follow imports all it needs before its first attempt, which fails at once here.
+            "follow": imports_of("follow", "--url", f"http://127.0.0.1:{free_port()}"),
+            "follow --help": imports_of("follow", "--help"),
+        }
+    assert "ACC" in runs["positions"][0] and "orders (1)" in runs["orders"][0]
+    assert {name: answer["imported"] for name, (_, answer) in runs.items()} == {name: [] for name in runs}
+    assert [answer["status"] for _, answer in runs.values()] == [0, 0, 0, 0, 1, 0]
+    # The same probe sees the framework where a command does need it.
+    _, verify = imports_of("verify", "--data-dir", str(tmp_path))
+    assert {"fastapi", "starlette", "pydantic"} <= set(verify["imported"])
 
 
 def test_the_orders_table_shows_the_reason_of_an_order_with_no_decisions(service_factory: ServiceFactory) -> None:

@@ -1,14 +1,17 @@
-"""The read commands of the command line: positions, orders and trades from a running service."""
+"""The read commands of the command line: positions, orders and trades from a running service.
+
+`follow` borrows the error text from here and reads with httpx: requests and rich are imported
+by the functions that use them, so that it does not pay for them at start-up.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import requests
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
 
 COLUMNS = {
     "positions": ("user", "strategy", "instrument", "order_id", "opened_at"),
@@ -23,6 +26,8 @@ class ServiceError(RuntimeError):
 
 def fetch(url: str, what: str, filters: dict[str, str], api_key: str | None) -> list[dict[str, Any]]:
     """The rows GET ``url``/``what`` answers for ``filters`` (one page for orders and trades)."""
+    import requests
+
     headers = {"X-API-Key": api_key} if api_key else {}
     try:
         answer = requests.get(f"{url.rstrip('/')}/{what}", params=filters, headers=headers, timeout=30)
@@ -87,6 +92,8 @@ def show(what: str, rows: list[dict[str, Any]], as_json: bool, console: Console)
         for row in rows:
             console.print_json(json.dumps(row)) if console.is_terminal else print(json.dumps(row))
         return
+    from rich.table import Table
+
     table = Table(title=f"{what} ({len(rows)})")
     for column in COLUMNS[what]:
         table.add_column(column)
