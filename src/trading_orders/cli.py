@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 from types import FrameType
@@ -294,8 +295,6 @@ def _run_follow(args: argparse.Namespace, api_key: str | None) -> int:
 
 
 def _run_read(args: argparse.Namespace, api_key: str | None) -> int:
-    from rich.console import Console
-
     from trading_orders.tools.desk_client import ServiceError, fetch, show
 
     names = ("user", "strategy", "instrument", "since", "until", "limit", "status")
@@ -305,5 +304,6 @@ def _run_read(args: argparse.Namespace, api_key: str | None) -> int:
     except ServiceError as error:
         print(f"trading-orders {args.command}: {error}", file=sys.stderr)
         return 1
-    show(args.command, rows, args.json, Console())
+    # The terminal's width; 80 when the output is piped or the width unknown (COLUMNS, when set, wins).
+    show(args.command, rows, args.json, sys.stdout, shutil.get_terminal_size((80, 24)).columns)
     return 0
