@@ -201,3 +201,18 @@ def test_with_an_api_key_the_desk_asks_for_it_and_shows_no_data_until_it_is_give
         assert desk.rows().count() == 0
         assert desk.page.context.cookies() == []
         assert desk.requests_elsewhere() == []
+
+
+@pytest.mark.parametrize(("path", "drawn"), [("/docs", ".swagger-ui .info .title"), ("/redoc", ".api-content h1")])
+def test_the_api_pages_load_and_draw_from_the_service_alone(
+    service_factory: ServiceFactory, browser: Browser, pages: list[DeskPage], path: str, drawn: str
+) -> None:
+    with service_factory(PROFILE) as service:
+        page = DeskPage.open(browser, service.base_url, path)
+        pages.append(page)
+        expect(page.page.locator(drawn)).to_contain_text("trading-orders")
+        # What the page fetches once drawn (ReDoc's sidebar, its logo among it) is asked for by now.
+        page.page.wait_for_load_state("networkidle")
+        assert page.requests_elsewhere() == []
+        assert page.errors == []
+        assert f"{service.base_url}/openapi.json" in page.requests
