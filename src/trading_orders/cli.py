@@ -1,31 +1,40 @@
-"""The trading-orders command line: `python -m trading_orders <command>`."""
+"""The trading-orders command line: `python -m trading_orders <command>`.
+
+Each command imports what it needs when it runs, not before: the commands that only talk to a
+running service over HTTP (positions, orders, trades, follow) and every --help import no web
+framework, so they start in a fraction of the second FastAPI alone takes to import
+(docs/command-line.md#start-up-time).
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
+import shutil
 import sys
 from pathlib import Path
-from typing import NoReturn, get_args
+from typing import TYPE_CHECKING, NoReturn
 
-from rich.console import Console
-from rich.progress import Progress
-
-from trading_orders.application.errors import StartupError, StorageUnavailable
 from trading_orders.ascii_numbers import ascii_number
-from trading_orders.bootstrap import build_container, run_service
 from trading_orders.domain.model import PositionScope
-from trading_orders.settings import Settings, StoreName, unknown_variables
-from trading_orders.tools.decision_follower import DecisionFollower, ResumeState
-from trading_orders.tools.desk_client import COLUMNS, ServiceError, fetch, show
-from trading_orders.tools.order_producer import main as produce_orders
-from trading_orders.tools.profile_generator import main as generate_profiles
-from trading_orders.tools.transfer import TransferError, export_orders, import_orders
+
+if TYPE_CHECKING:
+    from trading_orders.settings import Settings
+
+# settings.StoreName, named here so that --help need not import pydantic; a test keeps them the same.
+STORES = ("tinydb", "memory", "sqlite", "postgres")
+# The commands that read a running service's GET /<command>.
+READ_COMMANDS = ("positions", "orders", "trades")
+API_KEY_VARIABLE = "TRADING_ORDERS_API_KEY"
 
 
 def run_verify(settings: Settings) -> int:
     """Check that the TinyDB store's positions and order log agree; 0 agree, 1 differ, 2 unreadable, 3 damaged."""
+    from rich.progress import Progress
+
+    from trading_orders.application.errors import StartupError
+    from trading_orders.bootstrap import build_container
+
     container = build_container(settings)
     try:
         with Progress(transient=True) as progress:
@@ -67,23 +76,20 @@ def run_verify(settings: Settings) -> int:
 
 def run_serve(settings: Settings, host: str, port: int, workers: int = 1) -> int:
     """Serve until SIGTERM or SIGINT, drain the orders in flight, close the stores; the exit status (0 after a stop)."""
+    from trading_orders.bootstrap import run_service
+
     return run_service(settings, host, port, workers)
 
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-# Far more than a machine's cores: each worker holds its own copy of the positions.
-MAX_WORKERS = 64
 PASS_THROUGH = {
     "generate-profiles": "generate Jsons/user_profile.json (the brief's generator; see its --help)",
     "produce": "send random orders to a running service (the brief's producer; see its --help)",
 }
 
 
-def _sequence(text: str) -> int:
-    number = ascii_number(text)
-    if number is None:
-        raise argparse.ArgumentTypeError(f"expected a sequence, a whole number of ASCII digits: {text!r}")
-    return number
+# Far more than a machine's cores: each worker holds its own copy of the positions.
+MAX_WORKERS = 64
 
 
 def _port(text: str) -> int:
@@ -98,6 +104,13 @@ def _workers(text: str) -> int:
     number = ascii_number(text)
     if number is None or not 1 <= number <= MAX_WORKERS:
         raise argparse.ArgumentTypeError(f"expected a number of processes, 1-{MAX_WORKERS} in ASCII digits: {text!r}")
+    return number
+
+
+def _sequence(text: str) -> int:
+    number = ascii_number(text)
+    if number is None:
+        raise argparse.ArgumentTypeError(f"expected a sequence, a whole number of ASCII digits: {text!r}")
     return number
 
 
@@ -128,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=_workers, default=1, help="processes to serve with (default 1); sqlite and postgres only"
     )
-    serve.add_argument("--store", choices=get_args(StoreName), help="default: TRADING_ORDERS_STORE or tinydb")
+    serve.add_argument("--store", choices=STORES, help="default: TRADING_ORDERS_STORE or tinydb")
     serve.add_argument("--scope", choices=[s.value for s in PositionScope], help="default: the configured scope")
     for name, text in PASS_THROUGH.items():
         commands.add_parser(name, help=text, add_help=False)
@@ -178,12 +191,22 @@ def main(argv: list[str] | None = None) -> int:
     if arguments and arguments[0] in PASS_THROUGH:
         return _run_tool(arguments[0], arguments[1:])
     args = _parser().parse_args(arguments)
+    if args.command in READ_COMMANDS:
+        return _run_read(args, api_key_from_environment())
+    if args.command == "follow":
+        return _run_follow(args, api_key_from_environment())
+    from trading_orders.application.errors import StartupError, StorageUnavailable
+    from trading_orders.settings import Settings
+    from trading_orders.tools.transfer import TransferError
+
     try:
         settings = Settings.from_environment(Path.cwd())
     except StartupError as error:
         print(f"trading-orders: {error}", file=sys.stderr)
         return 2
     if args.command != "serve":  # serve logs them, once its log is set up
+        from trading_orders.settings import unknown_variables
+
         for line in unknown_variables(os.environ):
             print(f"trading-orders: warning: {line}", file=sys.stderr)
     scope = PositionScope(args.scope) if getattr(args, "scope", None) else settings.position_scope
@@ -191,19 +214,6 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {"store": args.store, "position_scope": scope}
         chosen = settings.model_copy(update={k: v for k, v in overrides.items() if v})
         return run_serve(chosen, args.host, args.port, args.workers)
-    if args.command in COLUMNS:
-        return _run_read(args, settings.api_key)
-    if args.command == "follow":
-        filters = {name: getattr(args, name) for name in ("strategy", "instrument", "user", "status")}
-        follower = DecisionFollower(
-            url=args.url,
-            filters={name: value for name, value in filters.items() if value is not None},
-            api_key=settings.api_key,
-            as_json=args.json,
-            out=sys.stdout,
-            state=ResumeState(args.state) if args.state is not None else None,
-        )
-        return follower.run(args.after)
     data_dir: Path = args.data_dir or settings.data_dir
     chosen = settings.model_copy(update={"data_dir": data_dir, "position_scope": scope})
     try:
@@ -235,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_export(settings: Settings, output: Path) -> tuple[int, int]:
     """Export the configured store as it is at one moment, read-only, safe while the service runs; the counts."""
+    from trading_orders.bootstrap import build_container
+    from trading_orders.tools.transfer import TransferError, export_orders
+
     if settings.store == "memory":
         raise TransferError("the memory store keeps nothing to export")
     container = build_container(settings)
@@ -247,6 +260,11 @@ def run_export(settings: Settings, output: Path) -> tuple[int, int]:
 
 def run_import(settings: Settings, source: Path) -> tuple[int, int]:
     """Import into the configured store, in the data directory its container says an import fills."""
+    import asyncio
+
+    from trading_orders.bootstrap import build_container
+    from trading_orders.tools.transfer import TransferError, import_orders
+
     if settings.store == "memory":
         raise TransferError("the memory store would lose the import at once")
     with build_container(settings).import_destination() as data_dir:
@@ -261,13 +279,44 @@ def run_import(settings: Settings, source: Path) -> tuple[int, int]:
 def _run_tool(name: str, arguments: list[str]) -> int:
     jsons = Path.cwd() / "Jsons"
     if name == "generate-profiles":
+        from trading_orders.tools.profile_generator import main as generate_profiles
+
         return generate_profiles(
             arguments, raw_details=jsons / "raw_details.json", profile_path=jsons / "user_profile.json"
         )
+    from trading_orders.tools.order_producer import main as produce_orders
+
     return produce_orders(arguments, raw_details=jsons / "raw_details.json", profile_path=jsons / "user_profile.json")
 
 
+def api_key_from_environment() -> str | None:
+    """TRADING_ORDERS_API_KEY as Settings reads it (its name in any letter case, empty is unset), without pydantic."""
+    # pydantic-settings lowercases every variable's name into one dict: of two spellings, the later one wins.
+    key = None
+    for name, value in os.environ.items():
+        if name.upper() == API_KEY_VARIABLE:
+            key = value
+    return key or None
+
+
+def _run_follow(args: argparse.Namespace, api_key: str | None) -> int:
+    from trading_orders.tools.decision_follower import DecisionFollower, ResumeState
+
+    filters = {name: getattr(args, name) for name in ("strategy", "instrument", "user", "status")}
+    follower = DecisionFollower(
+        url=args.url,
+        filters={name: value for name, value in filters.items() if value is not None},
+        api_key=api_key,
+        as_json=args.json,
+        out=sys.stdout,
+        state=ResumeState(args.state) if args.state is not None else None,
+    )
+    return follower.run(args.after)
+
+
 def _run_read(args: argparse.Namespace, api_key: str | None) -> int:
+    from trading_orders.tools.desk_client import ServiceError, fetch, show
+
     names = ("user", "strategy", "instrument", "since", "until", "limit", "status")
     filters = {name: str(getattr(args, name)) for name in names if getattr(args, name, None) is not None}
     try:
@@ -275,5 +324,6 @@ def _run_read(args: argparse.Namespace, api_key: str | None) -> int:
     except ServiceError as error:
         print(f"trading-orders {args.command}: {error}", file=sys.stderr)
         return 1
-    show(args.command, rows, args.json, Console())
+    # The terminal's width; 80 when the output is piped or the width unknown (COLUMNS, when set, wins).
+    show(args.command, rows, args.json, sys.stdout, shutil.get_terminal_size((80, 24)).columns)
     return 0

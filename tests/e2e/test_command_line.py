@@ -6,12 +6,19 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from tests.e2e.conftest import ServiceFactory
+from tests.support.service_process import free_port
 
+COLUMN_NAMES = {
+    "positions": ("user", "strategy", "instrument", "order_id", "opened_at"),
+    "orders": ("sequence", "received_at", "strategy", "instrument", "position", "RESPONSE", "decisions"),
+    "trades": ("user", "strategy", "instrument", "bought_at", "sold_at", "holding_seconds"),
+}
 PROFILE = {"U1": {"S1": ["ACC", "INFY"]}, "U2": {"S1": ["ACC"]}}
 
 
@@ -49,6 +56,56 @@ def test_positions_orders_and_trades_print_tables_or_json(service_factory: Servi
         assert "orders (0)" in rejected.stdout
 
 
+# Runs one command in this interpreter, then prints, last, the web frameworks it imported.
+IMPORTED_FRAMEWORKS = """
+import json, sys
+from trading_orders.cli import main
+try:
+    status = main(sys.argv[1:])
+except SystemExit as exit:
+    status = exit.code
+frameworks = ("fastapi", "starlette", "uvicorn", "pydantic", "pydantic_settings", "dependency_injector")
+imported = sorted({name.split(".")[0] for name in sys.modules} & set(frameworks))
+print(json.dumps({"status": status, "imported": imported}))
+"""
+
+
+def imports_of(*arguments: str) -> tuple[str, dict[str, Any]]:
+    """What the command printed, and its exit status and the web frameworks it imported."""
+    run = subprocess.run(
+        [sys.executable, "-c", IMPORTED_FRAMEWORKS, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    *printed, last = run.stdout.splitlines()
+    return "\n".join(printed), json.loads(last)
+
+
+def test_the_commands_that_talk_to_a_service_import_no_web_framework(
+    service_factory: ServiceFactory, tmp_path: Path
+) -> None:
+    with service_factory(PROFILE) as service:
+        place(service.base_url, "ACC", "BUY")
+        url = service.base_url
+        runs = {
+            "--help": imports_of("--help"),
+            "positions": imports_of("positions", "--url", url),
+            "orders": imports_of("orders", "--url", url),
+            "trades --json": imports_of("trades", "--url", url, "--json"),
+            # follow imports all it needs before its first attempt, which fails at once here.
+            "follow": imports_of("follow", "--url", f"http://127.0.0.1:{free_port()}"),
+            "follow --help": imports_of("follow", "--help"),
+        }
+    assert "ACC" in runs["positions"][0] and "orders (1)" in runs["orders"][0]
+    assert {name: answer["imported"] for name, (_, answer) in runs.items()} == {name: [] for name in runs}
+    assert [answer["status"] for _, answer in runs.values()] == [0, 0, 0, 0, 1, 0]
+    # The same probe sees the framework where a command does need it.
+    _, verify = imports_of("verify", "--data-dir", str(tmp_path))
+    assert {"fastapi", "starlette", "pydantic"} <= set(verify["imported"])
+
+
 def test_the_orders_table_shows_the_reason_of_an_order_with_no_decisions(service_factory: ServiceFactory) -> None:
     with service_factory(PROFILE) as service:
         place(service.base_url, "ACC", "BUY")
@@ -60,7 +117,44 @@ def test_the_orders_table_shows_the_reason_of_an_order_with_no_decisions(service
     assert len(rows) == 2, table.stdout
     unknown, accepted = rows
     assert "REJECTED" in unknown and "UNKNOWN_STRATEGY" in unknown
-    assert "U1: ACCEPTED, U2: ACCEPTED" in accepted
+    # One line per user's decision, the second under the first.
+    below = table.stdout.splitlines()[table.stdout.splitlines().index(accepted) + 1]
+    assert accepted.endswith("U1: ACCEPTED") and below.strip() == "U2: ACCEPTED"
+    assert below.index("U2") == accepted.index("U1")
+
+
+def test_piped_tables_fit_80_columns_with_every_value_they_show_whole(service_factory: ServiceFactory) -> None:
+    profile = {"Priya Raghunathan": {"STRATEGY_B": ["HINDUNILVR", "INFY"]}, "Holland Proctor": {"STRATEGY_B": ["INFY"]}}
+    with service_factory(profile) as service:
+        for instrument, side in [("HINDUNILVR", "BUY"), ("INFY", "BUY"), ("HINDUNILVR", "SELL"), ("INFY", "SELL")]:
+            body = {"STRATEGY": "STRATEGY_B", "INSTRUMENT": instrument, "POSITION": side}
+            requests.post(f"{service.base_url}/create_order", json=body, timeout=5).raise_for_status()
+        requests.post(f"{service.base_url}/create_order", json={**body, "POSITION": "BUY"}, timeout=5)
+        answers = {what: requests.get(f"{service.base_url}/{what}", timeout=5).json()[what] for what in COLUMN_NAMES}
+        # Piped, with no COLUMNS: the width is unknown, and 80 is assumed.
+        environment = {name: value for name, value in os.environ.items() if name != "COLUMNS"}
+        tables = {
+            what: subprocess.run(
+                [sys.executable, "-m", "trading_orders", what, "--url", service.base_url],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=environment,
+            ).stdout
+            for what in COLUMN_NAMES
+        }
+    for what, table in tables.items():
+        lines = table.splitlines()
+        assert all(len(line) <= 80 for line in lines), table
+        assert "…" not in table, table
+        headers = lines[1].split()
+        assert set(headers) <= set(COLUMN_NAMES[what]) and {"strategy"} <= set(headers), table
+        words = table.split()
+        for row in answers[what]:
+            for column in set(headers) & {"sequence", "received_at", "order_id", "opened_at", "sold_at"}:
+                assert str(row[column]) in words, (column, table)
+    assert "decisions" in tables["orders"].splitlines()[1] and "INSTRUMENT_NOT_IN_STRATEGY" in tables["orders"]
+    assert "opened_at" in tables["positions"].splitlines()[1]
 
 
 def test_a_read_command_without_a_service_says_so(tmp_path: Path) -> None:

@@ -67,8 +67,9 @@ def test_the_desk_loads_from_the_service_alone_and_shows_a_new_order_within_two_
         expect(desk.decision(rejected["sequence"], OAKLEE)).to_contain_text("INSTRUMENT_NOT_IN_STRATEGY")
         expect(desk.page.locator("#last-sequence")).to_have_text(str(rejected["sequence"]))
         assert desk.sequences() == [rejected["sequence"], order["sequence"], earlier["sequence"]]
-        # Holland and Oaklee for the first SELL, Holland for the second; Oaklee does not trade EICHER.
-        expect(desk.page.locator('#reasons tr[data-reason="NO_OPEN_POSITION"] td.number')).to_have_text("3")
+        # Orders, not decisions: the first SELL (Holland's and Oaklee's) and the second (Holland's);
+        # Oaklee does not trade EICHER.
+        expect(desk.page.locator('#reasons tr[data-reason="NO_OPEN_POSITION"] td.number')).to_have_text("2")
         expect(desk.page.locator('#reasons tr[data-reason="INSTRUMENT_NOT_IN_STRATEGY"] td.number')).to_have_text("1")
         expect(desk.page.locator("#rate-summary")).to_contain_text("3 orders")
         expect(desk.page.locator("#announcer")).to_contain_text(f"{rejected['sequence']}")
@@ -121,6 +122,70 @@ def test_a_filter_reopens_the_stream_with_only_the_orders_it_keeps(
         desk.page.select_option("#filter-user", "")
         expect(desk.rows()).to_have_count(4)
         assert minda["sequence"] in desk.sequences()
+        assert desk.errors == []
+
+
+def reasons_shown(desk: DeskPage) -> dict[str, int]:
+    rows = desk.page.locator("#reasons tbody tr").evaluate_all(
+        "rows => rows.map(r => [r.dataset.reason, r.cells[1].textContent])"
+    )
+    return {reason: int(count) for reason, count in rows}
+
+
+def test_at_800_pixels_the_blotter_fits_and_every_reason_is_counted_per_order(
+    service_factory: ServiceFactory, browser: Browser, pages: list[DeskPage]
+) -> None:
+    with service_factory(PROFILE) as service:
+        place(service.base_url, "STRATEGY_A", "GRASIM", "SELL")  # NO_OPEN_POSITION for both users
+        place(service.base_url, "STRATEGY_A", "BIRLASOFT", "BUY")  # Oaklee: INSTRUMENT_NOT_IN_STRATEGY
+        place(service.base_url, "STRATEGY_A", "EICHER", "SELL")  # both reasons, one user each
+        last = place(service.base_url, "STRATEGY_Z", "ACC", "BUY")  # UNKNOWN_STRATEGY: the order itself
+        desk = DeskPage.open(browser, service.base_url, width=800)
+        pages.append(desk)
+        expect(desk.row(last["sequence"])).to_be_visible()
+        expect(desk.rows()).to_have_count(4)
+        frame = desk.page.locator("#blotter").locator("..")
+        width, visible = frame.evaluate("frame => [frame.scrollWidth, frame.clientWidth]")
+        assert width <= visible, f"the blotter is {width} px wide in {visible} px"
+        page_width, window_width = desk.page.evaluate(
+            "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        assert page_width <= window_width
+        assert reasons_shown(desk) == {"NO_OPEN_POSITION": 2, "INSTRUMENT_NOT_IN_STRATEGY": 2, "UNKNOWN_STRATEGY": 1}
+        expect(desk.page.locator("#reasons-counted")).to_contain_text("an order counts once per reason")
+        assert desk.errors == []
+
+
+# Orders seen at whole seconds after a point of the clock's 10 s, the chart drawn at ``now`` seconds after it.
+DRAW_AT = """([seen, now]) => {
+    const at = 1_800_000_000_000;
+    desk.recent = seen.map(([second, accepted]) => ({ at: at + second * 1000, accepted }));
+    drawChart(at + now * 1000);
+    const figures = chartFigures(desk.recent, at + now * 1000);
+    return [document.getElementById("rate-scale").textContent, document.getElementById("rate-summary").textContent,
+            figures.dots.length, figures.joined.length];
+}"""
+
+
+def test_the_charts_figures_say_what_they_are_and_stay_put_for_the_same_orders(
+    service_factory: ServiceFactory, browser: Browser, pages: list[DeskPage]
+) -> None:
+    with service_factory(PROFILE) as service:
+        desk = DeskPage.open(browser, service.base_url)
+        pages.append(desk)
+        expect(desk.page.locator("#stream")).to_have_text("live")
+        # Three orders 1 s apart in one 10 s bar, one accepted; and a lone order a minute later.
+        seen = [[2, True], [3, False], [4, False], [64, False]]
+        drawn = [desk.page.evaluate(DRAW_AT, [seen, now]) for now in (65, 65.5, 69.9, 70.1, 75, 120)]
+        scale, summary, dots, joined = drawn[0]
+        assert {tuple(d) for d in drawn} == {(scale, summary, dots, joined)}, drawn
+        assert scale == "0.5 orders/s"  # the round number above the busiest bar's 0.3 orders/s
+        assert summary == (
+            "Last 5 minutes: 4 orders, 0.01 orders/s on average, 0.30 orders/s in the busiest 10 s, 25% accepted."
+        )
+        # Two bars far apart: two dots of their share accepted, no stroke between them.
+        assert (dots, joined) == (2, 0)
+        assert desk.page.evaluate(DRAW_AT, [[[2, True], [12, False]], 20])[2:] == [2, 1]
         assert desk.errors == []
 
 
@@ -201,3 +266,18 @@ def test_with_an_api_key_the_desk_asks_for_it_and_shows_no_data_until_it_is_give
         assert desk.rows().count() == 0
         assert desk.page.context.cookies() == []
         assert desk.requests_elsewhere() == []
+
+
+@pytest.mark.parametrize(("path", "drawn"), [("/docs", ".swagger-ui .info .title"), ("/redoc", ".api-content h1")])
+def test_the_api_pages_load_and_draw_from_the_service_alone(
+    service_factory: ServiceFactory, browser: Browser, pages: list[DeskPage], path: str, drawn: str
+) -> None:
+    with service_factory(PROFILE) as service:
+        page = DeskPage.open(browser, service.base_url, path)
+        pages.append(page)
+        expect(page.page.locator(drawn)).to_contain_text("trading-orders")
+        # What the page fetches once drawn (ReDoc's sidebar, its logo among it) is asked for by now.
+        page.page.wait_for_load_state("networkidle")
+        assert page.requests_elsewhere() == []
+        assert page.errors == []
+        assert f"{service.base_url}/openapi.json" in page.requests

@@ -1,6 +1,7 @@
 """Configuration from the environment, and the container choosing adapters by it."""
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
@@ -10,8 +11,9 @@ from trading_orders.adapters.storage.tinydb_store.memory import InMemoryOrderLog
 from trading_orders.adapters.storage.tinydb_store.order_log import JsonLinesOrderLog
 from trading_orders.adapters.storage.tinydb_store.store import TinyDBOrderStore
 from trading_orders.bootstrap import build_container
+from trading_orders.cli import STORES, api_key_from_environment
 from trading_orders.domain.model import PositionScope
-from trading_orders.settings import ConfigurationError, Settings, unknown_variables
+from trading_orders.settings import ConfigurationError, Settings, StoreName, unknown_variables
 
 VARIABLES = ("DATA_DIR", "PROFILE_PATH", "LOG_DIR", "STORE", "POSITION_SCOPE", "LOG_LEVEL", "API_KEY", "DATABASE_URL")
 
@@ -55,6 +57,30 @@ def test_the_api_key_is_read_but_never_shown(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("TRADING_ORDERS_API_KEY", "s3cret")
     settings = Settings.from_environment(tmp_path)
     assert settings.api_key == "s3cret" and "s3cret" not in repr(settings) and "s3cret" not in str(settings)
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {},
+        {"TRADING_ORDERS_API_KEY": ""},
+        {"TRADING_ORDERS_API_KEY": "s3cret"},
+        {"trading_orders_api_key": "lower"},
+        {"TRADING_ORDERS_API_KEY": "upper", "Trading_Orders_Api_Key": "mixed"},
+    ],
+)
+def test_the_read_commands_take_the_api_key_settings_would_without_importing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]
+) -> None:
+    for name in ("trading_orders_api_key", "Trading_Orders_Api_Key"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert api_key_from_environment() == Settings.from_environment(tmp_path).api_key
+
+
+def test_serve_offers_every_store_settings_accept() -> None:
+    assert get_args(StoreName) == STORES
 
 
 def test_postgres_needs_a_database_url_which_is_never_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,19 +1,50 @@
-"""The read commands of the command line: positions, orders and trades from a running service."""
+"""The read commands of the command line: positions, orders and trades from a running service.
+
+`follow` borrows the error text from here and reads with httpx: requests and rich are imported
+by the functions that use them, so that it does not pay for them at start-up.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
-import requests
-from rich.console import Console
-from rich.table import Table
+from trading_orders.tools.text_table import Column, table_lines
 
+# Each command's columns, and which to leave out first when they do not fit the width.
 COLUMNS = {
-    "positions": ("user", "strategy", "instrument", "order_id", "opened_at"),
-    "orders": ("sequence", "received_at", "strategy", "instrument", "position", "RESPONSE", "decisions"),
-    "trades": ("user", "strategy", "instrument", "bought_at", "sold_at", "holding_seconds"),
+    "positions": (
+        Column("user", wraps=True),
+        Column("strategy", wraps=True),
+        Column("instrument", wraps=True),
+        Column("order_id"),
+        Column("opened_at"),
+    ),
+    "orders": (
+        Column("sequence"),
+        Column("received_at"),
+        Column("strategy", wraps=True),
+        Column("instrument", wraps=True),
+        Column("position"),
+        Column("RESPONSE"),
+        Column("decisions", wraps=True),
+    ),
+    "trades": (
+        Column("user", wraps=True),
+        Column("strategy", wraps=True),
+        Column("instrument", wraps=True),
+        Column("bought_at"),
+        Column("sold_at"),
+        Column("holding_seconds"),
+    ),
+}
+# The sequence orders the log, the sold_at and holding_seconds of a trade give its bought_at, and
+# an order's decisions say more than its position: these go first.
+DROP_FIRST = {
+    "positions": ("order_id", "opened_at"),
+    "orders": ("received_at", "position", "instrument"),
+    "trades": ("bought_at", "holding_seconds", "instrument"),
 }
 
 
@@ -23,6 +54,8 @@ class ServiceError(RuntimeError):
 
 def fetch(url: str, what: str, filters: dict[str, str], api_key: str | None) -> list[dict[str, Any]]:
     """The rows GET ``url``/``what`` answers for ``filters`` (one page for orders and trades)."""
+    import requests
+
     headers = {"X-API-Key": api_key} if api_key else {}
     try:
         answer = requests.get(f"{url.rstrip('/')}/{what}", params=filters, headers=headers, timeout=30)
@@ -34,9 +67,9 @@ def fetch(url: str, what: str, filters: dict[str, str], api_key: str | None) -> 
     return rows
 
 
-def decisions_cell(order: dict[str, Any]) -> str:
+def decisions_cell(order: dict[str, Any], separator: str = ", ") -> str:
     """Each user's decision of ``order`` as "user: ACCEPTED|reason", or the order's own reason."""
-    users = ", ".join(f"{d['user']}: {d['reason'] or d['status']}" for d in order.get("decisions") or [])
+    users = separator.join(f"{d['user']}: {d['reason'] or d['status']}" for d in order.get("decisions") or [])
     # An order rejected as a whole (UNKNOWN_STRATEGY) has no per-user decisions, only its reason.
     return users or str(order.get("reason") or "")
 
@@ -76,20 +109,26 @@ def refusal(answer: HttpAnswer) -> str:
 
 def _cell(column: str, row: dict[str, Any]) -> str:
     if column == "decisions":
-        return decisions_cell(row)
+        # One line each: a user's name is never split from their decision by the table's wrapping.
+        return decisions_cell(row, separator="\n")
     value = row.get(column)
     return "" if value is None else str(value)
 
 
-def show(what: str, rows: list[dict[str, Any]], as_json: bool, console: Console) -> None:
-    """Print ``rows`` as a table for people, or as JSON lines for machines."""
+def show(what: str, rows: list[dict[str, Any]], as_json: bool, out: TextIO, width: int) -> None:
+    """Print ``rows`` as a table ``width`` characters wide for people, or as JSON lines for machines."""
     if as_json:
-        for row in rows:
-            console.print_json(json.dumps(row)) if console.is_terminal else print(json.dumps(row))
+        if out.isatty():
+            from rich.console import Console
+
+            console = Console(file=out)
+            for row in rows:
+                console.print_json(json.dumps(row))
+        else:
+            for row in rows:
+                out.write(json.dumps(row) + "\n")
         return
-    table = Table(title=f"{what} ({len(rows)})")
-    for column in COLUMNS[what]:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(_cell(column, row) for column in COLUMNS[what]))
-    console.print(table)
+    columns = COLUMNS[what]
+    cells = [[_cell(column.name, row) for column in columns] for row in rows]
+    for line in table_lines(f"{what} ({len(rows)})", columns, cells, width, DROP_FIRST[what]):
+        out.write(line + "\n")

@@ -15,7 +15,17 @@ from trading_orders.adapters.http.middleware import ApiKeyGuard, BodySizeLimit, 
 from trading_orders.adapters.http.order_ingress import IdempotencyScope, OrderIngress
 from trading_orders.adapters.http.problem_details import PROBLEM_MEDIA_TYPE
 from trading_orders.adapters.http.problems import answer_failures
-from trading_orders.adapters.http.routes import controls, desk, events, operations, orders, positions, profiles, trades
+from trading_orders.adapters.http.routes import (
+    api_pages,
+    controls,
+    desk,
+    events,
+    operations,
+    orders,
+    positions,
+    profiles,
+    trades,
+)
 from trading_orders.adapters.http.schemas import PROBLEM_MODELS, Problem
 from trading_orders.adapters.http.wrong_keys import WrongKeyLimit
 from trading_orders.application.order_service import OrderService
@@ -64,8 +74,12 @@ def build_api(lifespan: Lifespan, service: OrderService, api_key: str | None, wr
     /create_order), FastAPI.
     """
     # /docs and /redoc with their scripts and styles served by the service, not
-    # a CDN: a desk's network often reaches nothing outside it.
+    # a CDN: a desk's network often reaches nothing outside it. /redoc is
+    # api_pages' (ReDoc's script asks a CDN for a logo); Swagger UI's validator
+    # badge would send the schema's address to validator.swagger.io.
     app = FastAPIOffline(
+        redoc_url=None,
+        swagger_ui_parameters={"validatorUrl": None},
         title="trading-orders",
         summary="Decides strategy orders for every user who runs the strategy, and records them durably.",
         version="0.1.0",
@@ -79,6 +93,7 @@ def build_api(lifespan: Lifespan, service: OrderService, api_key: str | None, wr
     app.add_exception_handler(LaneBusy, answer_busy)
     for module in ROUTE_MODULES:
         app.include_router(module.router)
+    app.include_router(api_pages.router)
     # The one path of POST /create_order: FastAPI's route for it only documents it.
     keys = IdempotencyScope(api_key or None)
     # The control routes record keys as orders do, and who changed what by the key's digest.

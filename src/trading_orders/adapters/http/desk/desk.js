@@ -55,6 +55,17 @@ async function getJson(path) {
   return answer.json();
 }
 
+// ``text`` with a place to break after each underscore: INSTRUMENT_NOT_IN_STRATEGY may take two
+// lines in a narrow column rather than widen the table past the window.
+function breakable(text) {
+  const parts = document.createDocumentFragment();
+  text.split("_").forEach((part, index, all) => {
+    parts.append(index < all.length - 1 ? `${part}_` : part);
+    if (index < all.length - 1) parts.append(document.createElement("wbr"));
+  });
+  return parts;
+}
+
 function element(tag, text, className) {
   const made = document.createElement(tag);
   if (text !== undefined) made.textContent = text;
@@ -76,6 +87,12 @@ function setState(id, text, kind) {
 
 // --- the blotter ---------------------------------------------------------
 
+function reasonText(reason) {
+  const shown = element("span", undefined, "reason");
+  shown.append(breakable(reason));
+  return shown;
+}
+
 function orderRow(order) {
   const row = document.createElement("tr");
   row.dataset.sequence = String(order.sequence);
@@ -88,7 +105,7 @@ function orderRow(order) {
   );
   const result = element("td");
   result.append(statusBadge(order.RESPONSE));
-  if (order.reason) result.append(element("span", ` ${order.reason}`, "reason"));
+  if (order.reason) result.append(" ", reasonText(order.reason));
   const decisions = element("td");
   const list = element("ul", undefined, "decisions");
   for (const decision of order.decisions) {
@@ -96,7 +113,7 @@ function orderRow(order) {
     item.dataset.user = decision.user;
     item.dataset.status = decision.status;
     item.append(element("span", `${decision.user}: `), statusBadge(decision.status));
-    if (decision.reason) item.append(element("span", ` ${decision.reason}`, "reason"));
+    if (decision.reason) item.append(" ", reasonText(decision.reason));
     list.append(item);
   }
   decisions.append(list);
@@ -149,40 +166,75 @@ function announce(order) {
 
 // --- rejection reasons, the chart ---------------------------------------
 
-function drawReasons() {
+// Counted per order, one way for every reason: an order counts once for each reason any of its
+// decisions was rejected for (UNKNOWN_STRATEGY rejects the order itself, with no decision).
+function reasonCounts(orders) {
   const counts = new Map();
-  for (const order of desk.orders.values()) {
-    if (order.reason) counts.set(order.reason, (counts.get(order.reason) ?? 0) + 1);
-    for (const decision of order.decisions) {
-      if (decision.reason) counts.set(decision.reason, (counts.get(decision.reason) ?? 0) + 1);
+  for (const order of orders) {
+    const reasons = new Set([order.reason, ...order.decisions.map((decision) => decision.reason)]);
+    for (const reason of reasons) {
+      if (reason) counts.set(reason, (counts.get(reason) ?? 0) + 1);
     }
   }
+  return counts;
+}
+
+function drawReasons() {
+  const counts = reasonCounts(desk.orders.values());
   const body = byId("reasons").tBodies[0];
   body.replaceChildren(
-    ...[...counts].sort((a, b) => b[1] - a[1]).map(([reason, count]) => {
+    ...[...counts].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([reason, count]) => {
       const row = element("tr");
       row.dataset.reason = reason;
-      row.append(element("td", reason), element("td", String(count), "number"));
+      const name = element("td");
+      name.append(breakable(reason));
+      row.append(name, element("td", String(count), "number"));
       return row;
     }),
   );
   byId("reasons-empty").hidden = counts.size > 0;
 }
 
-function chartBuckets(now) {
-  const start = now - WINDOW_SECONDS * 1000;
-  desk.recent = desk.recent.filter((seen) => seen.at >= start);
-  const buckets = Array.from({ length: WINDOW_SECONDS / BUCKET_SECONDS }, () => ({ orders: 0, accepted: 0 }));
-  for (const seen of desk.recent) {
-    const index = Math.min(buckets.length - 1, Math.floor((seen.at - start) / (BUCKET_SECONDS * 1000)));
+// The smallest of 1, 2 or 5 times a power of ten at or above ``value``: the chart's scale moves
+// in a few round steps, not with every order.
+function roundScale(value) {
+  const power = 10 ** Math.floor(Math.log10(value));
+  return [1, 2, 5, 10].map((step) => step * power).find((top) => top >= value - 1e-9);
+}
+
+// What the chart shows of ``recent`` at time ``now``. Its bars are whole 10 s of the clock, not
+// 10 s counted back from now, so the same orders make the same bars, and the same scale, at every
+// redraw; the window is the last 30 of them, the newest still filling.
+function chartFigures(recent, now) {
+  const bucketMs = BUCKET_SECONDS * 1000;
+  const count = WINDOW_SECONDS / BUCKET_SECONDS;
+  const first = Math.floor(now / bucketMs) - count + 1;
+  const buckets = Array.from({ length: count }, () => ({ orders: 0, accepted: 0 }));
+  for (const seen of recent) {
+    const index = Math.floor(seen.at / bucketMs) - first;
+    if (index < 0 || index >= count) continue;
     buckets[index].orders += 1;
     if (seen.accepted) buckets[index].accepted += 1;
   }
-  return buckets;
+  const busiest = Math.max(...buckets.map((bucket) => bucket.orders)) / BUCKET_SECONDS;
+  const total = buckets.reduce((sum, bucket) => sum + bucket.orders, 0);
+  const accepted = buckets.reduce((sum, bucket) => sum + bucket.accepted, 0);
+  // The share accepted of each bar with orders: a dot each, joined only where bars are side by
+  // side, so a few scattered orders are a few dots rather than one stray stroke across the gaps.
+  const dots = buckets.flatMap((bucket, index) =>
+    bucket.orders ? [{ index, share: bucket.accepted / bucket.orders }] : []);
+  const joined = dots.slice(1).flatMap((dot, at) => (dot.index === dots[at].index + 1 ? [[dots[at], dot]] : []));
+  return {
+    buckets, dots, joined, total, accepted, busiest,
+    start: first * bucketMs,
+    mean: total / WINDOW_SECONDS,
+    scale: roundScale(Math.max(busiest, 0.1)),
+  };
 }
 
-function drawChart() {
-  const buckets = chartBuckets(Date.now());
+function drawChart(now = Date.now()) {
+  const figures = chartFigures(desk.recent, now);
+  desk.recent = desk.recent.filter((seen) => seen.at >= figures.start);
   const canvas = byId("rate-chart");
   const ratio = window.devicePixelRatio || 1;
   const width = canvas.clientWidth || 480;
@@ -192,42 +244,35 @@ function drawChart() {
   const pen = canvas.getContext("2d");
   pen.scale(ratio, ratio);
   pen.clearRect(0, 0, width, height);
-  const top = 16;
-  const plot = height - top - 4;
-  const peak = Math.max(...buckets.map((b) => b.orders / BUCKET_SECONDS), 0.1);
-  const step = width / buckets.length;
+  const top = 6;
+  const plot = height - top - 6;
+  const step = width / figures.buckets.length;
   pen.fillStyle = "#6c8fb3";
-  buckets.forEach((bucket, index) => {
-    const bar = (bucket.orders / BUCKET_SECONDS / peak) * plot;
+  figures.buckets.forEach((bucket, index) => {
+    const bar = (bucket.orders / BUCKET_SECONDS / figures.scale) * plot;
     pen.fillRect(index * step + 1, top + plot - bar, step - 2, bar);
   });
+  const at = (dot) => [dot.index * step + step / 2, top + plot - dot.share * plot];
   pen.strokeStyle = "#0b6b2e";
+  pen.fillStyle = "#0b6b2e";
   pen.lineWidth = 2;
-  pen.beginPath();
-  let drawing = false;
-  buckets.forEach((bucket, index) => {
-    if (bucket.orders === 0) {
-      drawing = false;
-      return;
-    }
-    const x = index * step + step / 2;
-    const y = top + plot - (bucket.accepted / bucket.orders) * plot;
-    if (drawing) pen.lineTo(x, y);
-    else pen.moveTo(x, y);
-    drawing = true;
-  });
-  pen.stroke();
-  pen.fillStyle = "#1b1f24";
-  pen.font = "12px system-ui, sans-serif";
-  pen.fillText(`${peak.toFixed(2)} orders/s`, 2, 12);
-  pen.textAlign = "right";
-  pen.fillText("100% accepted", width - 2, 12);
-
-  const total = buckets.reduce((sum, b) => sum + b.orders, 0);
-  const accepted = buckets.reduce((sum, b) => sum + b.accepted, 0);
-  byId("rate-summary").textContent = total === 0 ? `No orders in the last ${WINDOW_SECONDS / 60} minutes.` :
-    `Last ${WINDOW_SECONDS / 60} minutes: ${total} orders, ${(total / WINDOW_SECONDS).toFixed(2)} orders/s, ` +
-    `${Math.round((100 * accepted) / total)}% accepted.`;
+  for (const [from, to] of figures.joined) {
+    pen.beginPath();
+    pen.moveTo(...at(from));
+    pen.lineTo(...at(to));
+    pen.stroke();
+  }
+  for (const dot of figures.dots) {
+    pen.beginPath();
+    pen.arc(...at(dot), 3, 0, 2 * Math.PI);
+    pen.fill();
+  }
+  const minutes = WINDOW_SECONDS / 60;
+  byId("rate-scale").textContent = `${figures.scale} orders/s`;
+  byId("rate-summary").textContent = figures.total === 0 ? `No orders in the last ${minutes} minutes.` :
+    `Last ${minutes} minutes: ${figures.total} orders, ${figures.mean.toFixed(2)} orders/s on average, ` +
+    `${figures.busiest.toFixed(2)} orders/s in the busiest ${BUCKET_SECONDS} s, ` +
+    `${Math.round((100 * figures.accepted) / figures.total)}% accepted.`;
 }
 
 // --- positions ----------------------------------------------------------
@@ -456,7 +501,7 @@ async function boot() {
   pollHealth();
   setInterval(pollHealth, HEALTH_EVERY_MS);
   // The window slides even when no order comes.
-  setInterval(drawChart, CHART_EVERY_MS);
+  setInterval(() => drawChart(), CHART_EVERY_MS);
   const session = await getJson("desk/session");
   if (session.active) await openDesk(session);
   else showLogin();
