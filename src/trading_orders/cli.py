@@ -9,9 +9,11 @@ framework, so they start in a fraction of the second FastAPI alone takes to impo
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -20,6 +22,7 @@ from trading_orders.domain.model import PositionScope
 
 if TYPE_CHECKING:
     from trading_orders.settings import Settings
+    from trading_orders.tools.transfer import Moved
 
 # settings.StoreName, named here so that --help need not import pydantic; a test keeps them the same.
 STORES = ("tinydb", "memory", "sqlite", "postgres")
@@ -124,6 +127,70 @@ def _add_history_filters(command: argparse.ArgumentParser, with_status: bool) ->
         command.add_argument("--status", choices=["ACCEPTED", "REJECTED"])
 
 
+# The operator controls, each sent to a running service (docs/controls.md): command -> the state it sets.
+STATE_COMMANDS = {"halt": "HALTED", "reduce": "REDUCING", "resume": "ACTIVE"}
+CONTROL_COMMANDS = (*STATE_COMMANDS, "flatten", "limit", "controls")
+
+
+def _limit_value(kind: type[int] | type[float]) -> Callable[[str], int | float | None]:
+    def read(text: str) -> int | float | None:
+        if text.lower() == "none":
+            return None
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number or none: {text!r}") from None
+        if not math.isfinite(value) or value < 0:
+            raise argparse.ArgumentTypeError(f"expected a number of 0 or more, or none: {text!r}")
+        return value
+
+    return read
+
+
+def _add_control_commands(commands: argparse._SubParsersAction[_OneLineParser]) -> None:
+    def against_service(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--url", default=DEFAULT_URL, help=f"the service (default {DEFAULT_URL})")
+        command.add_argument("--api-key", help=f"default: {API_KEY_VARIABLE}")
+        command.add_argument("--json", action="store_true", help="the answer as JSON, for machines")
+
+    def scoped(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--user", help="one user (with --strategy: that user's strategy)")
+        command.add_argument("--strategy", help="one strategy; with neither --user nor --strategy: the whole desk")
+        command.add_argument("--reason", default="", help="why, recorded in the order log (at most 500 characters)")
+        against_service(command)
+
+    helps = {
+        "halt": "refuse every order of a scope until it is resumed (closes nothing)",
+        "reduce": "refuse the BUYs of a scope; SELLs still close positions (closes nothing)",
+        "resume": "let a scope's orders through again (reopens nothing)",
+    }
+    for name, text in helps.items():
+        scoped(commands.add_parser(name, help=text))
+    flatten = commands.add_parser(
+        "flatten", help="close every open position of a scope now, with a trade each (halts nothing unless asked)"
+    )
+    scoped(flatten)
+    then = flatten.add_mutually_exclusive_group()
+    then.add_argument("--halt", action="store_true", help="and halt the scope in the same step")
+    then.add_argument("--reduce", action="store_true", help="and set the scope to reduce only in the same step")
+    limit = commands.add_parser("limit", help="set or remove (none) a limit on open positions or on order rate")
+    scoped(limit)
+    kinds = limit.add_mutually_exclusive_group(required=True)
+    # SUPPRESS: a limit given as none (remove it) must differ from a limit not given.
+    kinds.add_argument(
+        "--max-open-positions", type=_limit_value(int), metavar="N|none", default=argparse.SUPPRESS, help="needs --user"
+    )
+    kinds.add_argument(
+        "--max-orders-per-second",
+        type=_limit_value(float),
+        metavar="X|none",
+        default=argparse.SUPPRESS,
+        help="needs --strategy and --burst",
+    )
+    limit.add_argument("--burst", type=int, help="orders admitted at once under --max-orders-per-second")
+    against_service(commands.add_parser("controls", help="the states and limits in force at a running service"))
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """An argument parser that refuses a command line in one line, not under a screen of usage."""
 
@@ -172,6 +239,7 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("strategy", "instrument", "user"):
         follow.add_argument(f"--{name}")
     follow.add_argument("--status", choices=["ACCEPTED", "REJECTED"])
+    _add_control_commands(commands)
     check = commands.add_parser("verify", help="check that the position store and the order log agree")
     check.add_argument("--data-dir", type=Path, help="default: TRADING_ORDERS_DATA_DIR or ./Jsons")
     check.add_argument("--scope", choices=[s.value for s in PositionScope], help="default: the configured scope")
@@ -191,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     if arguments and arguments[0] in PASS_THROUGH:
         return _run_tool(arguments[0], arguments[1:])
     args = _parser().parse_args(arguments)
+    if args.command in CONTROL_COMMANDS:
+        return _run_control(args)
     if args.command in READ_COMMANDS:
         return _run_read(args, api_key_from_environment())
     if args.command == "follow":
@@ -218,12 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     chosen = settings.model_copy(update={"data_dir": data_dir, "position_scope": scope})
     try:
         if args.command == "export":
-            orders, positions = run_export(chosen, args.output)
-            print(f"exported {orders} orders and {positions} open positions ({chosen.store}) to {args.output}")
+            moved = run_export(chosen, args.output)
+            print(f"exported {moved.entries} and {moved.positions} open positions ({chosen.store}) to {args.output}")
             return 0
         if args.command == "import":
-            orders, positions = run_import(chosen, args.source)
-            print(f"imported {orders} orders ({chosen.store}): {positions} open positions, trades rebuilt")
+            moved = run_import(chosen, args.source)
+            print(f"imported {moved.entries} ({chosen.store}): {moved.positions} open positions, trades rebuilt")
             return 0
     except (TransferError, StartupError, StorageUnavailable, OSError) as error:
         print(f"trading-orders {args.command}: {error}", file=sys.stderr)
@@ -243,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_verify(chosen)
 
 
-def run_export(settings: Settings, output: Path) -> tuple[int, int]:
+def run_export(settings: Settings, output: Path) -> Moved:
     """Export the configured store as it is at one moment, read-only, safe while the service runs; the counts."""
     from trading_orders.bootstrap import build_container
     from trading_orders.tools.transfer import TransferError, export_orders
@@ -258,7 +328,7 @@ def run_export(settings: Settings, output: Path) -> tuple[int, int]:
         container.shutdown_resources()
 
 
-def run_import(settings: Settings, source: Path) -> tuple[int, int]:
+def run_import(settings: Settings, source: Path) -> Moved:
     """Import into the configured store, in the data directory its container says an import fills."""
     import asyncio
 
@@ -326,4 +396,38 @@ def _run_read(args: argparse.Namespace, api_key: str | None) -> int:
         return 1
     # The terminal's width; 80 when the output is piped or the width unknown (COLUMNS, when set, wins).
     show(args.command, rows, args.json, sys.stdout, shutil.get_terminal_size((80, 24)).columns)
+    return 0
+
+
+def _run_control(args: argparse.Namespace) -> int:
+    from trading_orders.tools.control_client import fetch_controls, send_change, show_change, show_controls
+    from trading_orders.tools.desk_client import ServiceError
+
+    api_key = args.api_key or api_key_from_environment()
+    try:
+        if args.command == "controls":
+            show_controls(
+                fetch_controls(args.url, api_key), args.json, sys.stdout, shutil.get_terminal_size((80, 24)).columns
+            )
+            return 0
+        scope = {"user": args.user, "strategy": args.strategy, "reason": args.reason}
+        if args.command in STATE_COMMANDS:
+            change = send_change(
+                args.url, "/controls/state", "PUT", {**scope, "state": STATE_COMMANDS[args.command]}, api_key
+            )
+        elif args.command == "flatten":
+            state = "HALTED" if args.halt else "REDUCING" if args.reduce else None
+            change = send_change(args.url, "/controls/flatten", "POST", {**scope, "state": state}, api_key)
+        elif hasattr(args, "max_orders_per_second"):
+            rate = {**scope, "max_orders_per_second": args.max_orders_per_second}
+            if args.burst is not None:
+                rate["burst"] = args.burst
+            change = send_change(args.url, "/controls/limits", "PUT", rate, api_key)
+        else:
+            body = {**scope, "max_open_positions": args.max_open_positions}
+            change = send_change(args.url, "/controls/limits", "PUT", body, api_key)
+    except ServiceError as error:
+        print(f"trading-orders {args.command}: {error}", file=sys.stderr)
+        return 1
+    show_change(change, args.json, sys.stdout)
     return 0

@@ -218,7 +218,8 @@ def test_export_then_import_carries_the_controls_and_a_flatten_with_its_trades(
         place(base, "ACC", "BUY")
         before = {what: requests.get(f"{base}/{what}", timeout=5).json() for what in ("orders", "trades", "controls")}
     assert len(before["trades"]["trades"]) == 3
-    assert cli("export", str(tmp_path / "desk.jsonl"), "--data-dir", str(data_dir)).returncode == 0
+    exported = cli("export", str(tmp_path / "desk.jsonl"), "--data-dir", str(data_dir))
+    assert "exported 3 orders, 3 control changes and 0 open positions" in exported.stdout, exported.stderr
     moved = tmp_path / "moved"
     imported = cli("import", str(tmp_path / "desk.jsonl"), "--data-dir", str(moved), settings={"store": "sqlite"})
     assert imported.returncode == 0, imported.stderr

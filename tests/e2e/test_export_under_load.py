@@ -87,7 +87,8 @@ def import_into_a_fresh_store(export: Path, root: Path) -> tuple[int, int]:
     """Import ``export`` into an empty memory store: import_orders refuses an export that does not hold together."""
     container = build_container(Settings(project_root=root, store="memory"))
     try:
-        return asyncio.run(import_orders(export, container.order_store()))
+        moved = asyncio.run(import_orders(export, container.order_store()))
+        return moved.orders, moved.positions
     finally:
         container.shutdown_resources()
 

@@ -199,6 +199,13 @@ class DecisionFollower:
                     last = int(order["sequence"])
                     if self.state is not None:
                         self.state.save(last)
+            elif event.event == "control":
+                change = json.loads(event.data)
+                with stops.handling():
+                    self._handle_control(change)
+                    last = int(change["sequence"])
+                    if self.state is not None:
+                        self.state.save(last)
             elif event.event in ("progress", "resume"):
                 data = json.loads(event.data)
                 with stops.handling():
@@ -216,6 +223,14 @@ class DecisionFollower:
         if response.status_code != 503:
             raise ServiceError(f"GET /events answered {said}")
         print(f"trading-orders follow: the service is not ready ({said}); retrying", file=sys.stderr)
+
+    def _handle_control(self, change: dict[str, Any]) -> None:
+        """Print one control change (a halt, a limit, a flatten), and push it out before its sequence is recorded."""
+        from trading_orders.tools.control_client import change_line
+
+        # As JSON, a change is told from an order by its "action" (an order has "RESPONSE").
+        self.out.write((json.dumps(change) if self.as_json else f"{' ' * 8}  CONTROL {change_line(change)}") + "\n")
+        self.out.flush()
 
     def _handle(self, order: dict[str, Any]) -> None:
         """Print one order, and push it out before its sequence is recorded."""
