@@ -31,7 +31,9 @@ def change(base_url: str, path: str, body: dict[str, object], method: str = "PUT
 
 
 @pytest.mark.parametrize("store", ["tinydb", "sqlite"])
-def test_a_halt_decides_the_next_order_and_survives_kill_9(service_factory: ServiceFactory, store: str) -> None:
+def test_a_halt_decides_the_next_order_and_with_a_limit_survives_kill_9(
+    service_factory: ServiceFactory, store: str
+) -> None:
     service = service_factory(PROFILE, store=store).start()
     assert reasons(order(service.base_url, "INFY", "BUY")) == {"Ann": None, "Bob": None}
     halted = change(service.base_url, "/controls/state", {"user": "Ann", "state": "HALTED", "reason": "margin call"})
@@ -49,12 +51,15 @@ def test_a_halt_decides_the_next_order_and_survives_kill_9(service_factory: Serv
     metrics = requests.get(f"{service.base_url}/metrics", timeout=30).text
     assert 'trading_orders_control_scopes{state="HALTED"} 1.0' in metrics
     assert 'trading_orders_decisions_total{reason="TRADING_HALTED",status="REJECTED"} 1.0' in metrics
+    limited = change(service.base_url, "/controls/limits", {"user": "Bob", "max_open_positions": 2})
+    assert limited.status_code == 200, limited.text
     service.kill()
     service.start(same_port=True)
     listed = requests.get(f"{service.base_url}/controls", timeout=30).json()
     assert [(s["user"], s["strategy"], s["state"], s["reason"], s["sequence"]) for s in listed["states"]] == [
         ("Ann", None, "HALTED", "margin call", 2)
     ]
+    assert [(limit["user"], limit["max_open_positions"]) for limit in listed["limits"]] == [("Bob", 2)]
     assert reasons(order(service.base_url, "INFY", "SELL")) == {"Ann": "TRADING_HALTED", "Bob": None}
 
 
@@ -167,3 +172,13 @@ def test_the_desk_session_changes_a_control_only_with_its_change_token(service_f
     # A session never opens /admin or an order, token or not.
     reload = desk.post(f"{service.base_url}/admin/reload-profile", json={}, headers={"X-Desk-Token": token}, timeout=30)
     assert reload.status_code == 401
+
+
+def test_with_no_api_key_a_change_from_another_machine_is_refused(unchanged: ServiceProcess) -> None:
+    # uvicorn takes the client's address from X-Forwarded-For when a proxy on this machine sends it.
+    body = {"user": "Ann", "state": "HALTED", "reason": "from afar"}
+    remote = change(unchanged.base_url, "/controls/state", body, **{"X-Forwarded-For": "203.0.113.7"})
+    assert remote.status_code == 403, remote.text
+    assert remote.json()["type"].endswith("/control-forbidden")
+    assert "TRADING_ORDERS_API_KEY" in remote.json()["detail"]
+    assert requests.get(f"{unchanged.base_url}/controls", timeout=30).json() == {"states": [], "limits": []}
