@@ -1,7 +1,7 @@
 """Operator controls over real HTTP: set, listed, deciding the next orders, streamed, and kept across kill -9."""
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pytest
 import requests
@@ -26,7 +26,9 @@ def reasons(answer: dict[str, object]) -> dict[str, object]:
     return {d["user"]: d["reason"] for d in decisions}
 
 
-def change(base_url: str, path: str, body: dict[str, object], method: str = "PUT", **headers: str) -> requests.Response:
+def change(
+    base_url: str, path: str, body: Mapping[str, object], method: str = "PUT", **headers: str
+) -> requests.Response:
     return requests.request(method, f"{base_url}{path}", json=body, headers=headers, timeout=30)
 
 
