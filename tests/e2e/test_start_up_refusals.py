@@ -109,16 +109,15 @@ def test_a_directory_the_service_cannot_write_in_is_named_in_one_line(
 def test_two_workers_on_sqlite_serve_from_two_processes_and_stop_with_0(service_factory: ServiceFactory) -> None:
     service = service_factory(PROFILE, entry="serve", workers=2, store="sqlite")
     # Each worker is a new interpreter that imports the service anew: on a busy machine that takes a while.
-    with service.start(timeout=60):
-        for _ in range(20):
-            # A connection each, so that both processes may take some.
-            answer = requests.post(
-                f"{service.base_url}/create_order", json=ORDER, headers={"Connection": "close"}, timeout=10
-            )
-            assert answer.status_code == 200, answer.text
-        sequences = [
-            order["sequence"] for order in requests.get(f"{service.base_url}/orders", timeout=5).json()["orders"]
-        ]
+    # Started once: `with service` would start a second one (the fixture kills it if the test fails).
+    service.start(timeout=60)
+    for _ in range(20):
+        # A connection each, so that both processes may take some.
+        answer = requests.post(
+            f"{service.base_url}/create_order", json=ORDER, headers={"Connection": "close"}, timeout=10
+        )
+        assert answer.status_code == 200, answer.text
+    sequences = [order["sequence"] for order in requests.get(f"{service.base_url}/orders", timeout=5).json()["orders"]]
     assert sorted(sequences) == list(range(1, 21))
     assert service.stop() == 0
     output = service.output()

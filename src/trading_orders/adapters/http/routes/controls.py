@@ -42,7 +42,10 @@ router = APIRouter()
 CLI_USER_AGENT = "trading-orders-cli"
 
 _CHANGE_ANSWERS: dict[int | str, dict[str, object]] = {
+    400: {"model": Problem, "description": "The body cannot be read (it is not UTF-8), or a header is repeated."},
+    401: {"model": Problem, "description": "An API key is configured and the request lacks it (or the desk's token)."},
     403: {"model": Problem, "description": "No API key is configured and the request is not from this machine."},
+    413: {"model": Problem, "description": "The body is over the size any request may have."},
     415: {"model": Problem, "description": "The request is not sent as application/json."},
     422: {"model": Problem, "description": "The request is not valid, or names a user or strategy nobody knows."},
     503: {"model": Problem, "description": "The store could not record the change; nothing was changed."},
