@@ -10,24 +10,22 @@ from pathlib import Path
 from types import FrameType
 from typing import get_args
 
-import uvicorn
-from rich.console import Console
-from rich.progress import Progress
-
 from trading_orders.application.errors import StartupError, StorageUnavailable
 from trading_orders.ascii_numbers import ascii_number
-from trading_orders.bootstrap import build_container, create_app_or_exit
 from trading_orders.domain.model import PositionScope
 from trading_orders.settings import Settings, StoreName
-from trading_orders.tools.decision_follower import DecisionFollower, ResumeState
-from trading_orders.tools.desk_client import COLUMNS, ServiceError, fetch, show
-from trading_orders.tools.order_producer import main as produce_orders
-from trading_orders.tools.profile_generator import main as generate_profiles
-from trading_orders.tools.transfer import TransferError, export_orders, import_orders
+
+# Each command imports what only it needs, in the function that runs it: a
+# command line process imports everything again on every run, and a read of
+# positions need not pay for the service's web framework, stores and server.
 
 
 def run_verify(settings: Settings) -> int:
     """Check that the TinyDB store's positions and order log agree; 0 agree, 1 differ, 2 unreadable, 3 damaged."""
+    from rich.progress import Progress
+
+    from trading_orders.bootstrap import build_container
+
     container = build_container(settings)
     try:
         with Progress(transient=True) as progress:
@@ -66,6 +64,10 @@ def run_verify(settings: Settings) -> int:
 
 def run_serve(settings: Settings, host: str, port: int) -> int:
     """Serve until SIGTERM or SIGINT, drain the orders in flight, close the stores, and return 0."""
+    import uvicorn
+
+    from trading_orders.bootstrap import create_app_or_exit
+
     app = create_app_or_exit(settings, host)
     stopped_by: list[int] = []
 
@@ -84,6 +86,12 @@ def run_serve(settings: Settings, host: str, port: int) -> int:
 
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+# The read commands, tools.desk_client's COLUMNS.
+READS = {
+    "positions": "open positions of a running service",
+    "orders": "the order log of a running service, newest first",
+    "trades": "closed trades of a running service, newest first",
+}
 PASS_THROUGH = {
     "generate-profiles": "generate Jsons/user_profile.json (the brief's generator; see its --help)",
     "produce": "send random orders to a running service (the brief's producer; see its --help)",
@@ -117,11 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--scope", choices=[s.value for s in PositionScope], help="default: the configured scope")
     for name, text in PASS_THROUGH.items():
         commands.add_parser(name, help=text, add_help=False)
-    for what, text in [
-        ("positions", "open positions of a running service"),
-        ("orders", "the order log of a running service, newest first"),
-        ("trades", "closed trades of a running service, newest first"),
-    ]:
+    for what, text in READS.items():
         read = commands.add_parser(what, help=text)
         read.add_argument("--url", default=DEFAULT_URL, help=f"the service (default {DEFAULT_URL})")
         read.add_argument("--json", action="store_true", help="one JSON object per line, for machines")
@@ -172,9 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         overrides = {"store": args.store, "position_scope": scope}
         return run_serve(settings.model_copy(update={k: v for k, v in overrides.items() if v}), args.host, args.port)
-    if args.command in COLUMNS:
+    if args.command in READS:
         return _run_read(args, settings.api_key)
     if args.command == "follow":
+        from trading_orders.tools.decision_follower import DecisionFollower, ResumeState
+
         filters = {name: getattr(args, name) for name in ("strategy", "instrument", "user", "status")}
         follower = DecisionFollower(
             url=args.url,
@@ -187,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         return follower.run(args.after)
     data_dir: Path = args.data_dir or settings.data_dir
     chosen = settings.model_copy(update={"data_dir": data_dir, "position_scope": scope})
+    from trading_orders.tools.transfer import TransferError
+
     try:
         if args.command == "export":
             orders, positions = run_export(chosen, args.output)
@@ -216,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_export(settings: Settings, output: Path) -> tuple[int, int]:
     """Export the configured store as it is at one moment, read-only, safe while the service runs; the counts."""
+    from trading_orders.bootstrap import build_container
+    from trading_orders.tools.transfer import TransferError, export_orders
+
     if settings.store == "memory":
         raise TransferError("the memory store keeps nothing to export")
     container = build_container(settings)
@@ -228,6 +239,9 @@ def run_export(settings: Settings, output: Path) -> tuple[int, int]:
 
 def run_import(settings: Settings, source: Path) -> tuple[int, int]:
     """Import into the configured store, in the data directory its container says an import fills."""
+    from trading_orders.bootstrap import build_container
+    from trading_orders.tools.transfer import TransferError, import_orders
+
     if settings.store == "memory":
         raise TransferError("the memory store would lose the import at once")
     with build_container(settings).import_destination() as data_dir:
@@ -242,13 +256,21 @@ def run_import(settings: Settings, source: Path) -> tuple[int, int]:
 def _run_tool(name: str, arguments: list[str]) -> int:
     jsons = Path.cwd() / "Jsons"
     if name == "generate-profiles":
+        from trading_orders.tools.profile_generator import main as generate_profiles
+
         return generate_profiles(
             arguments, raw_details=jsons / "raw_details.json", profile_path=jsons / "user_profile.json"
         )
+    from trading_orders.tools.order_producer import main as produce_orders
+
     return produce_orders(arguments, raw_details=jsons / "raw_details.json")
 
 
 def _run_read(args: argparse.Namespace, api_key: str | None) -> int:
+    from rich.console import Console
+
+    from trading_orders.tools.desk_client import ServiceError, fetch, show
+
     names = ("user", "strategy", "instrument", "since", "until", "limit", "status")
     filters = {name: str(getattr(args, name)) for name in names if getattr(args, name, None) is not None}
     try:
