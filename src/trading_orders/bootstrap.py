@@ -15,17 +15,17 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
-from starlette.types import ASGIApp
-
-from trading_orders.adapters.http import api
-from trading_orders.adapters.http.wrong_keys import WrongKeyLimit
 from trading_orders.adapters.log_files import configure_logging, write_logs_directly
 from trading_orders.application.errors import StartupError
 from trading_orders.ascii_case import ascii_lower
 from trading_orders.container import Container
 from trading_orders.settings import ENV_PREFIX, Settings, unknown_variables
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from starlette.types import ASGIApp
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,12 @@ def create_app(settings: Settings, container: Container | None = None, warn_of_s
         # Uvicorn may end the process by re-raising the signal that stopped
         # it, which skips atexit: write every queued line now.
         write_logs_directly()
+
+    # Imported here, not at the top: the command line's verify, export and
+    # import build only the container, and the HTTP app's routes and schemas
+    # cost a third of a second of CPU to import that they would never use.
+    from trading_orders.adapters.http import api
+    from trading_orders.adapters.http.wrong_keys import WrongKeyLimit
 
     container.wire(modules=api.ROUTE_MODULES)
     wrong_keys = WrongKeyLimit(settings.wrong_key_limit, settings.wrong_key_window_seconds)

@@ -162,6 +162,32 @@ def test_a_read_command_without_a_service_says_so(tmp_path: Path) -> None:
     assert result.returncode == 1 and "cannot reach the service at http://127.0.0.1:9" in result.stderr
 
 
+# Runs one command in a process of its own, then prints, on its last line, which of HEAVY it loaded.
+HEAVY = ("fastapi", "uvicorn", "trading_orders.container", "trading_orders.adapters.http.api")
+LOADED_BY = (
+    "import sys\n"
+    "from trading_orders import cli\n"
+    "cli.main(sys.argv[1:])\n"
+    f"print('ran', *(name for name in {HEAVY!r} if name in sys.modules))\n"
+)
+
+
+def loaded_by(*args: str) -> set[str]:
+    """Which of HEAVY a process that ran the command ``args`` had imported."""
+    result = subprocess.run([sys.executable, "-c", LOADED_BY, *args], capture_output=True, text=True, timeout=120)
+    ran, *loaded = (result.stdout.splitlines() or [""])[-1].split() or [""]
+    assert ran == "ran", result.stdout + result.stderr
+    return set(loaded)
+
+
+def test_a_command_imports_only_what_it_runs(tmp_path: Path) -> None:
+    # Each command is a new process: a read that imported the service's web
+    # framework, stores and server paid for them on every run, more CPU than its own work.
+    assert loaded_by("positions", "--url", "http://127.0.0.1:9") == set()
+    verify = loaded_by("verify", "--data-dir", str(tmp_path))
+    assert "trading_orders.container" in verify and not {"uvicorn", "trading_orders.adapters.http.api"} & verify
+
+
 def test_a_refused_read_or_order_prints_the_problems_title_and_detail(service_factory: ServiceFactory) -> None:
     root = Path(__file__).resolve().parents[2]
     with service_factory(PROFILE, api_key="the-desk-key") as service:

@@ -92,13 +92,34 @@ def test_none_of_it_reached_the_order_log(service: ServiceProcess) -> None:
     assert requests.get(f"{service.base_url}/positions", timeout=5).json() == {"positions": []}
 
 
+ALL_PHASES = "examples,coverage,fuzzing,stateful"
+
+
 # Every store: a parameter reaches each store's own queries and cursors
 # (PostgreSQL refused a NUL in a name with a 500). Fewer examples per store
 # than the default store gets keeps each other store to about 25 s on two cores.
+# The default store's run is the suite's longest test (80 s under load), so its
+# phases run as two tests that parallel workers take at once: the same phases,
+# seed and examples; its stateful phase starts from an empty store instead of
+# one the fuzzing phase filled.
 @pytest.mark.slow
-@pytest.mark.parametrize(("store", "examples"), [("tinydb", 200), ("memory", 60), ("sqlite", 60), ("postgres", 60)])
+@pytest.mark.parametrize(
+    ("store", "examples", "phases"),
+    [
+        pytest.param("tinydb", 200, "examples,coverage,fuzzing", id="tinydb-200-single-requests"),
+        pytest.param("tinydb", 200, "stateful", id="tinydb-200-stateful"),
+        pytest.param("memory", 60, ALL_PHASES, id="memory-60"),
+        pytest.param("sqlite", 60, ALL_PHASES, id="sqlite-60"),
+        pytest.param("postgres", 60, ALL_PHASES, id="postgres-60"),
+    ],
+)
 def test_schemathesis_finds_no_server_error_and_no_answer_off_the_schema(
-    service_factory: ServiceFactory, tmp_path: Path, store: str, examples: int, request: pytest.FixtureRequest
+    service_factory: ServiceFactory,
+    tmp_path: Path,
+    store: str,
+    examples: int,
+    phases: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     database = {"database_url": request.getfixturevalue("postgres_url")()} if store == "postgres" else {}
     with service_factory(PROFILE, store=store, **database) as fuzzed:
@@ -112,6 +133,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_the_schema(
                 # A stream that does not end; its parameters are fuzzed by
                 # tests/integration/test_any_parameter_value.py instead.
                 "--exclude-path", "/events",
+                "--phases", phases,
                 "--max-examples", str(examples), "--seed", "20261124", "--generation-database", "none", "--no-color",
             ],
             capture_output=True, text=True, timeout=300, cwd=tmp_path,

@@ -1,12 +1,14 @@
 """Idempotency-Key over real HTTP: a retried order is decided once, across restarts and races."""
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.e2e.conftest import ServiceFactory
+from tests.e2e.conftest import ServiceFactory, module_service
+from tests.support.service_process import ServiceProcess
 
 PROFILE = {"U1": {"S1": ["ACC", "INFY"]}}
 BUY_ACC = {"STRATEGY": "S1", "INSTRUMENT": "ACC", "POSITION": "BUY"}
@@ -49,20 +51,27 @@ def test_the_same_key_with_another_order_answers_422_saying_so(service_factory: 
         assert "ACC" not in shown and "BUY" not in shown
 
 
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """One service for the malformed keys: each is refused before the order is decided, so nothing is recorded."""
+    with module_service(tmp_path_factory, "malformed-keys", PROFILE) as running:
+        yield running
+        assert requests.get(f"{running.base_url}/orders", timeout=5).json()["orders"] == [], "nothing was recorded"
+
+
 @pytest.mark.parametrize(
     ("key", "problem"),
     [("", "at least 1 character"), ("k" * 256, "at most 255 characters"), ("caf\u00e9", "should match pattern")],
 )
-def test_a_malformed_key_answers_422_naming_the_header(service_factory: ServiceFactory, key: str, problem: str) -> None:
-    with service_factory(PROFILE) as service:
-        answer = requests.post(
-            f"{service.base_url}/create_order",
-            json=BUY_ACC,
-            headers={"Idempotency-Key": key.encode("utf-8")},
-            timeout=5,
-        )
-        assert answer.status_code == 422
-        assert answer.json()["message"].startswith("Idempotency-Key:") and problem in answer.json()["message"]
+def test_a_malformed_key_answers_422_naming_the_header(refusing: ServiceProcess, key: str, problem: str) -> None:
+    answer = requests.post(
+        f"{refusing.base_url}/create_order",
+        json=BUY_ACC,
+        headers={"Idempotency-Key": key.encode("utf-8")},
+        timeout=5,
+    )
+    assert answer.status_code == 422
+    assert answer.json()["message"].startswith("Idempotency-Key:") and problem in answer.json()["message"]
 
 
 def test_keys_survive_a_restart(service_factory: ServiceFactory) -> None:
