@@ -108,6 +108,13 @@ class _StopSignals:
             raise _Stopped
 
 
+@dataclass
+class _Handled:
+    """The last sequence the follower handled."""
+
+    sequence: int
+
+
 def _media_type(answer: requests.Response) -> str:
     """The answer's media type, without its parameters."""
     return answer.headers.get("Content-Type", "").split(";")[0].strip()
@@ -173,13 +180,19 @@ class DecisionFollower:
 
     def _follow_from(self, last: int, stops: _StopSignals) -> None:
         attempt = 0
+        # Outlives a connection that breaks mid-stream, so the next resumes after the last handled.
+        handled = _Handled(last)
         with requests.Session() as session:
             while True:
                 try:
                     with session.get(
                         f"{self.url.rstrip('/')}/events",
                         params=self.filters,
-                        headers={**self._headers(), "Accept": "text/event-stream", "Last-Event-ID": str(last)},
+                        headers={
+                            **self._headers(),
+                            "Accept": "text/event-stream",
+                            "Last-Event-ID": str(handled.sequence),
+                        },
                         stream=True,
                         timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS),
                     ) as answer:
@@ -194,46 +207,49 @@ class DecisionFollower:
                             )
                         else:
                             attempt = 0
-                            print(f"trading-orders follow: following {self.url} after {last}", file=sys.stderr)
+                            print(
+                                f"trading-orders follow: following {self.url} after {handled.sequence}", file=sys.stderr
+                            )
                             # chunk_size=None: each chunk as it arrives, never waiting to fill a buffer.
                             events = SSEClient(answer.iter_content(chunk_size=None)).events()
-                            last = self._read(events, last, stops)
+                            self._read(events, handled, stops)
                 except requests.RequestException as error:
                     print(f"trading-orders follow: {self.url}: {error}; retrying", file=sys.stderr)
                 except (json.JSONDecodeError, UnicodeDecodeError) as error:
                     # The parser hands on what it has when a stream that is not chunked ends mid-event:
                     # data cut short is no JSON, and nothing of it was handled or recorded.
                     print(f"trading-orders follow: {self.url}: an event cut short ({error}); retrying", file=sys.stderr)
-                # The stream ended (a restart, a resume event) or broke: resume after ``last``.
+                # The stream ended (a restart, a resume event) or broke: resume after the last handled.
                 time.sleep(self.pause(attempt))
                 attempt += 1
 
-    def _read(self, events: Iterator[Event], last: int, stops: _StopSignals) -> int:
-        """Handle the events of one connection; returns the last sequence handled when it ends."""
+    def _read(self, events: Iterator[Event], handled: _Handled, stops: _StopSignals) -> None:
+        """Handle the events of one connection, keeping in ``handled`` the last sequence handled."""
         for event in events:
             if event.event == "order":
                 order = json.loads(event.data)
                 with stops.handling():
                     self._handle(order)
-                    last = int(order["sequence"])
-                    if self.state is not None:
-                        self.state.save(last)
+                    self._record(handled, int(order["sequence"]))
             elif event.event == "control":
                 change = json.loads(event.data)
                 with stops.handling():
                     self._handle_control(change)
-                    last = int(change["sequence"])
-                    if self.state is not None:
-                        self.state.save(last)
+                    self._record(handled, int(change["sequence"]))
             elif event.event in ("progress", "resume"):
                 data = json.loads(event.data)
                 with stops.handling():
-                    last = int(data["sequence"] if event.event == "progress" else data["after"])
-                    if self.state is not None:
-                        self.state.save(last)
+                    self._record(handled, int(data["sequence"] if event.event == "progress" else data["after"]))
                 if event.event == "resume":
-                    print(f"trading-orders follow: {data['reason']}; resuming after {last}", file=sys.stderr)
-        return last
+                    print(
+                        f"trading-orders follow: {data['reason']}; resuming after {handled.sequence}", file=sys.stderr
+                    )
+
+    def _record(self, handled: _Handled, sequence: int) -> None:
+        """Note ``sequence`` as handled, in the state file too when there is one."""
+        handled.sequence = sequence
+        if self.state is not None:
+            self.state.save(sequence)
 
     def _refused(self, response: requests.Response) -> None:
         """Raise ServiceError for a refusal that retrying does not change; a 503 is retried."""
