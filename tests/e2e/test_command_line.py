@@ -56,7 +56,8 @@ def test_positions_orders_and_trades_print_tables_or_json(service_factory: Servi
         assert "orders (0)" in rejected.stdout
 
 
-# Runs one command in this interpreter, then prints, last, the web frameworks it imported.
+# Runs one command in this interpreter, then prints, last, the web frameworks and the command-line
+# toolkits it imported.
 IMPORTED_FRAMEWORKS = """
 import json, sys
 from trading_orders.cli import main
@@ -65,13 +66,15 @@ try:
 except SystemExit as exit:
     status = exit.code
 frameworks = ("fastapi", "starlette", "uvicorn", "pydantic", "pydantic_settings", "dependency_injector")
-imported = sorted({name.split(".")[0] for name in sys.modules} & set(frameworks))
-print(json.dumps({"status": status, "imported": imported}))
+toolkits = ("click", "rich", "pygments")
+loaded = {name.split(".")[0] for name in sys.modules}
+imported, toolkits = sorted(loaded & set(frameworks)), sorted(loaded & set(toolkits))
+print(json.dumps({"status": status, "imported": imported, "toolkits": toolkits}))
 """
 
 
 def imports_of(*arguments: str) -> tuple[str, dict[str, Any]]:
-    """What the command printed, and its exit status and the web frameworks it imported."""
+    """What the command printed, and its exit status and the web frameworks and toolkits it imported."""
     run = subprocess.run(
         [sys.executable, "-c", IMPORTED_FRAMEWORKS, *arguments],
         capture_output=True,
@@ -104,6 +107,13 @@ def test_the_commands_that_talk_to_a_service_import_no_web_framework(
     # The same probe sees the framework where a command does need it.
     _, verify = imports_of("verify", "--data-dir", str(tmp_path))
     assert {"fastapi", "starlette", "pydantic"} <= set(verify["imported"])
+
+
+def test_follow_imports_no_command_line_toolkit() -> None:
+    # httpx imports its own command line (click, rich, pygments) whenever click is installed, as
+    # uvicorn's dependency it always is: a tenth of a second of start-up follow has no use for.
+    _, follow = imports_of("follow", "--url", f"http://127.0.0.1:{free_port()}", "--json")
+    assert follow["status"] == 1 and follow["toolkits"] == []
 
 
 def test_the_orders_table_shows_the_reason_of_an_order_with_no_decisions(service_factory: ServiceFactory) -> None:

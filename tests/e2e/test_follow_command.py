@@ -140,6 +140,24 @@ def test_a_follower_that_falls_behind_resumes_by_itself_and_misses_nothing(
         assert "resuming after" in follower.errors.read_text(), "it was cut off at least once"
 
 
+def test_a_service_killed_mid_stream_is_followed_again_after_the_last_order_printed(
+    service_factory: ServiceFactory, tmp_path: Path
+) -> None:
+    with service_factory(PROFILE) as service:
+        follower = Follower(service.base_url, tmp_path / "out.jsonl", "--after", "0")
+        follower.start()
+        stream_orders(service.base_url, 5, 0.0).join()
+        wait_for(lambda: len(follower.sequences()) == 5)
+        # Killed, the service breaks the stream mid-body; back on its port, it is reached again.
+        service.kill()
+        service.start(same_port=True)
+        stream_orders(service.base_url, 2, 0.0).join()
+        wait_for(lambda: 7 in follower.sequences())
+        assert follower.stop(signal.SIGTERM) == 0
+        assert follower.sequences() == list(range(1, 8)), "nothing printed twice after the break"
+        assert "retrying" in follower.errors.read_text(), "the stream did break"
+
+
 @pytest.mark.slow
 def test_from_now_on_by_default_with_filters_and_refusals_that_say_what_is_wrong(
     service_factory: ServiceFactory, tmp_path: Path

@@ -22,8 +22,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-import httpx
-from httpx_sse import ServerSentEvent, SSEError, connect_sse
+import requests
+from sseclient import Event, SSEClient
 
 from trading_orders.atomic_file import write_atomically
 from trading_orders.tools.desk_client import ServiceError, decisions_cell, refusal
@@ -32,6 +32,8 @@ from trading_orders.tools.desk_client import ServiceError, decisions_cell, refus
 MOST_SECONDS_BETWEEN_ATTEMPTS = 10.0
 # Longer than the stream's 15 s heartbeat: silence past it means a dead connection.
 READ_TIMEOUT_SECONDS = 45.0
+# A service that has not accepted the connection by then is treated as down, and tried again.
+CONNECT_TIMEOUT_SECONDS = 30.0
 
 
 class StateFileError(RuntimeError):
@@ -106,6 +108,18 @@ class _StopSignals:
             raise _Stopped
 
 
+@dataclass
+class _Handled:
+    """The last sequence the follower handled."""
+
+    sequence: int
+
+
+def _media_type(answer: requests.Response) -> str:
+    """The answer's media type, without its parameters."""
+    return answer.headers.get("Content-Type", "").split(";")[0].strip()
+
+
 def order_line(order: dict[str, Any]) -> str:
     """One order as a line for people: sequence, time, order, answer, and each user's decision."""
     return "  ".join(
@@ -154,10 +168,10 @@ class DecisionFollower:
     def _newest_sequence(self) -> int:
         """Where "from now" is: the newest order's sequence, 0 for an empty log."""
         try:
-            answer = httpx.get(
+            answer = requests.get(
                 f"{self.url.rstrip('/')}/orders", params={"limit": 1}, headers=self._headers(), timeout=30
             )
-        except httpx.HTTPError as error:
+        except requests.RequestException as error:
             raise ServiceError(f"cannot reach the service at {self.url}: {error}") from error
         if answer.status_code != 200:
             raise ServiceError(f"GET /orders answered {answer.status_code}: {answer.text}")
@@ -166,59 +180,79 @@ class DecisionFollower:
 
     def _follow_from(self, last: int, stops: _StopSignals) -> None:
         attempt = 0
-        timeout = httpx.Timeout(30.0, read=READ_TIMEOUT_SECONDS)
-        with httpx.Client(timeout=timeout) as client:
+        # Outlives a connection that breaks mid-stream, so the next resumes after the last handled.
+        handled = _Handled(last)
+        with requests.Session() as session:
             while True:
                 try:
-                    with connect_sse(
-                        client,
-                        "GET",
+                    with session.get(
                         f"{self.url.rstrip('/')}/events",
                         params=self.filters,
-                        headers={**self._headers(), "Last-Event-ID": str(last)},
-                    ) as source:
-                        if source.response.status_code == 200:
-                            attempt = 0
-                            print(f"trading-orders follow: following {self.url} after {last}", file=sys.stderr)
-                            last = self._read(source.iter_sse(), last, stops)
+                        headers={
+                            **self._headers(),
+                            "Accept": "text/event-stream",
+                            "Last-Event-ID": str(handled.sequence),
+                        },
+                        stream=True,
+                        timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS),
+                    ) as answer:
+                        if answer.status_code != 200:
+                            self._refused(answer)
+                        elif _media_type(answer) != "text/event-stream":
+                            # Not the service's stream (a proxy's page, say): a misrouting a retry may outlast.
+                            print(
+                                f"trading-orders follow: {self.url}: GET /events answered {_media_type(answer)!r}, "
+                                "not an event stream; retrying",
+                                file=sys.stderr,
+                            )
                         else:
-                            self._refused(source.response)
-                except (httpx.TransportError, SSEError) as error:
+                            attempt = 0
+                            print(
+                                f"trading-orders follow: following {self.url} after {handled.sequence}", file=sys.stderr
+                            )
+                            # chunk_size=None: each chunk as it arrives, never waiting to fill a buffer.
+                            events = SSEClient(answer.iter_content(chunk_size=None)).events()
+                            self._read(events, handled, stops)
+                except requests.RequestException as error:
                     print(f"trading-orders follow: {self.url}: {error}; retrying", file=sys.stderr)
-                # The stream ended (a restart, a resume event) or broke: resume after ``last``.
+                except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                    # The parser hands on what it has when a stream that is not chunked ends mid-event:
+                    # data cut short is no JSON, and nothing of it was handled or recorded.
+                    print(f"trading-orders follow: {self.url}: an event cut short ({error}); retrying", file=sys.stderr)
+                # The stream ended (a restart, a resume event) or broke: resume after the last handled.
                 time.sleep(self.pause(attempt))
                 attempt += 1
 
-    def _read(self, events: Iterator[ServerSentEvent], last: int, stops: _StopSignals) -> int:
-        """Handle the events of one connection; returns the last sequence handled when it ends."""
+    def _read(self, events: Iterator[Event], handled: _Handled, stops: _StopSignals) -> None:
+        """Handle the events of one connection, keeping in ``handled`` the last sequence handled."""
         for event in events:
             if event.event == "order":
                 order = json.loads(event.data)
                 with stops.handling():
                     self._handle(order)
-                    last = int(order["sequence"])
-                    if self.state is not None:
-                        self.state.save(last)
+                    self._record(handled, int(order["sequence"]))
             elif event.event == "control":
                 change = json.loads(event.data)
                 with stops.handling():
                     self._handle_control(change)
-                    last = int(change["sequence"])
-                    if self.state is not None:
-                        self.state.save(last)
+                    self._record(handled, int(change["sequence"]))
             elif event.event in ("progress", "resume"):
                 data = json.loads(event.data)
                 with stops.handling():
-                    last = int(data["sequence"] if event.event == "progress" else data["after"])
-                    if self.state is not None:
-                        self.state.save(last)
+                    self._record(handled, int(data["sequence"] if event.event == "progress" else data["after"]))
                 if event.event == "resume":
-                    print(f"trading-orders follow: {data['reason']}; resuming after {last}", file=sys.stderr)
-        return last
+                    print(
+                        f"trading-orders follow: {data['reason']}; resuming after {handled.sequence}", file=sys.stderr
+                    )
 
-    def _refused(self, response: httpx.Response) -> None:
+    def _record(self, handled: _Handled, sequence: int) -> None:
+        """Note ``sequence`` as handled, in the state file too when there is one."""
+        handled.sequence = sequence
+        if self.state is not None:
+            self.state.save(sequence)
+
+    def _refused(self, response: requests.Response) -> None:
         """Raise ServiceError for a refusal that retrying does not change; a 503 is retried."""
-        response.read()
         said = refusal(response)
         if response.status_code != 503:
             raise ServiceError(f"GET /events answered {said}")

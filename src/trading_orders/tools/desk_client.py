@@ -1,7 +1,7 @@
 """The read commands of the command line: positions, orders and trades from a running service.
 
-`follow` borrows the error text from here and reads with httpx: requests and rich are imported
-by the functions that use them, so that it does not pay for them at start-up.
+`follow` borrows the error text from here. requests and rich are imported by the functions that
+use them, so that `--help` and `follow` import at start-up only what they use.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def decisions_cell(order: dict[str, Any], separator: str = ", ") -> str:
 
 
 class HttpAnswer(Protocol):
-    """What refusal reads of an answer; requests' and httpx's responses both have it."""
+    """What refusal reads of an answer, as requests' responses have it."""
 
     @property
     def status_code(self) -> int:
