@@ -5,6 +5,7 @@
 
 import ipaddress
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from dependency_injector.wiring import Provide, inject
@@ -80,20 +81,13 @@ async def set_state(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> ControlChangeBody | JSONResponse:
     """Record the state change; orders sequenced after it are decided under it."""
-    refusal = _refusal(request, idempotency_key)
-    if refusal is not None:
-        return refusal
-    try:
-        recorded = await controls.set_state(
-            ControlScope(body.user, body.strategy),
-            body.state,
-            body.reason,
-            _operator(request),
-            _key(request, idempotency_key),
-        )
-    except (UnknownName, DomainError) as error:
-        return problem_response(UNKNOWN_NAME if isinstance(error, UnknownName) else VALIDATION, str(error))
-    return _answer(recorded, response)
+    scope = ControlScope(body.user, body.strategy)
+    return await _change(
+        request,
+        response,
+        idempotency_key,
+        lambda operator, key: controls.set_state(scope, body.state, body.reason, operator, key),
+    )
 
 
 @router.put(
@@ -111,23 +105,18 @@ async def set_limit(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> ControlChangeBody | JSONResponse:
     """Record the limit; a null value removes it."""
-    refusal = _refusal(request, idempotency_key)
-    if refusal is not None:
-        return refusal
-    operator, key = _operator(request), _key(request, idempotency_key)
-    try:
+
+    async def record(operator: str, key: str | None) -> RecordedControl:
         if "max_open_positions" in body.model_fields_set:
             scope = ControlScope(body.user, body.strategy)
-            recorded = await controls.set_position_limit(scope, body.max_open_positions, body.reason, operator, key)
-        else:
-            assert body.strategy is not None  # LimitRequest checked it
-            rate = None
-            if body.max_orders_per_second is not None and body.burst is not None:
-                rate = RateLimit(body.max_orders_per_second, body.burst)
-            recorded = await controls.set_rate_limit(body.strategy, rate, body.reason, operator, key)
-    except (UnknownName, DomainError) as error:
-        return problem_response(UNKNOWN_NAME if isinstance(error, UnknownName) else VALIDATION, str(error))
-    return _answer(recorded, response)
+            return await controls.set_position_limit(scope, body.max_open_positions, body.reason, operator, key)
+        assert body.strategy is not None  # LimitRequest checked it
+        rate = None
+        if body.max_orders_per_second is not None and body.burst is not None:
+            rate = RateLimit(body.max_orders_per_second, body.burst)
+        return await controls.set_rate_limit(body.strategy, rate, body.reason, operator, key)
+
+    return await _change(request, response, idempotency_key, record)
 
 
 @router.post(
@@ -146,17 +135,27 @@ async def flatten(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> ControlChangeBody | JSONResponse:
     """Record the flatten: the positions it closed, their trades, and the state if one was given."""
+    scope = ControlScope(body.user, body.strategy)
+    return await _change(
+        request,
+        response,
+        idempotency_key,
+        lambda operator, key: controls.flatten(scope, body.state, body.reason, operator, key),
+    )
+
+
+async def _change(
+    request: Request,
+    response: Response,
+    idempotency_key: str | None,
+    record: Callable[[str, str | None], Awaitable[RecordedControl]],
+) -> ControlChangeBody | JSONResponse:
+    """Refuse a change this request may not make; else ``record`` it (by operator and key) and answer the entry."""
     refusal = _refusal(request, idempotency_key)
     if refusal is not None:
         return refusal
     try:
-        recorded = await controls.flatten(
-            ControlScope(body.user, body.strategy),
-            body.state,
-            body.reason,
-            _operator(request),
-            _key(request, idempotency_key),
-        )
+        recorded = await record(_operator(request), _key(request, idempotency_key))
     except (UnknownName, DomainError) as error:
         return problem_response(UNKNOWN_NAME if isinstance(error, UnknownName) else VALIDATION, str(error))
     return _answer(recorded, response)
