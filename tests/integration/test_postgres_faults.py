@@ -1,6 +1,7 @@
 """PostgreSQL faults at the one moment that matters: a connection lost around COMMIT, settled before answering."""
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -10,7 +11,7 @@ import pytest
 
 from tests.service.fakes import CountingIds, FixedProfile, SteppingClock
 from trading_orders.adapters.storage.sql.postgres import SEQUENCE_LOCK, PostgresOrderStore
-from trading_orders.application.errors import DamagedLogEntry, OrderInDoubt, StorageUnavailable
+from trading_orders.application.errors import DamagedLogEntry, OrderInDoubt, StorageUnavailable, StoreBusy
 from trading_orders.application.order_service import OrderService, PlacedOrder
 from trading_orders.domain.model import Order, PositionScope, Side
 
@@ -173,3 +174,23 @@ def test_reads_that_meet_a_lost_connection_or_a_damaged_row_raise_the_applicatio
             assert raised.value.sequence == 1
     finally:
         store.close()
+
+
+def test_an_order_that_finds_every_connection_in_use_until_its_bound_is_refused_busy(
+    postgres_url: Callable[[], str],
+) -> None:
+    # Two connections, both held by open batches: a third batch's wait runs out on the pool, not the server.
+    crowded = PostgresOrderStore(postgres_url(), PositionScope.STRATEGY, pool_size=2, lock_wait_seconds=0.3)
+    crowded.recover()
+    try:
+        held = [crowded.open_batch(time.monotonic() + 5)[0] for _ in range(2)]
+        with pytest.raises(StoreBusy, match="held every connection") as refused:
+            crowded.open_batch(time.monotonic() + 0.2)
+        assert refused.value.waited_seconds == pytest.approx(0.3)
+        held[0].roll_back()
+        # The connection given back is the next batch's.
+        again, _, _ = crowded.open_batch(time.monotonic() + 2)
+        again.roll_back()
+        held[1].roll_back()
+    finally:
+        crowded.close()

@@ -302,7 +302,19 @@ class PostgresOrderStore(SqlOrderStore):
             if self._pool.closed:
                 self._open_pool()
             connection = self._pool.getconn(timeout=max(deadline - time.monotonic(), 0.001))
-        except (psycopg.OperationalError, PoolTimeout) as error:
+        except PoolTimeout as error:
+            if self._pool.get_stats().get("pool_size", 0) > 0:
+                # The pool holds connections, and this process's other orders
+                # had every one until the order's bound passed (a commit
+                # waiting for a peer's lock, orders waiting aside): busy, not
+                # unreachable. A server that is gone leaves the pool empty.
+                raise StoreBusy(
+                    f"the order was not recorded: this service's other orders held every connection to "
+                    f"{self.where} until its wait of {self.lock_wait_seconds:g} s ran out",
+                    self.lock_wait_seconds,
+                ) from error
+            raise StorageUnavailable(f"cannot reach {self.where}: {error}") from error
+        except psycopg.OperationalError as error:
             raise StorageUnavailable(f"cannot reach {self.where}: {error}") from error
         # The transaction begins with the batch's first statement.
         return _PostgresBatch(self, connection)
