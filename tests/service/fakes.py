@@ -118,7 +118,7 @@ class FakeControlTransaction:
         self.controls = store.controls()
         self.last_received_at = entry_time(store.entries[-1]) if store.entries else None
 
-    def positions_in(self, scope: ControlScope) -> list[Position]:
+    async def positions_in(self, scope: ControlScope) -> list[Position]:
         """The open positions in ``scope``."""
         return [p for p in self._store.open if scope.holds(p)]
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -33,8 +34,8 @@ from trading_orders.domain.profile import Profile
 
 logger = logging.getLogger(__name__)
 
-# What a control request makes of what its transaction hands out.
-_ActionOf = Callable[[ControlTransaction], ControlAction]
+# What a control request makes of what its transaction hands out (a flatten reads the positions it closes).
+_ActionOf = Callable[[ControlTransaction], Awaitable[ControlAction]]
 # What a request asks for, in a form a retry of it compares equal to:
 # (action, user, strategy, target, reason).
 _Request = tuple[str, str | None, str | None, object, str]
@@ -81,18 +82,22 @@ class OperatorControls:
     ) -> RecordedControl:
         """Set ``scope``'s trading state; it holds until an operator sets it again."""
         request: _Request = ("state", scope.user, scope.strategy, state, reason)
-        return await self._record(
-            request, idempotency_key, reason, operator, lambda t: t.controls.set_state(scope, state)
-        )
+
+        async def action(transaction: ControlTransaction) -> ControlAction:
+            return transaction.controls.set_state(scope, state)
+
+        return await self._record(request, idempotency_key, reason, operator, action)
 
     async def set_position_limit(
         self, scope: ControlScope, limit: int | None, reason: str, operator: str, idempotency_key: str | None = None
     ) -> RecordedControl:
         """Set the most positions ``scope`` (a user, or one user's strategy) may hold open; None removes the limit."""
         request: _Request = ("position_limit", scope.user, scope.strategy, limit, reason)
-        return await self._record(
-            request, idempotency_key, reason, operator, lambda t: t.controls.set_position_limit(scope, limit)
-        )
+
+        async def action(transaction: ControlTransaction) -> ControlAction:
+            return transaction.controls.set_position_limit(scope, limit)
+
+        return await self._record(request, idempotency_key, reason, operator, action)
 
     async def set_rate_limit(
         self, strategy: str, limit: RateLimit | None, reason: str, operator: str, idempotency_key: str | None = None
@@ -100,9 +105,11 @@ class OperatorControls:
         """Set the most orders a second ``strategy`` may send; None removes the limit."""
         scope = ControlScope(strategy=strategy)
         request: _Request = ("rate_limit", None, scope.strategy, limit, reason)
-        return await self._record(
-            request, idempotency_key, reason, operator, lambda t: t.controls.set_rate_limit(strategy, limit)
-        )
+
+        async def action(transaction: ControlTransaction) -> ControlAction:
+            return transaction.controls.set_rate_limit(strategy, limit)
+
+        return await self._record(request, idempotency_key, reason, operator, action)
 
     async def flatten(
         self,
@@ -114,27 +121,30 @@ class OperatorControls:
     ) -> RecordedControl:
         """Close every open position in ``scope`` as a SELL would, and set its state in the same step if asked."""
         request: _Request = ("flatten", scope.user, scope.strategy, state, reason)
-        return await self._record(
-            request,
-            idempotency_key,
-            reason,
-            operator,
-            lambda t: t.controls.flatten(scope, t.positions_in(scope), state),
-        )
 
-    def check_names(self, scope: ControlScope) -> None:
+        async def action(transaction: ControlTransaction) -> ControlAction:
+            return transaction.controls.flatten(scope, await transaction.positions_in(scope), state)
+
+        return await self._record(request, idempotency_key, reason, operator, action)
+
+    async def check_names(self, scope: ControlScope) -> None:
         """Raise UnknownName unless the profile, or an open position, knows ``scope``'s user and strategy.
 
         A mistyped name would set a control that covers nobody while the
         operator believes it holds.
         """
         profile = self._profile()
-        if scope.user is not None and scope.user not in profile.users and not self._store.positions(user=scope.user):
+        # A store's read may be a query: off the event loop, which orders share.
+        if (
+            scope.user is not None
+            and scope.user not in profile.users
+            and not await asyncio.to_thread(self._store.positions, user=scope.user)
+        ):
             raise UnknownName(f"user {scope.user!r} is not in the profile and holds no open position")
         if (
             scope.strategy is not None
             and scope.strategy not in profile.strategies
-            and not self._store.positions(strategy=scope.strategy)
+            and not await asyncio.to_thread(self._store.positions, strategy=scope.strategy)
         ):
             raise UnknownName(f"strategy {scope.strategy!r} is not in the profile and holds no open position")
 
@@ -146,11 +156,11 @@ class OperatorControls:
         operator: str,
         action_of: _ActionOf,
     ) -> RecordedControl:
-        self.check_names(ControlScope(request[1], request[2]))
+        await self.check_names(ControlScope(request[1], request[2]))
         async with self._store.control_transaction(idempotency_key) as transaction:
             if transaction.recorded is not None:
                 return _replay(transaction.recorded, request)
-            action = action_of(transaction)
+            action = await action_of(transaction)
             change = ControlChange(self._ids.next_id(), self._made_at(transaction), operator, reason, action)
             entry = await transaction.commit(change)
         logger.warning("control change #%d by %s: %s (%s)", entry.sequence, operator, describe(action), reason or "-")

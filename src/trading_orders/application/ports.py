@@ -144,7 +144,7 @@ class ControlTransaction(Protocol):
         """When the newest entry of the log was made, None when there is none."""
         ...
 
-    def positions_in(self, scope: ControlScope) -> list[Position]:
+    async def positions_in(self, scope: ControlScope) -> list[Position]:
         """The open positions in ``scope``, as a flatten would close them."""
         ...
 

@@ -101,10 +101,13 @@ class SqlControlTransaction:
             rows = connection.sql.rows("SELECT sequence, entry FROM orders WHERE idempotency_key = ?", (key,))
             self.recorded = logged_entry(rows[0][0], rows[0][1], store.where) if rows else None
 
-    def positions_in(self, scope: ControlScope) -> list[Position]:
+    async def positions_in(self, scope: ControlScope) -> list[Position]:
         """The open positions in ``scope``, in the order they were opened."""
         if scope not in self._read:
-            self._read[scope] = self._store.positions_on(self._connection.sql, scope.user, scope.strategy)
+            # A query on the database: off the event loop, as every order's are.
+            self._read[scope] = await asyncio.to_thread(
+                self._store.positions_on, self._connection.sql, scope.user, scope.strategy
+            )
         return list(self._read[scope])
 
     async def commit(self, change: ControlChange) -> ControlLogEntry:
@@ -112,7 +115,7 @@ class SqlControlTransaction:
         if self._committing is not None:
             raise RuntimeError("a control transaction commits once")
         # Only a flatten closes positions; the others need no read.
-        positions = self.positions_in(change.action.scope) if isinstance(change.action, Flatten) else []
+        positions = await self.positions_in(change.action.scope) if isinstance(change.action, Flatten) else []
         self._committing = asyncio.ensure_future(
             asyncio.to_thread(record_control, self._connection, self._store.scope, change, self._key, positions)
         )

@@ -476,7 +476,7 @@ class TinyDBControlTransaction:
         self._open = True
         return self
 
-    def positions_in(self, scope: ControlScope) -> list[Position]:
+    async def positions_in(self, scope: ControlScope) -> list[Position]:
         """The open positions in ``scope``, as a flatten would close them."""
         return self._store._positions_in(scope)
 
