@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import SCRIPTS
+from tests.e2e.test_controls_http import order, reasons
 from tests.support.postgres_server import ThrowawayPostgres
 from tests.support.service_process import ServiceProcess, all_pages
 
@@ -47,20 +48,6 @@ def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         yield first, second
 
 
-def order(service: ServiceProcess, strategy: str, instrument: str, side: str = "BUY") -> dict[str, object]:
-    body = {"STRATEGY": strategy, "INSTRUMENT": instrument, "POSITION": side}
-    answer = requests.post(f"{service.base_url}/create_order", json=body, timeout=60)
-    assert answer.status_code == 200, answer.text
-    result: dict[str, object] = answer.json()
-    return result
-
-
-def reasons(answer: dict[str, object]) -> dict[str, object]:
-    decisions = answer["decisions"]
-    assert isinstance(decisions, list)
-    return {d["user"]: d["reason"] for d in decisions}
-
-
 def sequence_of(service: ServiceProcess, answer: dict[str, object]) -> int:
     logged = requests.get(f"{service.base_url}/orders/{answer['order_id']}", timeout=60).json()
     return int(logged["sequence"])
@@ -68,17 +55,17 @@ def sequence_of(service: ServiceProcess, answer: dict[str, object]) -> int:
 
 def test_a_halt_through_one_process_governs_the_next_order_through_the_other(pair: Pair) -> None:
     first, second = pair
-    before = order(second, "ALPHA", "I1")
+    before = order(second.base_url, "I1", "BUY")
     assert reasons(before) == {"Ann": None, "Bob": None}
     halted = requests.put(f"{first.base_url}/controls/state", json={"user": "Bob", "state": "HALTED"}, timeout=60)
     assert halted.status_code == 200, halted.text
-    during = order(second, "ALPHA", "I2")
+    during = order(second.base_url, "I2", "BUY")
     assert reasons(during) == {"Ann": None, "Bob": "TRADING_HALTED"}
     listed = requests.get(f"{second.base_url}/controls", timeout=60).json()["states"]
     assert [(s["user"], s["state"]) for s in listed] == [("Bob", "HALTED")]
     resumed = requests.put(f"{second.base_url}/controls/state", json={"user": "Bob", "state": "ACTIVE"}, timeout=60)
     assert resumed.status_code == 200, resumed.text
-    after = order(first, "ALPHA", "I3")
+    after = order(first.base_url, "I3", "BUY")
     assert reasons(after) == {"Ann": None, "Bob": None}
     # One sequence for orders and changes: each change lies between the orders sent around it.
     assert sequence_of(first, before) < halted.json()["sequence"] < sequence_of(first, during)
@@ -90,7 +77,7 @@ def test_concurrent_buys_through_both_processes_never_pass_a_position_limit(pair
     limit = {"user": "Cid", "max_open_positions": 3, "reason": "risk"}
     assert requests.put(f"{first.base_url}/controls/limits", json=limit, timeout=60).status_code == 200
     threads = [
-        threading.Thread(target=order, args=(first if n % 2 else second, "BETA", instrument))
+        threading.Thread(target=order, args=((first if n % 2 else second).base_url, instrument, "BUY", "BETA"))
         for n, instrument in enumerate(INSTRUMENTS)
     ]
     for thread in threads:

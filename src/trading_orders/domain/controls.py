@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
 
-from trading_orders.domain.model import DomainError, OrderLogEntry, Position, Trade
+from trading_orders.domain.model import DomainError, OrderLogEntry, Position, Trade, check_log_place
 
 # The longest reason text an operator may give: a sentence, not a document.
 REASON_MAX_LENGTH = 500
@@ -205,10 +205,7 @@ class ControlLogEntry:
     idempotency_key: str | None = None
 
     def __post_init__(self) -> None:
-        if self.sequence < 1:
-            raise DomainError(f"order log sequences start at 1, got {self.sequence}")
-        if self.idempotency_key == "":
-            raise DomainError("an idempotency key, when given, is not empty")
+        check_log_place(self.sequence, self.idempotency_key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -202,6 +202,14 @@ class AppliedDecision:
     rate_bucket: RateBucket | None = None
 
 
+def check_log_place(sequence: int, idempotency_key: str | None) -> None:
+    """Raise DomainError unless ``sequence`` and ``idempotency_key`` can place an entry in the order log."""
+    if sequence < 1:
+        raise DomainError(f"order log sequences start at 1, got {sequence}")
+    if idempotency_key == "":
+        raise DomainError("an idempotency key, when given, is not empty")
+
+
 @dataclass(frozen=True, slots=True)
 class OrderLogEntry:
     """One order as the order log keeps it: its decision, its place in the log, and the client's retry key."""
@@ -211,7 +219,4 @@ class OrderLogEntry:
     idempotency_key: str | None = None
 
     def __post_init__(self) -> None:
-        if self.sequence < 1:
-            raise DomainError(f"order log sequences start at 1, got {self.sequence}")
-        if self.idempotency_key == "":
-            raise DomainError("an idempotency key, when given, is not empty")
+        check_log_place(self.sequence, self.idempotency_key)
