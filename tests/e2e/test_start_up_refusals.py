@@ -111,6 +111,12 @@ def test_two_workers_on_sqlite_serve_from_two_processes_and_stop_with_0(service_
     # Each worker is a new interpreter that imports the service anew: on a busy machine that takes a while.
     # Started once: `with service` would start a second one (the fixture kills it if the test fails).
     service.start(timeout=60)
+    # /health answers once one worker is up; the other may still be importing. Stopped then, it
+    # would stop before it served (and say nothing of finishing), so the test waits for both.
+    deadline = time.monotonic() + 60
+    while service.output().count("Application startup complete.") < 2:
+        assert time.monotonic() < deadline, service.output()
+        time.sleep(0.05)
     for _ in range(20):
         # A connection each, so that both processes may take some.
         answer = requests.post(
