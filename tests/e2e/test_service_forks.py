@@ -14,11 +14,13 @@ import pytest
 import requests
 
 from tests.e2e.conftest import ROOT, SCRIPTS, ServiceFactory
-from tests.support.service_forks import NO_FORK_VARIABLE, ForkServer, fork_server
+from tests.support.service_forks import NO_FORK_VARIABLE, ForkServer, fork_server, forking_allowed
 from tests.support.service_process import LOOPBACK, ServiceProcess, free_port
 
 PROFILE = {"U1": {"S1": ["ACC", "INFY"]}}
 ORDER = {"STRATEGY": "S1", "INSTRUMENT": "ACC", "POSITION": "BUY"}
+# For the tests of what a fork is: with the fork server turned off, no service is one.
+forks_only = pytest.mark.skipif(not forking_allowed(), reason=f"{NO_FORK_VARIABLE}=1 turns the fork server off")
 
 
 def parent_of(pid: int) -> int:
@@ -53,6 +55,7 @@ def service_in() -> Iterator[ServiceIn]:
         service.kill()
 
 
+@forks_only
 def test_a_forked_service_is_a_child_of_the_fork_server_in_its_own_directory_and_output(
     tmp_path: Path, service_in: ServiceIn
 ) -> None:
@@ -68,6 +71,7 @@ def test_a_forked_service_is_a_child_of_the_fork_server_in_its_own_directory_and
     assert "starting: store tinydb" in service.output()
 
 
+@forks_only
 @pytest.mark.parametrize(
     ("how", "status"),
     # uvicorn drains on SIGTERM, then raises it again on itself.
@@ -102,6 +106,7 @@ def test_a_service_that_cannot_start_ends_with_the_status_and_words_of_a_new_one
     assert "data directory" in ends[0][1]
 
 
+@forks_only
 def test_each_forked_service_reads_its_own_settings(tmp_path: Path, service_in: ServiceIn) -> None:
     with service_in(tmp_path / "first") as first, service_in(tmp_path / "second", position_scope="user") as second:
         answers = [requests.post(f"{s.base_url}/create_order", json=ORDER, timeout=10).json() for s in (first, second)]
