@@ -310,7 +310,7 @@ class _Zygote:
                 importlib.import_module(name)
             except Exception:  # the child imports it anew, and fails there as a fresh start would
                 print(f"fork server: cannot preload {name}:\n{traceback.format_exc()}", file=sys.stderr)
-        # A thread does not survive fork: a child would start with its locks held.
+        # Only the forking thread survives a fork: a lock another held would stay held in the child.
         threads = len(os.listdir("/proc/self/task"))
         if threads != 1:
             raise SystemExit(f"fork server: {threads} threads after the imports; it forks only with one")
