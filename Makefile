@@ -64,7 +64,10 @@ bytecode: $(INSTALLED_DEV)
 
 # Tests run in parallel processes, slow ones first (tests/conftest.py); most of
 # them wait on a service or database they started, so more workers than cores
-# (3 beat 4 once the suite grew: docs/performance.md, the suite's time).
+# (3 beat 4 once the suite grew: docs/performance.md, the suite's time). Their
+# services fork from a process per worker that has imported the libraries
+# (tests/support/service_forks.py; TESTS_NO_FORK_SERVER=1 starts each anew):
+# 4 workers were then no clearer a win than before.
 TEST_WORKERS ?= 3
 PARALLEL := -n $(TEST_WORKERS) --dist load --maxschedchunk 2
 

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.support.postgres_server import PostgresUnavailable, ThrowawayPostgres
+from tests.support.service_forks import close_fork_server
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +35,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the tests marked slow first, so no parallel worker starts a long one while the others finish."""
     # A stable sort: the slow tests keep their order among themselves, and so do the others.
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_sessionfinish() -> None:
+    """End this process's fork server (its services with it) and reap it, so its CPU time counts as the run's."""
+    close_fork_server()

@@ -48,7 +48,7 @@ def service_factory(tmp_path: Path, data_dir: Path) -> Iterator[ServiceFactory]:
             **{f"TRADING_ORDERS_{name.upper()}": value for name, value in settings.items()},
         }
         output = tmp_path / f"service-{len(made)}.out"
-        service = ServiceProcess(SCRIPTS, environment, output, entry, workers, wrapper=wrapper)
+        service = ServiceProcess(SCRIPTS, environment, output, entry, workers, wrapper=wrapper, forked=True)
         made.append(service)
         return service
 
@@ -69,7 +69,7 @@ def module_service(
         "TRADING_ORDERS_LOG_DIR": str(directory / "logs"),
         **{f"TRADING_ORDERS_{setting.upper()}": value for setting, value in settings.items()},
     }
-    return ServiceProcess(SCRIPTS, environment, directory / "service.out")
+    return ServiceProcess(SCRIPTS, environment, directory / "service.out", forked=True)
 
 
 # Module scope, not session: Playwright's sync API runs an event loop in this

@@ -42,8 +42,8 @@ def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         server: ThrowawayPostgres = request.getfixturevalue("postgres_server")
         settings["TRADING_ORDERS_DATABASE_URL"] = server.new_database()
     with (
-        ServiceProcess(SCRIPTS, settings, directory / "first.out") as first,
-        ServiceProcess(SCRIPTS, settings, directory / "second.out") as second,
+        ServiceProcess(SCRIPTS, settings, directory / "first.out", forked=True) as first,
+        ServiceProcess(SCRIPTS, settings, directory / "second.out", forked=True) as second,
     ):
         yield first, second
 

@@ -89,7 +89,7 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     if request.param == "postgres":
         postgres: ThrowawayPostgres = request.getfixturevalue("postgres_server")
         environment["TRADING_ORDERS_DATABASE_URL"] = postgres.new_database()
-    with ServiceProcess(SCRIPTS, environment, root / "service.out") as server:
+    with ServiceProcess(SCRIPTS, environment, root / "service.out", forked=True) as server:
         for instrument, side in [("ACC", "BUY"), ("INFY", "BUY"), ("ACC", "SELL"), ("ACC", "SELL")]:
             body = {"STRATEGY": "S1", "INSTRUMENT": instrument, "POSITION": side}
             assert requests.post(f"{server.base_url}/create_order", json=body, timeout=10).status_code == 200

@@ -122,7 +122,8 @@ class CrashLoop:
 
     def _service(self) -> ServiceProcess:
         self._launches += 1
-        return ServiceProcess(self._scripts_dir, self._environment, self._scratch / f"service-{self._launches}.out")
+        output = self._scratch / f"service-{self._launches}.out"
+        return ServiceProcess(self._scripts_dir, self._environment, output, forked=True)
 
     def _cycle(self, cycle: int, result: CrashLoopResult, kill_start_up: bool) -> None:
         if kill_start_up:

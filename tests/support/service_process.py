@@ -16,6 +16,8 @@ from typing import Any
 
 import requests
 
+from tests.support.service_forks import ForkedProcess, fork_server, forking_allowed
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -55,7 +57,9 @@ class ServiceProcess:
     """The service from ``scripts_dir`` with the given TRADING_ORDERS_* settings.
 
     ``entry`` "uvicorn" runs it the brief's way (``uvicorn Order_Handler:app``);
-    "serve" runs ``python -m trading_orders serve``.
+    "serve" runs ``python -m trading_orders serve``. ``forked``: the tests' way, a
+    child of this process's fork server (tests.support.service_forks) where it can
+    be one, else a new interpreter as always.
     """
 
     def __init__(
@@ -67,6 +71,7 @@ class ServiceProcess:
         workers: int = 1,
         app: str = "Order_Handler:app",
         wrapper: Sequence[str] = (),
+        forked: bool = False,
     ) -> None:
         """Prepare (not start) a service; its console output goes to ``output``.
 
@@ -82,7 +87,8 @@ class ServiceProcess:
         self._workers = workers
         self._app = app
         self._wrapper = tuple(wrapper)
-        self._process: subprocess.Popen[bytes] | None = None
+        self._forked = forked
+        self._process: subprocess.Popen[bytes] | ForkedProcess | None = None
         self.port = 0
 
     @property
@@ -130,15 +136,26 @@ class ServiceProcess:
             command = [sys.executable, "-m", "uvicorn", self._app, *listen, "--log-level", "warning"]
             if self._workers > 1:
                 command += ["--workers", str(self._workers)]
+        environment = {**os.environ, **self._environment}
+        if self._forks(environment):
+            # command is [python, -m, uvicorn, ...]: the child runs the same.
+            self._process = fork_server().start("uvicorn", command[3:], self._scripts_dir, environment, self._output)
+            return
         with open(self._output, "ab") as output:
             self._process = subprocess.Popen(
                 [*self._wrapper, *command],
                 cwd=self._scripts_dir,
-                env={**os.environ, **self._environment},
+                env=environment,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
+
+    def _forks(self, environment: dict[str, str]) -> bool:
+        """Whether this start is a fork: one uvicorn process as such, with nothing that changes how Python starts."""
+        if not (self._forked and forking_allowed()):
+            return False
+        return self._entry == "uvicorn" and self._workers == 1 and not self._wrapper and fork_server().fits(environment)
 
     @property
     def pid(self) -> int:
@@ -167,8 +184,8 @@ class ServiceProcess:
                 self._process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self._process.kill()
-                self._process.wait()
-        return self._process.returncode
+        # wait(): the status, at once if it had ended, else once the kill has ended it.
+        return self._process.wait()
 
     def __enter__(self) -> ServiceProcess:
         return self.start()
