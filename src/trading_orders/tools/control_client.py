@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, TextIO
 
-from trading_orders.tools.desk_client import ServiceError, refusal
+from trading_orders.tools.desk_client import ask
 from trading_orders.tools.text_table import Column, table_lines
 
 # What the service records as who made a change made with no API key: the command line.
@@ -26,33 +26,13 @@ LIMIT_COLUMNS = (Column("scope", wraps=True), Column("limit", wraps=True), Colum
 
 def send_change(url: str, path: str, method: str, body: dict[str, Any], api_key: str | None) -> dict[str, Any]:
     """Send one control change to the service at ``url``; the recorded change it answers."""
-    import requests
-
-    headers = {"User-Agent": USER_AGENT}
-    if api_key:
-        headers["X-API-Key"] = api_key
-    try:
-        answer = requests.request(method, f"{url.rstrip('/')}{path}", json=body, headers=headers, timeout=60)
-    except requests.RequestException as error:
-        raise ServiceError(f"cannot reach the service at {url}: {error}") from error
-    if answer.status_code != 200:
-        raise ServiceError(f"{method} {path} answered {refusal(answer)}")
-    change: dict[str, Any] = answer.json()
+    change: dict[str, Any] = ask(url, method, path, api_key, timeout=60, body=body, user_agent=USER_AGENT)
     return change
 
 
 def fetch_controls(url: str, api_key: str | None) -> dict[str, Any]:
     """The states and limits in force at the service at ``url``."""
-    import requests
-
-    headers = {"X-API-Key": api_key} if api_key else {}
-    try:
-        answer = requests.get(f"{url.rstrip('/')}/controls", headers=headers, timeout=30)
-    except requests.RequestException as error:
-        raise ServiceError(f"cannot reach the service at {url}: {error}") from error
-    if answer.status_code != 200:
-        raise ServiceError(f"GET /controls answered {refusal(answer)}")
-    controls: dict[str, Any] = answer.json()
+    controls: dict[str, Any] = ask(url, "GET", "/controls", api_key, timeout=30)
     return controls
 
 

@@ -52,18 +52,37 @@ class ServiceError(RuntimeError):
     """The service could not be reached or refused the request; the message says which."""
 
 
-def fetch(url: str, what: str, filters: dict[str, str], api_key: str | None) -> list[dict[str, Any]]:
-    """The rows GET ``url``/``what`` answers for ``filters`` (one page for orders and trades)."""
+def ask(
+    url: str,
+    method: str,
+    path: str,
+    api_key: str | None,
+    *,
+    timeout: float,
+    params: Mapping[str, str] | None = None,
+    body: Mapping[str, Any] | None = None,
+    user_agent: str | None = None,
+) -> Any:
+    """The JSON the service at ``url`` answers ``method`` ``path`` with; ServiceError when unreachable or refused."""
     import requests
 
-    headers = {"X-API-Key": api_key} if api_key else {}
+    headers = {"User-Agent": user_agent} if user_agent else {}
+    if api_key:
+        headers["X-API-Key"] = api_key
     try:
-        answer = requests.get(f"{url.rstrip('/')}/{what}", params=filters, headers=headers, timeout=30)
+        answer = requests.request(
+            method, f"{url.rstrip('/')}{path}", params=params, json=body, headers=headers, timeout=timeout
+        )
     except requests.RequestException as error:
         raise ServiceError(f"cannot reach the service at {url}: {error}") from error
     if answer.status_code != 200:
-        raise ServiceError(f"GET /{what} answered {refusal(answer)}")
-    rows: list[dict[str, Any]] = answer.json()[what]
+        raise ServiceError(f"{method} {path} answered {refusal(answer)}")
+    return answer.json()
+
+
+def fetch(url: str, what: str, filters: dict[str, str], api_key: str | None) -> list[dict[str, Any]]:
+    """The rows GET ``url``/``what`` answers for ``filters`` (one page for orders and trades)."""
+    rows: list[dict[str, Any]] = ask(url, "GET", f"/{what}", api_key, timeout=30, params=filters)[what]
     return rows
 
 
