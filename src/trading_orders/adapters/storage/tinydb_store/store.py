@@ -7,6 +7,7 @@ import threading
 from collections.abc import Collection
 from datetime import datetime
 from types import TracebackType
+from typing import TypeVar
 
 from trading_orders.adapters.storage.tinydb_store.backoff import Backoff
 from trading_orders.adapters.storage.tinydb_store.checkpoints import Checkpointer, CheckpointPolicy
@@ -398,43 +399,24 @@ class TinyDBOrderStore:
             self._start_healing(self._heal_error)
 
 
+# The entry a unit of work records: an order's, or a control change's.
+Recorded = TypeVar("Recorded", OrderLogEntry, ControlLogEntry)
 # What _begin hands out: the entry recorded with the key, the slice, the newest received time.
 _Handout = tuple[LogEntry | None, PortfolioSlice, datetime | None]
 
 
-class TinyDBOrderTransaction:
-    """One order's unit of work on a TinyDBOrderStore.
+class _HoldingTheStoreLock:
+    """What a unit of work that holds the store's lock from entering to commit() shares: how it ends."""
 
-    Entering takes the store's lock and hands out a slice of the portfolio;
-    commit() writes the entry, merges the slice's change, releases the lock
-    and waits for the disk with every other order waiting. The lock is a
-    thread lock held on the event loop: the block must not await anything
-    before commit(), which takes microseconds.
-    """
-
-    def __init__(
-        self, store: TinyDBOrderStore, strategy: str, instrument: str, users: Collection[str], key: str | None
-    ) -> None:
-        """Prepare a transaction on ``store``; nothing is taken until it is entered."""
+    def __init__(self, store: TinyDBOrderStore, key: str | None) -> None:
+        """Prepare a unit of work on ``store`` under idempotency key ``key``; nothing is taken until it is entered."""
         self._store = store
-        self._what = strategy, instrument, users
         self._key = key
         self._open = False
-        # Handed out on entering.
-        self.recorded: LogEntry | None
-        self.portfolio: PortfolioSlice
-        self.last_received_at: datetime | None
 
-    async def __aenter__(self) -> TinyDBOrderTransaction:
-        """Take the store's lock and hand out what the order needs."""
-        self.recorded, self.portfolio, self.last_received_at = self._store._begin(*self._what, self._key)
-        self._open = True
-        return self
-
-    async def commit(self) -> OrderLogEntry:
-        """Record the decision applied to ``portfolio``; returns once its entry is durable."""
-        self._open = False
-        entry, ticket = self._store._record(self.portfolio, self._key)
+    async def _once_durable(self, recorded: tuple[Recorded, Ticket]) -> Recorded:
+        """The entry just recorded (which released the lock), once it is durable."""
+        entry, ticket = recorded
         await self._store._durable(ticket)
         return entry
 
@@ -451,7 +433,41 @@ class TinyDBOrderTransaction:
             await self._store._durable(ticket)
 
 
-class TinyDBControlTransaction:
+class TinyDBOrderTransaction(_HoldingTheStoreLock):
+    """One order's unit of work on a TinyDBOrderStore.
+
+    Entering takes the store's lock and hands out a slice of the portfolio;
+    commit() writes the entry, merges the slice's change, releases the lock
+    and waits for the disk with every other order waiting. The lock is a
+    thread lock held on the event loop: the block must not await anything
+    before commit(), which takes microseconds.
+    """
+
+    def __init__(
+        self, store: TinyDBOrderStore, strategy: str, instrument: str, users: Collection[str], key: str | None
+    ) -> None:
+        """Prepare a transaction on ``store``; nothing is taken until it is entered."""
+        super().__init__(store, key)
+        self._what = strategy, instrument, users
+        # Handed out on entering.
+        self.recorded: LogEntry | None
+        self.portfolio: PortfolioSlice
+        self.last_received_at: datetime | None
+
+    async def __aenter__(self) -> TinyDBOrderTransaction:
+        """Take the store's lock and hand out what the order needs."""
+        self.recorded, self.portfolio, self.last_received_at = self._store._begin(*self._what, self._key)
+        self._open = True
+        return self
+
+    async def commit(self) -> OrderLogEntry:
+        """Record the decision applied to ``portfolio``; returns once its entry is durable."""
+        # Closed first: a record that fails has released the lock itself.
+        self._open = False
+        return await self._once_durable(self._store._record(self.portfolio, self._key))
+
+
+class TinyDBControlTransaction(_HoldingTheStoreLock):
     """One control change's unit of work on a TinyDBOrderStore.
 
     Entering takes the store's lock, which every order's transaction takes
@@ -462,9 +478,7 @@ class TinyDBControlTransaction:
 
     def __init__(self, store: TinyDBOrderStore, key: str | None) -> None:
         """Prepare a transaction on ``store``; nothing is taken until it is entered."""
-        self._store = store
-        self._key = key
-        self._open = False
+        super().__init__(store, key)
         # Handed out on entering.
         self.recorded: LogEntry | None
         self.controls: Controls
@@ -482,18 +496,6 @@ class TinyDBControlTransaction:
 
     async def commit(self, change: ControlChange) -> ControlLogEntry:
         """Record ``change``; returns once its entry is durable."""
+        # Closed first: a record that fails has released the lock itself.
         self._open = False
-        entry, ticket = self._store._record_control(change, self._key)
-        await self._store._durable(ticket)
-        return entry
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        """Without commit(): release the lock, and on a clean exit wait until what the block read is durable."""
-        if not self._open:
-            return
-        self._open = False
-        ticket = self._store._release()
-        if kind is None:
-            await self._store._durable(ticket)
+        return await self._once_durable(self._store._record_control(change, self._key))
